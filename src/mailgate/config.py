@@ -1,0 +1,608 @@
+"""TOML configuration -> frozen dataclasses.
+
+Owns the config schema (one dataclass per section), its defaults and its validation. Errors
+name the file and line, the key, the value and what was expected, so ``mailgate check-config``
+and ``mailgate serve`` can refuse bad config with one clear line. Nothing else reads the file
+or the environment: each subsystem receives only its own section.
+
+Adding a key: add a field to the section's dataclass (the loader validates its type from the
+annotation) and document it in ``config.example.toml`` and the README (a test checks both).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import re
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+ENV_CONFIG = "MAILGATE_CONFIG"
+ENV_DATA_DIR = "MAILGATE_DATA_DIR"
+
+
+class ConfigError(ValueError):
+    """A config problem, already phrased for the operator (file:line, key, value, expected)."""
+
+
+# --------------------------------------------------------------------------- value kinds
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.IGNORECASE)
+
+
+def parse_size(value: Any) -> int:
+    """``"25MB"`` / ``"512k"`` / ``1048576`` -> bytes (1 KB = 1024 bytes, as Postfix counts)."""
+    if isinstance(value, bool):
+        raise ValueError("a size like 25MB")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a size like 25MB")
+        return value
+    if isinstance(value, str):
+        m = _SIZE_RE.match(value)
+        if m:
+            num = float(m.group(1))
+            unit = (m.group(2) or "b").lower()[:1]
+            mult = {"b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[unit]
+            return int(num * mult)
+    raise ValueError("a size like 25MB, 512KB or a number of bytes")
+
+
+def parse_duration(value: Any) -> float:
+    """``"30s"`` / ``"5m"`` / ``"250ms"`` / ``12`` -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration like 30s")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a non-negative duration like 30s")
+        return float(value)
+    if isinstance(value, str):
+        m = _DURATION_RE.match(value)
+        if m:
+            num = float(m.group(1))
+            unit = (m.group(2) or "s").lower()
+            mult = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+            return num * mult
+    raise ValueError("a duration like 250ms, 30s, 5m, 2h or 1d")
+
+
+def parse_hostport(value: Any) -> tuple[str, int]:
+    """``"127.0.0.1:2525"`` / ``"[::1]:25"`` -> (host, port)."""
+    if not isinstance(value, str):
+        raise ValueError("an address like 127.0.0.1:2525")
+    m = re.match(r"^\[([0-9a-fA-F:.]+)\]:(\d+)$", value) or re.match(r"^([^:\s]+):(\d+)$", value)
+    if not m:
+        raise ValueError("an address like 127.0.0.1:2525 or [::1]:2525")
+    host, port = m.group(1), int(m.group(2))
+    if not 0 <= port <= 65535:
+        raise ValueError("a port between 0 and 65535")
+    return host, port
+
+
+Size = typing.Annotated[int, "size"]
+Duration = typing.Annotated[float, "duration"]
+HostPort = typing.Annotated[str, "hostport"]
+ExistingFile = typing.Annotated[str, "existing-file"]
+Raw = typing.Annotated[Any, "raw"]
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    listen: HostPort = "127.0.0.1:2525"
+    hostname: str = "mx.example.test"
+    max_message_size: Size = 25 * 1024 * 1024
+    max_recipients: int = 100
+    tls_cert: ExistingFile = ""
+    tls_key: ExistingFile = ""
+    require_tls: bool = False
+    proxy_protocol: bool = False
+    max_connections: int = 500
+    max_connections_per_ip: int = 50
+    max_messages_per_ip_per_minute: int = 6000
+    max_line_length: int = 1000
+    max_command_length: int = 512
+    idle_timeout: Duration = 300.0
+    shutdown_grace: Duration = 10.0
+    chunked_data: bool = True
+
+    @property
+    def host(self) -> str:
+        return parse_hostport(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return parse_hostport(self.listen)[1]
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    data_dir: str = "./mailgate-data"
+    durability: Literal["normal", "fsync"] = "normal"
+    group_commit_window: Duration = 0.002
+    max_batch: int = 256
+
+
+@dataclass(frozen=True)
+class DomainConfig:
+    name: str
+    mailboxes: list[str] = field(default_factory=list)
+    catch_all: bool = False
+    tenant: str = ""
+
+    @property
+    def is_wildcard(self) -> bool:
+        return self.name.startswith("*.")
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    enabled: bool = True
+    nameservers: list[str] = field(default_factory=list)
+    timeout: Duration = 2.0
+    budget: Duration = 8.0
+    cache_size: int = 10000
+    dmarc_enforce: Literal["tag", "quarantine", "reject"] = "tag"
+    shadow: bool = False
+    spf_fail: Literal["tag", "quarantine", "reject"] = "tag"
+    temperror: Literal["accept", "quarantine", "defer"] = "accept"
+
+
+@dataclass(frozen=True)
+class ApiToken:
+    token: str = ""
+    token_sha256: str = ""
+    tenant: str = "default"
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    enabled: bool = True
+    listen: HostPort = "127.0.0.1:8025"
+    public_url: str = "http://127.0.0.1:8025"
+    tokens: list[ApiToken] = field(default_factory=list)
+    attachment_url_ttl: Duration = 7 * 86400.0
+    url_signing_key: str = ""
+    readyz_min_free_disk: Size = 100 * 1024 * 1024
+    readyz_max_outbox_lag: Duration = 900.0
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    url: str
+    secrets: list[str] = field(default_factory=list)
+    tenant: str = "default"
+    name: str = ""
+    enabled: bool = True
+    timeout: Duration = 10.0
+    max_concurrency: int = 8
+    events: list[str] = field(default_factory=lambda: ["message.received"])
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    retry_schedule: str = "0s, 5s, 5m, 30m, 2h, 5h, 10h, 14h, 20h, 24h"
+    client_error_retries: int = 2
+    jitter: float = 0.1
+    poll_interval: Duration = 0.5
+    breaker_threshold: int = 5
+    breaker_cooldown: Duration = 30.0
+
+
+@dataclass(frozen=True)
+class EntityConfig:
+    name: str
+    pattern: str
+    validator: Literal["", "luhn"] = ""
+    mask: bool = False
+    fields: list[str] = field(default_factory=lambda: ["subject", "text"])
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    stages: list[str] = field(
+        default_factory=lambda: [
+            "dedup",
+            "intent",
+            "thread",
+            "scan",
+            "classify",
+            "extract",
+            "route",
+            "quarantine",
+            "respond",
+        ]
+    )
+    default_queue: str = "triage"
+    dedup_window: Duration = 7 * 86400.0
+    stage_timeout: Duration = 5.0
+    max_attempts: int = 5
+    rules_file: str = ""
+    ticket_prefix: str = "T-"
+    max_attachment_size: Size = 25 * 1024 * 1024
+    blocked_extensions: list[str] = field(
+        default_factory=lambda: [
+            "exe", "scr", "bat", "cmd", "com", "pif", "vbs", "js", "jse", "wsf", "msi", "hta", "cpl",
+            "jar", "ps1", "lnk", "iso", "img",
+        ]
+    )
+    entities: list[EntityConfig] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    workers: int = 1
+    batch_size: int = 64
+    poll_interval: Duration = 0.2
+
+
+@dataclass(frozen=True)
+class ReplyConfig:
+    enabled: bool = False
+    smarthost: HostPort = "127.0.0.1:2526"
+    smarthost_tls: Literal["none", "starttls", "tls"] = "none"
+    smarthost_username: str = ""
+    smarthost_password: str = ""
+    from_: str = "support@example.test"
+    default_template: str = "ack"
+    templates_dir: str = "./templates"
+    null_sender: bool = True
+    per_thread_limit: int = 1
+    per_sender_limit: int = 3
+    per_sender_window: Duration = 86400.0
+    global_hourly_cap: int = 1000
+    skip_dmarc_fail: bool = True
+    dkim_domain: str = ""
+    dkim_selector: str = ""
+    dkim_key_file: ExistingFile = ""
+    footer: str = ""
+    sla: Raw = field(default_factory=dict)
+    kb_links: Raw = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["logfmt", "json"] = "logfmt"
+
+
+@dataclass(frozen=True)
+class Config:
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    domains: list[DomainConfig] = field(
+        default_factory=lambda: [
+            DomainConfig(name="localhost", catch_all=True, tenant="default"),
+            DomainConfig(name="example.test", catch_all=True, tenant="default"),
+        ]
+    )
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    webhooks: list[WebhookConfig] = field(default_factory=list)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    rules: Raw = field(default_factory=list)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    reply: ReplyConfig = field(default_factory=ReplyConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    source: str = "<defaults>"
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.store.data_dir)
+
+
+# --------------------------------------------------------------------------- loading
+
+# TOML keys that are Python keywords are stored with a trailing underscore.
+_KEY_ALIASES = {"from": "from_"}
+_SKIP_FIELDS = {"source"}
+
+
+def _toml_key(field_name: str) -> str:
+    return field_name[:-1] if field_name.endswith("_") else field_name
+
+
+class _Locator:
+    """Finds the line of ``section.key`` in the TOML text (tomllib keeps no positions)."""
+
+    def __init__(self, path: str, text: str) -> None:
+        self.path = path
+        self.lines = text.splitlines()
+
+    def line_of(self, keypath: str) -> int | None:
+        parts = [p for p in re.split(r"[.\[\]]+", keypath) if p and not p.isdigit()]
+        if not parts:
+            return None
+        key = parts[-1]
+        section = ".".join(parts[:-1])
+        in_section = not section
+        pat = re.compile(rf"^\s*\"?{re.escape(key)}\"?\s*=")
+        for i, line in enumerate(self.lines, 1):
+            stripped = line.strip()
+            header = re.match(r"^\[\[?\s*([^\]]+?)\s*\]\]?", stripped)
+            if header:
+                in_section = header.group(1) == section or (not section)
+                if not section and header:
+                    in_section = False
+                # a table header is itself the location of a section-level error
+                if header.group(1) == keypath.split("[")[0]:
+                    return i
+                continue
+            if in_section and pat.match(line):
+                return i
+        return None
+
+    def where(self, keypath: str) -> str:
+        line = self.line_of(keypath)
+        return f"{self.path}:{line}" if line else self.path
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        base, tag = typing.get_args(tp)[:2]
+        return {
+            "size": "a size like 25MB",
+            "duration": "a duration like 30s",
+            "hostport": "an address like 127.0.0.1:2525",
+            "existing-file": "a path to an existing file",
+            "raw": "a value",
+        }.get(tag, _describe(base))
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(tp)[0])}s"
+    if dataclasses.is_dataclass(tp):
+        return "a table"
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(
+        tp, str(tp)
+    )
+
+
+def _convert(value: Any, tp: Any, keypath: str, loc: _Locator) -> Any:
+    def fail(expected: str) -> ConfigError:
+        return ConfigError(
+            f"{loc.where(keypath)}: {keypath} = {value!r}: expected {expected}"
+        )
+
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        base, tag = typing.get_args(tp)[:2]
+        try:
+            if tag == "size":
+                return parse_size(value)
+            if tag == "duration":
+                return parse_duration(value)
+            if tag == "hostport":
+                parse_hostport(value)
+                return value
+            if tag == "existing-file":
+                if not isinstance(value, str):
+                    raise ValueError("a path to an existing file")
+                if value and not Path(value).is_file():
+                    raise ValueError("a path to an existing, readable file (not found)")
+                return value
+            if tag == "raw":
+                return value
+        except ValueError as exc:
+            raise fail(str(exc)) from None
+        return _convert(value, base, keypath, loc)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise fail(_describe(tp))
+        return value
+    if origin in (Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _convert(value, arg, keypath, loc)
+            except ConfigError:
+                continue
+        raise fail(" or ".join(_describe(a) for a in typing.get_args(tp)))
+    if origin is list:
+        if not isinstance(value, list):
+            raise fail(_describe(tp))
+        (item_tp,) = typing.get_args(tp)
+        return [_convert(v, item_tp, f"{keypath}[{i}]", loc) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise fail("a table")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise fail("a table")
+        return _build(tp, value, keypath, loc)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise fail("true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise fail("an integer")
+        if value < 0:
+            raise fail("a non-negative integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise fail("a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise fail("a string")
+        return value
+    return value
+
+
+def _build(cls: Any, data: dict[str, Any], keypath: str, loc: _Locator) -> Any:
+    hints = typing.get_type_hints(cls, include_extras=True)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in _SKIP_FIELDS}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        name = _KEY_ALIASES.get(key, key)
+        sub = f"{keypath}.{key}" if keypath else key
+        if name not in fields:
+            known = ", ".join(sorted(_toml_key(n) for n in fields))
+            raise ConfigError(f"{loc.where(sub)}: unknown key {sub!r}: expected one of {known}")
+        kwargs[name] = _convert(value, hints[name], sub, loc)
+    for name, f in fields.items():
+        if (
+            name not in kwargs
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ):
+            sub = f"{keypath}.{_toml_key(name)}" if keypath else name
+            raise ConfigError(f"{loc.where(keypath)}: missing key {sub!r}: expected {_describe(hints[name])}")
+    return cls(**kwargs)
+
+
+_DOMAIN_RE = re.compile(r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+
+
+def _validate(cfg: Config, loc: _Locator) -> None:
+    """Cross-field checks the type annotations cannot express."""
+
+    def bad(keypath: str, value: Any, expected: str) -> ConfigError:
+        return ConfigError(f"{loc.where(keypath)}: {keypath} = {value!r}: expected {expected}")
+
+    if bool(cfg.smtp.tls_cert) != bool(cfg.smtp.tls_key):
+        key = "smtp.tls_key" if cfg.smtp.tls_cert else "smtp.tls_cert"
+        raise bad(key, "", "both tls_cert and tls_key, or neither")
+    if cfg.smtp.require_tls and not cfg.smtp.tls_cert:
+        raise bad("smtp.require_tls", True, "tls_cert and tls_key to be set")
+    host = cfg.smtp.host
+    if host not in ("localhost", "*", "") and not _is_ip(host):
+        raise bad("smtp.listen", cfg.smtp.listen, "an IP address (or localhost) and a port")
+    if cfg.smtp.max_message_size <= 0:
+        raise bad("smtp.max_message_size", cfg.smtp.max_message_size, "a positive size")
+    if cfg.smtp.max_recipients <= 0:
+        raise bad("smtp.max_recipients", cfg.smtp.max_recipients, "a positive integer")
+    if cfg.smtp.max_line_length < 80:
+        raise bad("smtp.max_line_length", cfg.smtp.max_line_length, "at least 80 (RFC 5321: 1000)")
+    if not cfg.domains:
+        raise bad("domains", [], "at least one [[domains]] entry (mailgate accepts mail only for its domains)")
+    seen: set[str] = set()
+    for i, d in enumerate(cfg.domains):
+        name = d.name.lower().rstrip(".")
+        if not _DOMAIN_RE.match(name):
+            raise bad(f"domains[{i}].name", d.name, "a domain name like example.com or *.support.example.com")
+        if name in seen:
+            raise bad(f"domains[{i}].name", d.name, "each domain once")
+        seen.add(name)
+        if not d.catch_all and not d.mailboxes:
+            raise bad(f"domains[{i}].mailboxes", [], "a list of mailboxes, or catch_all = true")
+        for mb in d.mailboxes:
+            if not mb or "@" in mb or any(c.isspace() for c in mb):
+                raise bad(f"domains[{i}].mailboxes", mb, "local parts like \"support\" (no @)")
+    for i, ns in enumerate(cfg.auth.nameservers):
+        try:
+            h, _ = parse_hostport(ns) if ":" in ns and not _is_ip(ns) else (ns, 53)
+            if not _is_ip(h):
+                raise ValueError
+        except ValueError:
+            raise bad(f"auth.nameservers[{i}]", ns, "an IP address, optionally with :port") from None
+    if cfg.api.enabled and not re.match(r"^https?://", cfg.api.public_url):
+        raise bad("api.public_url", cfg.api.public_url, "an http:// or https:// URL")
+    for i, t in enumerate(cfg.api.tokens):
+        if not t.token and not t.token_sha256:
+            raise bad(f"api.tokens[{i}]", {}, "token or token_sha256")
+        if t.token_sha256 and not re.fullmatch(r"[0-9a-fA-F]{64}", t.token_sha256):
+            raise bad(f"api.tokens[{i}].token_sha256", t.token_sha256, "64 hex digits")
+    for i, w in enumerate(cfg.webhooks):
+        if not re.match(r"^https?://[^/\s]+", w.url):
+            raise bad(f"webhooks[{i}].url", w.url, "an http:// or https:// URL")
+        if not w.secrets:
+            raise bad(f"webhooks[{i}].secrets", [], "at least one signing secret (webhooks are always signed)")
+    if cfg.ingest.workers < 1:
+        raise bad("ingest.workers", cfg.ingest.workers, "at least 1")
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def load_config(path: str | os.PathLike[str] | None = None, *, env: dict[str, str] | None = None) -> Config:
+    """Load and validate the config.
+
+    ``path`` None means ``$MAILGATE_CONFIG`` if set, else built-in defaults (mailgate works with
+    no file at all). ``$MAILGATE_DATA_DIR`` overrides ``[store] data_dir``.
+    """
+    environ = os.environ if env is None else env
+    if path is None and environ.get(ENV_CONFIG):
+        path = environ[ENV_CONFIG]
+    data: dict[str, Any] = {}
+    source = "<defaults>"
+    text = ""
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"{p}: config file not found") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{p}: cannot read config file: {exc}") from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{p}: invalid TOML: {exc}") from None
+    loc = _Locator(source, text)
+    cfg: Config = _build(Config, data, "", loc)
+    if environ.get(ENV_DATA_DIR):
+        cfg = dataclasses.replace(cfg, store=dataclasses.replace(cfg.store, data_dir=environ[ENV_DATA_DIR]))
+    cfg = dataclasses.replace(cfg, source=source)
+    _validate(cfg, loc)
+    _validate_extensions(cfg, loc)
+    return cfg
+
+
+# Validators registered by subsystems that own structured config (rules, templates) so that
+# check-config and serve refuse bad rules at load time. Each gets the config and raises ConfigError
+# (the message should carry the key path); ``where`` turns a key path into "file:line".
+Validator = typing.Callable[[Config, typing.Callable[[str], str]], None]
+_EXTENSION_VALIDATORS: list[Validator] = []
+
+
+def register_validator(fn: Validator) -> Validator:
+    _EXTENSION_VALIDATORS.append(fn)
+    return fn
+
+
+def _validate_extensions(cfg: Config, loc: _Locator) -> None:
+    for fn in _EXTENSION_VALIDATORS:
+        fn(cfg, loc.where)
+
+
+def section_names() -> dict[str, list[str]]:
+    """Every documented key per section: the docs test checks each appears in the example file."""
+    out: dict[str, list[str]] = {}
+
+    def walk(cls: Any, prefix: str) -> None:
+        hints = typing.get_type_hints(cls, include_extras=True)
+        for f in dataclasses.fields(cls):
+            if f.name in _SKIP_FIELDS:
+                continue
+            tp = hints[f.name]
+            inner = typing.get_args(tp)[0] if typing.get_origin(tp) is list else tp
+            key = _toml_key(f.name)
+            if dataclasses.is_dataclass(inner):
+                walk(inner, f"{prefix}{key}.")
+            else:
+                out.setdefault(prefix.rstrip(".") or "<top>", []).append(key)
+
+    walk(Config, "")
+    return out
