@@ -1,0 +1,44 @@
+"""Prometheus metric objects shared by the subsystems (one registry, served at ``/metrics``).
+
+Each subsystem updates its own metrics here; nothing else in mailgate keeps counters.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+SMTP_SESSIONS = Counter("mailgate_smtp_sessions", "SMTP sessions opened", registry=REGISTRY)
+SMTP_ACTIVE = Gauge("mailgate_smtp_active_sessions", "SMTP sessions open now", registry=REGISTRY)
+SMTP_ACCEPTED = Counter(
+    "mailgate_smtp_accepted_messages", "Messages answered 250 (spooled durably)", registry=REGISTRY
+)
+SMTP_REJECTED = Counter(
+    "mailgate_smtp_rejected", "Commands or messages refused, by reason", ["reason"], registry=REGISTRY
+)
+SPOOL_BATCH = Histogram(
+    "mailgate_store_commit_batch_size",
+    "Writes committed together in one transaction (group commit)",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+    registry=REGISTRY,
+)
+INGEST_PROCESSED = Counter(
+    "mailgate_ingest_processed", "Messages processed by the ingest worker, by outcome", ["outcome"],
+    registry=REGISTRY,
+)
+PARSE_ERRORS = Counter(
+    "mailgate_parse_errors", "Messages whose envelope carries parseErrors", registry=REGISTRY
+)
+PARSE_SECONDS = Histogram(
+    "mailgate_parse_seconds", "Time to parse one message into an envelope", registry=REGISTRY
+)
+AUTH_SECONDS = Histogram(
+    "mailgate_auth_seconds", "Time for SPF+DKIM+DMARC+ARC of one message", registry=REGISTRY
+)
+QUARANTINED = Counter(
+    "mailgate_quarantined", "Messages quarantined, by reason", ["reason"], registry=REGISTRY
+)
+SPOOL_BACKLOG = Gauge(
+    "mailgate_spool_backlog", "Accepted messages not yet processed", registry=REGISTRY
+)

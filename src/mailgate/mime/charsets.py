@@ -1,0 +1,211 @@
+"""Charset labels and byte decoding that never fails and never yields lone surrogates.
+
+Real mail mislabels its charsets: ``ks_c_5601-1987`` (really cp949), ``gb2312`` on GBK text,
+``iso-8859-8-i`` (RFC 1556 logical order, same bytes as iso-8859-8), ``x-unknown``, ``utf8``,
+``us-ascii`` on UTF-8 bytes, or no label at all on 8-bit text. This module maps labels to the
+widest Python codec that decodes them (as the WHATWG Encoding Standard does for browsers) and
+decodes with a fixed fallback order: declared charset, UTF-8, cp1252, latin-1. Undecodable bytes
+become U+FFFD. It owns no MIME structure; callers pass bytes and a label.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from functools import lru_cache
+
+# Labels Python does not know, or knows only as a narrower codec than what senders really use.
+# Superset choices follow the WHATWG Encoding Standard (gb2312/gbk -> gb18030, iso-8859-1 and
+# us-ascii -> windows-1252, euc-kr -> windows-949, shift_jis -> windows-31j).
+_ALIASES: dict[str, str] = {
+    "utf8": "utf-8",
+    "utf-8": "utf-8",
+    "unicode-1-1-utf-8": "utf-8",
+    "x-unicode20utf8": "utf-8",
+    "us-ascii": "ascii",
+    "ascii": "ascii",
+    "ansi_x3.4-1968": "ascii",
+    "iso-8859-1": "cp1252",
+    "iso8859-1": "cp1252",
+    "iso_8859-1": "cp1252",
+    "latin1": "cp1252",
+    "latin-1": "cp1252",
+    "l1": "cp1252",
+    "windows-1252": "cp1252",
+    "win-1252": "cp1252",
+    "cp-1252": "cp1252",
+    "x-cp1252": "cp1252",
+    "iso-8859-8-i": "iso-8859-8",
+    "iso-8859-8-e": "iso-8859-8",
+    "iso-8859-6-i": "iso-8859-6",
+    "iso-8859-6-e": "iso-8859-6",
+    "latin-9": "iso-8859-15",
+    "latin9": "iso-8859-15",
+    "gb2312": "gb18030",
+    "gb_2312-80": "gb18030",
+    "gb_2312": "gb18030",
+    "csgb2312": "gb18030",
+    "x-gbk": "gb18030",
+    "gbk": "gb18030",
+    "cp936": "gb18030",
+    "euc-cn": "gb18030",
+    "x-euc-cn": "gb18030",
+    "chinese": "gb18030",
+    "ks_c_5601-1987": "cp949",
+    "ks_c_5601-1989": "cp949",
+    "ks_c_5601": "cp949",
+    "ksc5601": "cp949",
+    "ksc_5601": "cp949",
+    "euc-kr": "cp949",
+    "x-euc-kr": "cp949",
+    "korean": "cp949",
+    "shift_jis": "cp932",
+    "shift-jis": "cp932",
+    "sjis": "cp932",
+    "x-sjis": "cp932",
+    "ms_kanji": "cp932",
+    "windows-31j": "cp932",
+    "csshiftjis": "cp932",
+    "iso-2022-jp": "iso2022_jp_ext",
+    "csiso2022jp": "iso2022_jp_ext",
+    "big5": "big5hkscs",
+    "x-x-big5": "big5hkscs",
+    "big5-hkscs": "big5hkscs",
+    "tis-620": "cp874",
+    "windows-874": "cp874",
+    "iso-8859-11": "cp874",
+    "x-mac-roman": "mac-roman",
+    "macintosh": "mac-roman",
+    "x-mac-cyrillic": "mac-cyrillic",
+    "x-mac-greek": "mac-greek",
+    "x-mac-turkish": "mac-turkish",
+    "x-mac-iceland": "mac-iceland",
+    "x-mac-ce": "mac-latin2",
+    "koi8-u": "koi8-u",
+    "koi8r": "koi8-r",
+    "cp-850": "cp850",
+    "ibm850": "cp850",
+    "unicode-1-1-utf-7": "utf-7",
+    "utf7": "utf-7",
+    "ucs-2": "utf-16",
+    "unicode": "utf-16",
+}
+
+# Labels that say "we do not know": decode as if no charset were given.
+_UNKNOWN = frozenset(
+    {
+        "",
+        "x-unknown",
+        "unknown",
+        "unknown-8bit",
+        "x-user-defined",
+        "default",
+        "charset",
+        "none",
+        "us",
+        "8bit",
+        "binary",
+    }
+)
+
+_CLEAN_LABEL = re.compile(r"[\s\"'<>]+")
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def _latin1_fallback(err: UnicodeError) -> tuple[str, int]:
+    """Error handler: map each undecodable byte to the latin-1 code point of the same value."""
+    if not isinstance(err, UnicodeDecodeError):
+        raise err
+    chunk = err.object[err.start : err.end]
+    return bytes(chunk).decode("latin-1"), err.end
+
+
+codecs.register_error("mailgate-latin1", _latin1_fallback)
+
+
+@lru_cache(maxsize=512)
+def codec_for(label: str | None) -> str | None:
+    """The Python codec name for a MIME charset label, or None when it is unknown/unusable.
+
+    ``None`` means "no usable label": the caller falls back to UTF-8, then cp1252.
+    """
+    if label is None:
+        return None
+    name = _CLEAN_LABEL.sub("", label).lower()
+    # RFC 2231 section 5: a language suffix may follow the charset ("utf-8*en").
+    name = name.split("*", 1)[0]
+    if name in _UNKNOWN:
+        return None
+    name = _ALIASES.get(name, name)
+    try:
+        info = codecs.lookup(name)
+    except (LookupError, ValueError):
+        return None
+    # Transform codecs (base64, rot13, zlib, ...) are not text encodings: refuse them as labels.
+    if not getattr(info, "_is_text_encoding", True):
+        return None
+    return info.name
+
+
+def scrub(text: str) -> str:
+    """Replace any lone surrogate with U+FFFD so the text always encodes as UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATES.sub("\ufffd", text)
+    return text
+
+
+def decode_bytes(data: bytes, label: str | None = None) -> tuple[str, bool]:
+    """Decode ``data`` declared as ``label``; return (text, clean).
+
+    ``clean`` is False when the declared charset did not fit and a fallback (or U+FFFD) was
+    used, so the caller can note it in ``parseErrors``.
+    Order: declared codec (strict), UTF-8 (strict), then for 8-bit text with no usable label
+    cp1252 with latin-1 for its five undefined bytes; a declared multi-byte codec that fails
+    keeps its decoding with U+FFFD for the bad sequences.
+    """
+    if data.isascii():
+        codec = codec_for(label)
+        # 7-bit charsets (ISO-2022-*, UTF-7, UTF-16 has NULs) still need their codec.
+        if codec is None or codec in {"ascii", "utf-8", "cp1252"} or codec.startswith("iso8859"):
+            return data.decode("ascii"), True
+        try:
+            return scrub(data.decode(codec)), True
+        except (UnicodeDecodeError, LookupError):
+            return data.decode("ascii"), False
+    codec = codec_for(label)
+    if codec is not None and codec != "ascii":
+        try:
+            return scrub(data.decode(codec)), True
+        except (UnicodeDecodeError, LookupError):
+            pass
+    try:
+        text = data.decode("utf-8")
+        # Declared us-ascii (or no label) on UTF-8 bytes: UTF-8 is what the sender meant.
+        return text, codec is None or codec == "ascii" or codec == "utf-8"
+    except UnicodeDecodeError:
+        pass
+    if codec is not None and codec not in {"ascii", "utf-8"}:
+        try:
+            return scrub(data.decode(codec, "replace")), False
+        except LookupError:
+            pass
+    if codec == "utf-8":
+        return data.decode("utf-8", "replace"), False
+    return data.decode("cp1252", "mailgate-latin1"), codec is None
+
+
+def decode_8bit_header(raw: bytes) -> str:
+    """Raw 8-bit header bytes (RFC 6532 allows UTF-8): UTF-8 if valid, else cp1252/latin-1."""
+    if raw.isascii():
+        return raw.decode("ascii")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("cp1252", "mailgate-latin1")
+
+
+def surrogateescaped_to_bytes(text: str) -> bytes:
+    """Bytes behind a str that the stdlib decoded with ``surrogateescape`` (compat32 parsing)."""
+    return text.encode("utf-8", "surrogateescape")

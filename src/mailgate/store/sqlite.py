@@ -1,0 +1,287 @@
+"""The SQLite backend: one file in the data dir, WAL, one writer with group commit.
+
+``SqliteStore`` is the composition of the core spool/message methods below and the area
+mixins (pipeline indexes and quarantine, delivery outbox and events, auto-reply outbox).
+Only ``app.py`` (and the CLI through it) constructs it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from mailgate.store.base import (
+    Intent,
+    MessageSummary,
+    NotFound,
+    SpooledMessage,
+    SpoolRecord,
+    StoreError,
+)
+from mailgate.store.sqlite_base import SqliteBase, apply_intents, dumps, migrate
+from mailgate.store.sqlite_delivery import DeliveryStoreMixin
+from mailgate.store.sqlite_pipeline import PipelineStoreMixin
+from mailgate.store.sqlite_replies import ReplyStoreMixin
+from mailgate.store.writer import Writer, connect
+
+DB_NAME = "mailgate.sqlite"
+
+
+class SqliteStore(PipelineStoreMixin, DeliveryStoreMixin, ReplyStoreMixin, SqliteBase):
+    """See the module docstring and ``store.base`` for the protocols this implements."""
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        *,
+        durability: str = "normal",
+        group_commit_window: float = 0.0,
+        max_batch: int = 256,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.path = self.data_dir / DB_NAME
+        self.synchronous = "FULL" if durability == "fsync" else "NORMAL"
+        self._writer = Writer(
+            self.path, synchronous=self.synchronous, window=group_commit_window, max_batch=max_batch
+        )
+        self._reader = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def prepare(self) -> list[str]:
+        """Create the data dir and database and apply migrations (sync; before the loop runs)."""
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            conn = connect(self.path, synchronous=self.synchronous)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the store in {self.data_dir}: {exc}") from exc
+        try:
+            return migrate(conn)
+        finally:
+            conn.close()
+
+    async def open(self) -> None:
+        self.prepare()
+        self._writer.start()
+        self._reader = await aiosqlite.connect(str(self.path), isolation_level=None)
+        self._reader.row_factory = sqlite3.Row
+        await self._reader.execute("PRAGMA busy_timeout = 10000")
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            await self._reader.close()
+            self._reader = None
+        self._writer.stop()
+
+    async def __aenter__(self) -> SqliteStore:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ spool (SMTP side)
+
+    async def spool(self, record: SpoolRecord) -> None:
+        """See `Spool.spool`: returns after the COMMIT that holds this record."""
+        row = (
+            record.id,
+            record.received_at,
+            record.tenant,
+            record.mail_from,
+            dumps(record.rcpt_to),
+            record.client_ip,
+            record.helo,
+            int(record.tls),
+            record.trace_id,
+            dumps(record.auth) if record.auth is not None else None,
+            dumps(record.smtp) if record.smtp else None,
+            len(record.raw),
+        )
+        raw = record.raw
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO messages (id, received_at, tenant, mail_from, rcpt_to, client_ip, helo,"
+                " tls, trace_id, auth, smtp, size) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                row,
+            )
+            conn.execute("INSERT INTO message_raw (id, raw) VALUES (?, ?)", (record.id, raw))
+
+        await self._writer.run(write)
+
+    # ------------------------------------------------------------------ ingest side
+
+    async def claim_spooled(
+        self, limit: int, *, worker: int = 0, workers: int = 1
+    ) -> list[SpooledMessage]:
+        """See `MessageStore.claim_spooled`. Workers partition by ``seq % workers``."""
+        rows = await self._read(
+            "SELECT m.id, m.received_at, m.tenant, m.mail_from, m.rcpt_to, m.client_ip, m.helo,"
+            " m.tls, m.trace_id, m.auth, m.attempts, r.raw FROM messages m"
+            " JOIN message_raw r ON r.id = m.id"
+            " WHERE m.state = 'spooled' AND (m.seq % ?) = ? ORDER BY m.seq LIMIT ?",
+            (workers, worker, limit),
+        )
+        return [
+            SpooledMessage(
+                id=r["id"],
+                received_at=r["received_at"],
+                tenant=r["tenant"],
+                mail_from=r["mail_from"],
+                rcpt_to=json.loads(r["rcpt_to"]),
+                client_ip=r["client_ip"],
+                helo=r["helo"],
+                tls=bool(r["tls"]),
+                trace_id=r["trace_id"],
+                auth=json.loads(r["auth"]) if r["auth"] else None,
+                raw=bytes(r["raw"]),
+                attempts=r["attempts"],
+            )
+            for r in rows
+        ]
+
+    async def complete(
+        self, msg_id: str, envelope: dict[str, Any], intents: list[Intent], *, state: str = "processed"
+    ) -> None:
+        """See `MessageStore.complete`."""
+        env_json = dumps(envelope)
+        subject = envelope.get("subject")
+
+        def write(conn: sqlite3.Connection) -> None:
+            row = conn.execute("SELECT state FROM messages WHERE id = ?", (msg_id,)).fetchone()
+            if row is None:
+                raise NotFound(msg_id)
+            if row["state"] != "spooled":
+                return  # already completed: a replayed run must not write twice
+            conn.execute(
+                "UPDATE messages SET state = ?, envelope = ?, subject = ?, processed_at = ?,"
+                " last_error = NULL WHERE id = ?",
+                (state, env_json, subject, time.time(), msg_id),
+            )
+            apply_intents(conn, msg_id, envelope, intents)
+
+        await self._writer.run(write)
+
+    async def fail(self, msg_id: str, error: str, *, max_attempts: int) -> str:
+        """See `MessageStore.fail`."""
+
+        def write(conn: sqlite3.Connection) -> str:
+            row = conn.execute("SELECT attempts FROM messages WHERE id = ?", (msg_id,)).fetchone()
+            if row is None:
+                raise NotFound(msg_id)
+            attempts = row["attempts"] + 1
+            state = "dead" if attempts >= max_attempts else "spooled"
+            conn.execute(
+                "UPDATE messages SET attempts = ?, last_error = ?, state = ? WHERE id = ?",
+                (attempts, error[:2000], state, msg_id),
+            )
+            return state
+
+        result: str = await self._writer.run(write)
+        return result
+
+    async def requeue(self, msg_id: str) -> None:
+        """Put a processed/dead message back to ``spooled`` so the ingest worker runs it again."""
+
+        def write(conn: sqlite3.Connection) -> None:
+            cur = conn.execute(
+                "UPDATE messages SET state = 'spooled', attempts = 0, last_error = NULL WHERE id = ?",
+                (msg_id,),
+            )
+            if cur.rowcount == 0:
+                raise NotFound(msg_id)
+
+        await self._writer.run(write)
+
+    async def set_state(self, msg_id: str, state: str) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            cur = conn.execute("UPDATE messages SET state = ? WHERE id = ?", (state, msg_id))
+            if cur.rowcount == 0:
+                raise NotFound(msg_id)
+
+        await self._writer.run(write)
+
+    # ------------------------------------------------------------------ reads
+
+    async def get_envelope(self, msg_id: str) -> dict[str, Any]:
+        row = await self._read_one("SELECT envelope FROM messages WHERE id = ?", (msg_id,))
+        if row is None:
+            raise NotFound(msg_id)
+        if row["envelope"] is None:
+            return {}
+        env: dict[str, Any] = json.loads(row["envelope"])
+        return env
+
+    async def get_message_row(self, msg_id: str) -> dict[str, Any]:
+        row = await self._read_one(
+            "SELECT id, received_at, tenant, mail_from, rcpt_to, client_ip, helo, tls, trace_id,"
+            " auth, size, state, attempts, last_error, processed_at, subject, envelope"
+            " FROM messages WHERE id = ?",
+            (msg_id,),
+        )
+        if row is None:
+            raise NotFound(msg_id)
+        out = dict(row)
+        out["rcpt_to"] = json.loads(out["rcpt_to"])
+        out["tls"] = bool(out["tls"])
+        out["auth"] = json.loads(out["auth"]) if out["auth"] else None
+        out["envelope"] = json.loads(out["envelope"]) if out["envelope"] else None
+        return out
+
+    async def get_raw(self, msg_id: str) -> bytes:
+        row = await self._read_one("SELECT raw FROM message_raw WHERE id = ?", (msg_id,))
+        if row is None:
+            raise NotFound(msg_id)
+        return bytes(row["raw"])
+
+    async def list_messages(
+        self, *, limit: int = 50, state: str | None = None, tenant: str | None = None
+    ) -> list[MessageSummary]:
+        where, params = [], []
+        if state:
+            where.append("state = ?")
+            params.append(state)
+        if tenant:
+            where.append("tenant = ?")
+            params.append(tenant)
+        sql = (
+            "SELECT id, received_at, tenant, mail_from, rcpt_to, size, state, subject, attempts,"
+            " last_error FROM messages"
+        )
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        rows = await self._read(sql, [*params, limit])
+        return [
+            MessageSummary(
+                id=r["id"],
+                received_at=r["received_at"],
+                tenant=r["tenant"],
+                mail_from=r["mail_from"],
+                rcpt_to=json.loads(r["rcpt_to"]),
+                size=r["size"],
+                state=r["state"],
+                subject=r["subject"],
+                attempts=r["attempts"],
+                last_error=r["last_error"],
+            )
+            for r in rows
+        ]
+
+    async def count_by_state(self) -> dict[str, int]:
+        rows = await self._read("SELECT state, COUNT(*) AS n FROM messages GROUP BY state")
+        return {r["state"]: r["n"] for r in rows}
+
+    async def ping(self) -> bool:
+        """True when the database answers a read (``/readyz``)."""
+        try:
+            await self._read("SELECT 1")
+        except (sqlite3.Error, StoreError):
+            return False
+        return True

@@ -1,0 +1,123 @@
+"""Shared machinery of the SQLite backend: the writer, a reader, migrations, intent appliers.
+
+Area mixins (``sqlite_pipeline``, ``sqlite_delivery``, ``sqlite_replies``) inherit
+``SqliteBase`` and register an applier per intent type with ``@applies(IntentType)``; the
+core ``complete()`` calls them inside the transaction that stores the processed envelope.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+
+from mailgate.store.base import Intent, StoreError
+from mailgate.store.writer import Writer
+
+IntentT = TypeVar("IntentT", bound=Intent)
+Applier = Callable[[sqlite3.Connection, str, dict[str, Any], Any], None]
+APPLIERS: dict[type[Intent], Applier] = {}
+
+
+def applies(intent_type: type[IntentT]) -> Callable[[Callable[[sqlite3.Connection, str, dict[str, Any], IntentT], None]], Applier]:
+    """Register ``fn(conn, msg_id, envelope, intent)`` as the SQL for one intent type."""
+
+    def deco(fn: Callable[[sqlite3.Connection, str, dict[str, Any], IntentT], None]) -> Applier:
+        APPLIERS[intent_type] = fn
+        return fn
+
+    return deco
+
+
+def apply_intents(conn: sqlite3.Connection, msg_id: str, envelope: dict[str, Any], intents: Sequence[Intent]) -> None:
+    for intent in intents:
+        fn = APPLIERS.get(type(intent))
+        if fn is None:
+            raise StoreError(f"no SQLite applier for intent {type(intent).__name__}")
+        fn(conn, msg_id, envelope, intent)
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, name, sql) of every ``migrations/NNN_name.sql``, in order."""
+    out = []
+    folder = resources.files("mailgate.store").joinpath("migrations")
+    for entry in folder.iterdir():
+        name = entry.name
+        if name.endswith(".sql") and name[:3].isdigit():
+            out.append((int(name[:3]), name, entry.read_text(encoding="utf-8")))
+    out.sort()
+    return out
+
+
+def migrate(conn: sqlite3.Connection) -> list[str]:
+    """Apply the migrations not yet recorded in ``schema_version``; returns what was applied."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+        " applied_at REAL NOT NULL)"
+    )
+    done = {row[0] for row in conn.execute("SELECT version FROM schema_version")}
+    applied = []
+    for version, name, sql in migrations():
+        if version in done:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(sql):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)",
+                (version, name, time.time()),
+            )
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            conn.execute("ROLLBACK")
+            raise StoreError(f"migration {name} failed: {exc}") from exc
+        applied.append(name)
+    return applied
+
+
+def _statements(sql: str) -> list[str]:
+    """Split a migration into statements (sqlite3.complete_statement knows about triggers)."""
+    out: list[str] = []
+    buf = ""
+    for line in sql.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip():
+                out.append(buf.strip())
+            buf = ""
+    if buf.strip() and not buf.strip().startswith("--"):
+        out.append(buf.strip())
+    return [s for s in out if s.strip(" \n;") and not all(ln.strip().startswith("--") or not ln.strip() for ln in s.splitlines())]
+
+
+class SqliteBase:
+    """The writer and a read connection; area mixins build their methods on these."""
+
+    path: Path
+    _writer: Writer
+    _reader: aiosqlite.Connection | None
+
+    async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        if self._reader is None:
+            raise StoreError("store is closed")
+        async with self._reader.execute(sql, params) as cur:
+            rows = await cur.fetchall()
+        return list(rows)  # type: ignore[arg-type]
+
+    async def _read_one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+        rows = await self._read(sql, params)
+        return rows[0] if rows else None
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        return await self._writer.run(fn)
