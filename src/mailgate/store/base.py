@@ -86,8 +86,8 @@ MESSAGE_STATES = ("spooled", "processed", "quarantined", "dead")
 
 
 class Spool(Protocol):
-    async def spool(self, record: SpoolRecord) -> None:
-        """Commit the record durably; return only after the commit (the caller then says 250)."""
+    async def spool(self, *records: SpoolRecord) -> None:
+        """Commit the records durably, all or none; return only after the commit (then 250)."""
 
 
 class MessageStore(Protocol):

@@ -87,31 +87,34 @@ class SqliteStore(PipelineStoreMixin, DeliveryStoreMixin, ReplyStoreMixin, Sqlit
 
     # ------------------------------------------------------------------ spool (SMTP side)
 
-    async def spool(self, record: SpoolRecord) -> None:
-        """See `Spool.spool`: returns after the COMMIT that holds this record."""
-        row = (
-            record.id,
-            record.received_at,
-            record.tenant,
-            record.mail_from,
-            dumps(record.rcpt_to),
-            record.client_ip,
-            record.helo,
-            int(record.tls),
-            record.trace_id,
-            dumps(record.auth) if record.auth is not None else None,
-            dumps(record.smtp) if record.smtp else None,
-            len(record.raw),
-        )
-        raw = record.raw
+    async def spool(self, *records: SpoolRecord) -> None:
+        """See `Spool.spool`: returns after the COMMIT that holds these records (all or none)."""
+        rows = [
+            (
+                r.id,
+                r.received_at,
+                r.tenant,
+                r.mail_from,
+                dumps(r.rcpt_to),
+                r.client_ip,
+                r.helo,
+                int(r.tls),
+                r.trace_id,
+                dumps(r.auth) if r.auth is not None else None,
+                dumps(r.smtp) if r.smtp else None,
+                len(r.raw),
+            )
+            for r in records
+        ]
+        raws = [(r.id, r.raw) for r in records]
 
         def write(conn: sqlite3.Connection) -> None:
-            conn.execute(
+            conn.executemany(
                 "INSERT INTO messages (id, received_at, tenant, mail_from, rcpt_to, client_ip, helo,"
                 " tls, trace_id, auth, smtp, size) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                row,
+                rows,
             )
-            conn.execute("INSERT INTO message_raw (id, raw) VALUES (?, ?)", (record.id, raw))
+            conn.executemany("INSERT INTO message_raw (id, raw) VALUES (?, ?)", raws)
 
         await self._writer.run(write)
 

@@ -1,0 +1,224 @@
+"""The aiosmtpd handler: policy at MAIL/RCPT, authentication and the durable spool at DATA.
+
+Thin on purpose (aiosmtpd ``handlers.py``, Mailman ``runners/lmtp.py``): no MIME parsing and
+no SQL here. The 250 after DATA is sent only once ``Spool.spool`` has returned, i.e. after the
+COMMIT holding the bytes; any store failure answers 451 4.3.0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from mailgate import metrics
+from mailgate.config import SmtpConfig
+from mailgate.envelope import AuthResult, new_id
+from mailgate.logs import get_logger, log_fields
+from mailgate.smtp import replies
+from mailgate.smtp.policy import Accepted, IpRateLimiter, RecipientPolicy, Refused
+from mailgate.smtp.protocol import peer_ip
+from mailgate.store.base import Spool, SpoolRecord
+
+log = get_logger("smtp")
+
+
+class AuthReportLike(Protocol):
+    action: str
+    reason: str
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
+class SenderAuth(Protocol):
+    """What the handler needs of ``auth.checker.AuthChecker``."""
+
+    async def check_spf(self, client_ip: str, helo: str, mail_from: str) -> AuthResult: ...
+
+    async def check_message(
+        self, raw: bytes, *, client_ip: str, helo: str, mail_from: str, spf: AuthResult | None
+    ) -> AuthReportLike: ...
+
+
+@dataclass
+class _Transaction:
+    """Per-transaction facts kept on the aiosmtpd Envelope."""
+
+    spf_task: asyncio.Task[AuthResult] | None = None
+    accepted: dict[str, Accepted] = field(default_factory=dict)
+
+
+class SmtpHandler:
+    def __init__(
+        self,
+        cfg: SmtpConfig,
+        *,
+        policy: RecipientPolicy,
+        spool: Spool,
+        auth: SenderAuth | None = None,
+        limiter: IpRateLimiter | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.policy = policy
+        self.spool = spool
+        self.auth = auth
+        self.limiter = limiter or IpRateLimiter(cfg.max_messages_per_ip_per_minute)
+
+    # aiosmtpd hooks --------------------------------------------------------------
+
+    async def handle_PROXY(self, server: SMTP, session: Session, envelope: Envelope, proxy_data: Any) -> bool:
+        return bool(proxy_data)
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
+    ) -> str:
+        ip = peer_ip(session)
+        for opt in mail_options:
+            key, _, value = opt.partition("=")
+            if key.upper() == "SIZE" and value.isdigit() and int(value) > self.cfg.max_message_size:
+                metrics.SMTP_REJECTED.labels(reason="too-big").inc()
+                return replies.TOO_BIG
+        if address and ("@" not in address or address.startswith("@") or address.endswith("@")):
+            metrics.SMTP_REJECTED.labels(reason="sender-syntax").inc()
+            return replies.SYNTAX_SENDER
+        if not self.limiter.allow(ip):
+            metrics.SMTP_REJECTED.labels(reason="rate-limited").inc()
+            log.info("rate limited", extra=log_fields(fields={"client_ip": ip}))
+            return replies.RATE_LIMITED
+        txn = _Transaction()
+        if self.auth is not None:
+            txn.spf_task = asyncio.ensure_future(
+                self.auth.check_spf(ip, session.host_name or "", address)
+            )
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        envelope.mailgate = txn  # type: ignore[attr-defined]
+        return replies.SENDER_OK
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
+        txn: _Transaction = getattr(envelope, "mailgate", None) or _Transaction()
+        envelope.mailgate = txn  # type: ignore[attr-defined]
+        if len(envelope.rcpt_tos) >= self.cfg.max_recipients:
+            metrics.SMTP_REJECTED.labels(reason="too-many-recipients").inc()
+            return replies.TOO_MANY_RECIPIENTS
+        verdict = self.policy.check(address)
+        if isinstance(verdict, Refused):
+            metrics.SMTP_REJECTED.labels(reason=verdict.reason).inc()
+            log.info(
+                "recipient refused",
+                extra=log_fields(fields={"reason": verdict.reason, "client_ip": peer_ip(session)}),
+            )
+            if verdict.reason == "unknown-mailbox":
+                return replies.UNKNOWN_MAILBOX
+            if verdict.reason == "syntax":
+                return replies.SYNTAX_RECIPIENT
+            return replies.RELAY_DENIED
+        if address in envelope.rcpt_tos:
+            return replies.RECIPIENT_OK  # duplicate RCPT: harmless, keep one
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        txn.accepted[address] = verdict
+        return replies.RECIPIENT_OK
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content or b""
+        if isinstance(raw, str):
+            raw = raw.encode("utf-8", "surrogateescape")
+        if len(raw) > self.cfg.max_message_size:
+            metrics.SMTP_REJECTED.labels(reason="too-big").inc()
+            return replies.TOO_BIG
+        txn: _Transaction = getattr(envelope, "mailgate", None) or _Transaction()
+        ip = peer_ip(session)
+        helo = session.host_name or ""
+        mail_from = envelope.mail_from or ""
+        tls = session.ssl is not None
+        trace_id = new_id("trc")[4:]
+        auth_json: dict[str, Any] | None = None
+        if self.auth is not None:
+            started = time.perf_counter()
+            spf: AuthResult | None = None
+            if txn.spf_task is not None:
+                try:
+                    spf = await txn.spf_task
+                except Exception:
+                    log.exception("spf check failed", extra=log_fields(trace_id=trace_id))
+                    spf = None
+            try:
+                report = await self.auth.check_message(
+                    raw, client_ip=ip, helo=helo, mail_from=mail_from, spf=spf
+                )
+            except Exception:
+                # Never lose mail over a checker bug: accept, record why, let the pipeline see it.
+                log.exception("auth check failed", extra=log_fields(trace_id=trace_id))
+                auth_json = {"authAction": {"action": "accept", "reason": "auth error", "would": None}}
+            else:
+                metrics.AUTH_SECONDS.observe(time.perf_counter() - started)
+                auth_json = report.to_json()
+                if report.action == "reject":
+                    metrics.SMTP_REJECTED.labels(reason="dmarc-reject").inc()
+                    log.info(
+                        "rejected by auth policy",
+                        extra=log_fields(trace_id=trace_id, fields={"reason": report.reason}),
+                    )
+                    if report.reason.startswith("spf"):
+                        return replies.SPF_REJECT
+                    return replies.DMARC_REJECT
+                if report.action == "defer":
+                    metrics.SMTP_REJECTED.labels(reason="auth-tempfail").inc()
+                    return replies.AUTH_TEMPFAIL
+        # One stored message per tenant: one tenant's data never reaches another's targets.
+        by_tenant: dict[str, list[str]] = {}
+        for rcpt in envelope.rcpt_tos:
+            acc = txn.accepted.get(rcpt)
+            tenant = acc.tenant if acc is not None else "default"
+            by_tenant.setdefault(tenant, []).append(rcpt)
+        received_at = time.time()
+        records = [
+            SpoolRecord(
+                id=new_id("msg"),
+                received_at=received_at,
+                mail_from=mail_from,
+                rcpt_to=rcpts,
+                client_ip=ip,
+                helo=helo,
+                tls=tls,
+                raw=raw,
+                tenant=tenant,
+                trace_id=trace_id,
+                auth=auth_json,
+                smtp={"esmtp": list(envelope.mail_options), "smtputf8": envelope.smtp_utf8},
+            )
+            for tenant, rcpts in by_tenant.items()
+        ]
+        try:
+            await self.spool.spool(*records)
+        except Exception as exc:
+            metrics.SMTP_REJECTED.labels(reason="store-failed").inc()
+            log.error(
+                "spool failed",
+                extra=log_fields(trace_id=trace_id, fields={"error": str(exc)[:200]}),
+            )
+            return replies.STORE_FAILED
+        metrics.SMTP_ACCEPTED.inc(len(records))
+        for r in records:
+            log.info(
+                "accepted",
+                extra=log_fields(
+                    r.id, trace_id, size=len(raw), client_ip=ip, rcpts=len(r.rcpt_to), tenant=r.tenant
+                ),
+            )
+        return replies.queued(records[0].id)
+
+    async def handle_RSET(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        txn = getattr(envelope, "mailgate", None)
+        if txn is not None and txn.spf_task is not None:
+            txn.spf_task.cancel()
+            with contextlib.suppress(BaseException):
+                await txn.spf_task
+        return "250 OK"

@@ -1,0 +1,150 @@
+"""Who may send what to whom: local domains and mailboxes, per-IP limits.
+
+Recipients are accepted only for configured domains (exact, or ``*.parent`` wildcards whose
+first label names the tenant), and only for listed mailboxes unless the domain is catch-all.
+Anything else is refused: 550 5.1.1 for an unknown mailbox of ours, 554 5.7.1 for a foreign
+domain — mailgate is never an open relay. ``postmaster@`` of every domain is always accepted
+(RFC 5321 4.5.1).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from mailgate.config import DomainConfig
+
+ALWAYS_ACCEPTED = ("postmaster", "abuse")
+
+
+@dataclass(frozen=True)
+class Accepted:
+    address: str
+    mailbox: str
+    tag: str | None
+    domain: str
+    tenant: str
+
+
+@dataclass(frozen=True)
+class Refused:
+    reason: str  # "unknown-mailbox" | "relay-denied" | "syntax"
+
+
+def split_address(address: str) -> tuple[str, str] | None:
+    """``local@domain`` -> (local, domain lowercased); None when it is not an address."""
+    if address.count("@") < 1:
+        return None
+    local, _, domain = address.rpartition("@")
+    domain = domain.strip().rstrip(".").lower()
+    if domain.startswith("[") or not local or not domain:
+        return None
+    return local, domain
+
+
+class RecipientPolicy:
+    def __init__(self, domains: list[DomainConfig]) -> None:
+        self._exact: dict[str, DomainConfig] = {}
+        self._wild: list[tuple[str, DomainConfig]] = []
+        for d in domains:
+            name = d.name.lower().rstrip(".")
+            if name.startswith("*."):
+                self._wild.append((name[1:], d))  # ".support.example.com"
+            else:
+                self._exact[name] = d
+
+    def is_local_domain(self, domain: str) -> bool:
+        return self._match(domain.lower().rstrip("."))[0] is not None
+
+    def _match(self, domain: str) -> tuple[DomainConfig | None, str]:
+        d = self._exact.get(domain)
+        if d is not None:
+            return d, d.tenant or "default"
+        for suffix, dc in self._wild:
+            if domain.endswith(suffix):
+                label = domain[: -len(suffix)]
+                if label and "." not in label:
+                    return dc, dc.tenant or label
+        return None, ""
+
+    def check(self, address: str) -> Accepted | Refused:
+        parts = split_address(address)
+        if parts is None:
+            return Refused("syntax")
+        local, domain = parts
+        dc, tenant = self._match(domain)
+        if dc is None:
+            return Refused("relay-denied")
+        mailbox, plus, tag = local.partition("+")
+        mailbox_key = mailbox.lower()
+        allowed = dc.catch_all or mailbox_key in {m.lower() for m in dc.mailboxes}
+        if not allowed and mailbox_key not in ALWAYS_ACCEPTED:
+            return Refused("unknown-mailbox")
+        return Accepted(
+            address=f"{local}@{domain}",
+            mailbox=mailbox_key,
+            tag=tag if plus else None,
+            domain=domain,
+            tenant=tenant,
+        )
+
+
+class IpRateLimiter:
+    """Sliding one-minute window of messages per client IP (bounded memory)."""
+
+    def __init__(self, per_minute: int, max_ips: int = 100_000) -> None:
+        self.per_minute = per_minute
+        self.max_ips = max_ips
+        self._hits: dict[str, deque[float]] = {}
+
+    def allow(self, ip: str, now: float | None = None) -> bool:
+        if self.per_minute <= 0:
+            return True
+        now = time.monotonic() if now is None else now
+        q = self._hits.get(ip)
+        if q is None:
+            if len(self._hits) >= self.max_ips:
+                self._evict(now)
+            q = self._hits[ip] = deque()
+        while q and now - q[0] > 60.0:
+            q.popleft()
+        if len(q) >= self.per_minute:
+            return False
+        q.append(now)
+        return True
+
+    def _evict(self, now: float) -> None:
+        stale = [ip for ip, q in self._hits.items() if not q or now - q[-1] > 60.0]
+        for ip in stale:
+            del self._hits[ip]
+        if len(self._hits) >= self.max_ips:
+            self._hits.clear()
+
+
+class ConnectionCounter:
+    """Open connections in all and per IP, for the 421 limits."""
+
+    def __init__(self, max_total: int, max_per_ip: int) -> None:
+        self.max_total = max_total
+        self.max_per_ip = max_per_ip
+        self.total = 0
+        self.per_ip: dict[str, int] = {}
+
+    def try_open(self, ip: str) -> str | None:
+        """None when admitted, else which limit was hit ("total" or "per-ip")."""
+        if self.max_total and self.total >= self.max_total:
+            return "total"
+        if self.max_per_ip and self.per_ip.get(ip, 0) >= self.max_per_ip:
+            return "per-ip"
+        self.total += 1
+        self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
+        return None
+
+    def close(self, ip: str) -> None:
+        self.total = max(0, self.total - 1)
+        n = self.per_ip.get(ip, 0) - 1
+        if n <= 0:
+            self.per_ip.pop(ip, None)
+        else:
+            self.per_ip[ip] = n

@@ -1,0 +1,107 @@
+"""The SMTP listener: TLS context, aiosmtpd protocol factory, graceful shutdown.
+
+``SmtpServer.start`` binds the configured address (a taken port is a clear startup error);
+``stop`` stops accepting, lets in-flight sessions finish within the grace period, then closes
+what is left — a session cut off before its 250 never had its message acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from typing import Any
+
+from mailgate.config import SmtpConfig
+from mailgate.logs import get_logger
+from mailgate.smtp.handler import SmtpHandler
+from mailgate.smtp.policy import ConnectionCounter
+from mailgate.smtp.protocol import MailgateSMTP
+
+log = get_logger("smtp")
+IDENT = "mailgate ESMTP"
+
+
+class StartupError(RuntimeError):
+    """The listener cannot start (port taken, bad TLS files)."""
+
+
+def tls_context(cfg: SmtpConfig) -> ssl.SSLContext | None:
+    if not (cfg.tls_cert and cfg.tls_key):
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise StartupError(f"smtp.tls_cert/tls_key: cannot load {cfg.tls_cert}: {exc}") from exc
+    return ctx
+
+
+class SmtpServer:
+    def __init__(self, cfg: SmtpConfig, handler: SmtpHandler) -> None:
+        self.cfg = cfg
+        self.handler = handler
+        self.connections = ConnectionCounter(cfg.max_connections, cfg.max_connections_per_ip)
+        self._server: asyncio.base_events.Server | None = None
+        self._protocols: set[MailgateSMTP] = set()
+        self._tls = tls_context(cfg)
+        counter = self.connections
+        protocols = self._protocols
+
+        class _Protocol(MailgateSMTP):
+            max_data_line = cfg.max_line_length
+            connections = counter
+            chunked_data = cfg.chunked_data
+
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                protocols.add(self)
+                super().connection_made(transport)
+
+            def connection_lost(self, error: Exception | None) -> None:
+                protocols.discard(self)
+                super().connection_lost(error)
+
+        _Protocol.command_size_limit = cfg.max_command_length
+        self._protocol_cls = _Protocol
+
+    def _factory(self) -> MailgateSMTP:
+        kwargs: dict[str, Any] = {
+            "data_size_limit": self.cfg.max_message_size,
+            "enable_SMTPUTF8": True,
+            "decode_data": False,
+            "hostname": self.cfg.hostname,
+            "ident": IDENT,
+            "tls_context": self._tls,
+            "require_starttls": self.cfg.require_tls,
+            "timeout": self.cfg.idle_timeout,
+        }
+        if self.cfg.proxy_protocol:
+            kwargs["proxy_protocol_timeout"] = 10
+        return self._protocol_cls(self.handler, **kwargs)
+
+    async def start(self) -> tuple[str, int]:
+        loop = asyncio.get_running_loop()
+        host, port = self.cfg.host, self.cfg.port
+        try:
+            self._server = await loop.create_server(
+                self._factory, host=host, port=port, reuse_address=True, backlog=512
+            )
+        except OSError as exc:
+            raise StartupError(f"smtp.listen = {self.cfg.listen!r}: cannot listen: {exc.strerror or exc}") from exc
+        sock = self._server.sockets[0].getsockname()
+        log.info("listening", extra={"fields": {"address": f"{sock[0]}:{sock[1]}", "tls": bool(self._tls)}})
+        return str(sock[0]), int(sock[1])
+
+    async def stop(self, grace: float | None = None) -> None:
+        if self._server is None:
+            return
+        grace = self.cfg.shutdown_grace if grace is None else grace
+        self._server.close()
+        deadline = time.monotonic() + grace
+        while self._protocols and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for proto in list(self._protocols):
+            if proto.transport is not None:
+                proto.transport.close()
+        self._server = None
+        log.info("stopped", extra={"fields": {"cut_sessions": len(self._protocols)}})
