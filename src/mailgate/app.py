@@ -1,0 +1,394 @@
+"""Composition root: builds the store, checkers, pipeline, listener, API and workers; lifecycle.
+
+The only module that names concrete backends. Two process roles:
+
+* the **front** (``mailgate serve``): SMTP listener and HTTP API. It spools and says 250;
+* the **worker** (``ingest.workers`` child processes, or inline when ``workers = 0``):
+  ingest + pipeline, webhook delivery and auto-reply sending.
+
+The front wakes workers through a pipe after each spool commit, so a message is processed
+within milliseconds without polling; workers also poll, so nothing depends on the pipe.
+Splitting the roles lets parsing use the second core while the front keeps accepting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from mailgate.config import Config
+from mailgate.logs import get_logger
+from mailgate.pipeline.ingest import IngestWorker
+from mailgate.smtp.handler import SmtpHandler
+from mailgate.smtp.policy import RecipientPolicy
+from mailgate.smtp.server import SmtpServer, StartupError
+from mailgate.store.blobs import BlobStore
+from mailgate.store.sqlite import SqliteStore
+
+log = get_logger("app")
+
+__all__ = ["Front", "StartupError", "WorkerRuntime", "build_store", "check_data_dir"]
+
+
+def build_store(cfg: Config) -> SqliteStore:
+    return SqliteStore(
+        cfg.store.data_dir,
+        durability=cfg.store.durability,
+        group_commit_window=cfg.store.group_commit_window,
+        max_batch=cfg.store.max_batch,
+    )
+
+
+def check_data_dir(cfg: Config) -> None:
+    """Refuse to start when the data dir cannot be created or written."""
+    path = Path(cfg.store.data_dir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise StartupError(
+            f"store.data_dir = {str(path)!r}: not writable: {exc.strerror or exc}"
+        ) from exc
+
+
+def build_auth(cfg: Config) -> Any:
+    if not cfg.auth.enabled:
+        return None
+    from mailgate.auth.checker import AuthChecker
+
+    return AuthChecker(cfg.auth, cfg.smtp.hostname)
+
+
+def build_processor(cfg: Config, store: SqliteStore) -> Any:
+    from mailgate.pipeline.runner import PipelineRunner
+
+    return PipelineRunner(cfg, store)
+
+
+def build_url_signer(cfg: Config) -> Any:
+    from mailgate.api.urls import AttachmentUrlSigner
+
+    return AttachmentUrlSigner(cfg.api, Path(cfg.store.data_dir))
+
+
+class WorkerRuntime:
+    """Ingest + pipeline + delivery + replies for one partition of the spool."""
+
+    def __init__(self, cfg: Config, *, index: int = 0, count: int = 1, store: SqliteStore | None = None) -> None:
+        self.cfg = cfg
+        self.index = index
+        self.count = count
+        self._own_store = store is None
+        self.store = store or build_store(cfg)
+        self.blobs = BlobStore(Path(cfg.store.data_dir) / "attachments")
+        self.ingest: IngestWorker | None = None
+        self._services: list[Any] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self.stop_event = asyncio.Event()
+
+    async def start(self) -> None:
+        from mailgate.mime.parse import parse_message
+
+        if self._own_store:
+            await self.store.open()
+        processor = build_processor(self.cfg, self.store)
+        webhook = None
+        if self.index == 0:
+            # Deliveries and replies run once (in the first worker), not once per partition.
+            from mailgate.delivery.webhook import WebhookWorker
+
+            webhook = WebhookWorker(self.store, self.cfg.webhooks, self.cfg.delivery, build_url_signer(self.cfg))
+            self._services.append(webhook)
+            reply_sender = _build_reply_sender(self.cfg, self.store)
+            if reply_sender is not None:
+                self._services.append(reply_sender)
+        notify = getattr(webhook, "notify", None)
+        self.ingest = IngestWorker(
+            self.store,
+            processor,
+            parse=parse_message,
+            blob_sink=self.blobs.put,
+            batch_size=self.cfg.ingest.batch_size,
+            poll_interval=self.cfg.ingest.poll_interval,
+            max_attempts=self.cfg.pipeline.max_attempts,
+            worker=self.index,
+            workers=self.count,
+            on_processed=notify,
+        )
+        for service in self._services:
+            await service.start()
+        self._tasks.append(asyncio.create_task(self.ingest.run(self.stop_event)))
+
+    def wake(self) -> None:
+        if self.ingest is not None:
+            self.ingest.wake()
+
+    async def stop(self) -> None:
+        self.stop_event.set()
+        for task in self._tasks:
+            try:
+                await asyncio.wait_for(task, timeout=self.cfg.smtp.shutdown_grace)
+            except (TimeoutError, asyncio.CancelledError):
+                task.cancel()
+        for service in reversed(self._services):
+            with contextlib.suppress(Exception):
+                await service.stop()
+        if self._own_store:
+            await self.store.close()
+
+
+def _build_reply_sender(cfg: Config, store: SqliteStore) -> Any:
+    if not cfg.reply.enabled:
+        return None
+    try:
+        from mailgate.delivery.smtp_out import ReplySender
+    except ImportError:
+        return None
+    return ReplySender(store, cfg.reply)
+
+
+class _ChildWorker:
+    """One worker subprocess, restarted if it dies; woken through a pipe."""
+
+    def __init__(self, cfg: Config, index: int, count: int) -> None:
+        self.cfg = cfg
+        self.index = index
+        self.count = count
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.wfd: int | None = None
+        self.restarts = 0
+
+    def spawn(self) -> None:
+        rfd, wfd = os.pipe()
+        os.set_blocking(wfd, False)
+        args = [sys.executable, "-m", "mailgate.worker", "--index", str(self.index), "--count", str(self.count), "--notify-fd", str(rfd)]
+        if self.cfg.source != "<defaults>":
+            args += ["--config", self.cfg.source]
+        env = dict(os.environ)
+        env["MAILGATE_DATA_DIR"] = str(self.cfg.store.data_dir)
+        self.proc = subprocess.Popen(args, pass_fds=(rfd,), env=env)
+        os.close(rfd)
+        if self.wfd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.wfd)
+        self.wfd = wfd
+
+    def wake(self) -> None:
+        if self.wfd is None:
+            return
+        with contextlib.suppress(BlockingIOError, BrokenPipeError, OSError):
+            os.write(self.wfd, b"\x01")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def terminate(self, grace: float) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.wfd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.wfd)
+            self.wfd = None
+
+
+class Front:
+    """``mailgate serve``: SMTP + API here, workers inline or as child processes."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.store = build_store(cfg)
+        self.smtp: SmtpServer | None = None
+        self.api_runner: Any = None
+        self.auth: Any = None
+        self.inline: WorkerRuntime | None = None
+        self.children: list[_ChildWorker] = []
+        self._supervisor: asyncio.Task[None] | None = None
+        self.smtp_address: tuple[str, int] | None = None
+        self.api_address: tuple[str, int] | None = None
+
+    def _on_spooled(self) -> None:
+        if self.inline is not None:
+            self.inline.wake()
+        for child in self.children:
+            child.wake()
+
+    async def start(self) -> None:
+        check_data_dir(self.cfg)
+        await self.store.open()
+        self.auth = build_auth(self.cfg)
+        handler = SmtpHandler(
+            self.cfg.smtp,
+            policy=RecipientPolicy(self.cfg.domains),
+            spool=_NotifyingSpool(self.store, self._on_spooled),
+            auth=self.auth,
+        )
+        self.smtp = SmtpServer(self.cfg.smtp, handler)
+        self.smtp_address = await self.smtp.start()
+        if self.cfg.api.enabled:
+            await self._start_api()
+        if self.cfg.ingest.workers == 0:
+            self.inline = WorkerRuntime(self.cfg, store=self.store)
+            await self.inline.start()
+        else:
+            for i in range(self.cfg.ingest.workers):
+                child = _ChildWorker(self.cfg, i, self.cfg.ingest.workers)
+                child.spawn()
+                self.children.append(child)
+            self._supervisor = asyncio.create_task(self._supervise())
+        log.info(
+            "ready",
+            extra={
+                "fields": {
+                    "smtp": f"{self.smtp_address[0]}:{self.smtp_address[1]}",
+                    "api": f"{self.api_address[0]}:{self.api_address[1]}" if self.api_address else "off",
+                    "data_dir": str(self.cfg.store.data_dir),
+                    "workers": self.cfg.ingest.workers,
+                }
+            },
+        )
+
+    async def _start_api(self) -> None:
+        from aiohttp import web
+
+        from mailgate.api.app import create_api
+        from mailgate.config import parse_hostport
+
+        app = create_api(
+            self.store,
+            self.cfg.api,
+            blobs=BlobStore(Path(self.cfg.store.data_dir) / "attachments"),
+            urls=build_url_signer(self.cfg),
+            data_dir=Path(self.cfg.store.data_dir),
+        )
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        host, port = parse_hostport(self.cfg.api.listen)
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise StartupError(f"api.listen = {self.cfg.api.listen!r}: cannot listen: {exc.strerror or exc}") from exc
+        self.api_runner = runner
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        if sockets:
+            addr = sockets[0].getsockname()
+            self.api_address = (str(addr[0]), int(addr[1]))
+        else:
+            self.api_address = (host, port)
+
+    async def _supervise(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            for child in self.children:
+                if not child.alive():
+                    code = child.proc.returncode if child.proc else None
+                    child.restarts += 1
+                    log.error(
+                        "worker exited, restarting",
+                        extra={"fields": {"index": child.index, "code": code, "restarts": child.restarts}},
+                    )
+                    await asyncio.sleep(min(5.0, 0.5 * child.restarts))
+                    child.spawn()
+
+    async def stop(self) -> None:
+        if self.smtp is not None:
+            await self.smtp.stop()
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+        grace = self.cfg.smtp.shutdown_grace
+        if self.children:
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda: [c.terminate(grace) for c in self.children]
+            )
+        if self.inline is not None:
+            await self.inline.stop()
+        if self.api_runner is not None:
+            await self.api_runner.cleanup()
+        if self.auth is not None:
+            with contextlib.suppress(Exception):
+                await self.auth.close()
+        await self.store.close()
+        log.info("stopped")
+
+
+class _NotifyingSpool:
+    """The store's spool, plus a wake-up for the workers after each commit."""
+
+    def __init__(self, store: SqliteStore, notify: Any) -> None:
+        self.store = store
+        self.notify = notify
+
+    async def spool(self, *records: Any) -> None:
+        await self.store.spool(*records)
+        self.notify()
+
+
+async def serve(cfg: Config) -> None:
+    """Run until SIGTERM/SIGINT; stop accepting, finish sessions, flush, exit."""
+    front = Front(cfg)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await front.start()
+    except BaseException:
+        await front.stop()
+        raise
+    await stop.wait()
+    log.info("shutting down")
+    await front.stop()
+
+
+async def run_worker(cfg: Config, index: int, count: int, notify_fd: int | None) -> None:
+    """The worker process body (``python -m mailgate.worker``)."""
+    runtime = WorkerRuntime(cfg, index=index, count=count)
+    loop = asyncio.get_running_loop()
+    stop = runtime.stop_event
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await runtime.start()
+    if notify_fd is not None:
+        os.set_blocking(notify_fd, False)
+
+        def on_readable() -> None:
+            try:
+                data = os.read(notify_fd, 65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                # The front is gone: stop polling the pipe and keep working from the poll loop.
+                loop.remove_reader(notify_fd)
+                return
+            runtime.wake()
+
+        loop.add_reader(notify_fd, on_readable)
+    parent = os.getppid()
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=1.0)
+        if os.getppid() != parent:
+            log.warning("front process went away; worker stopping")
+            break
+    await runtime.stop()
