@@ -154,6 +154,7 @@ class AuthConfig:
     shadow: bool = False
     spf_fail: Literal["tag", "quarantine", "reject"] = "tag"
     temperror: Literal["accept", "quarantine", "defer"] = "accept"
+    arc_trusted_sealers: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
