@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +84,9 @@ def build_url_signer(cfg: Config) -> Any:
 class WorkerRuntime:
     """Ingest + pipeline + delivery + replies for one partition of the spool."""
 
-    def __init__(self, cfg: Config, *, index: int = 0, count: int = 1, store: SqliteStore | None = None) -> None:
+    def __init__(
+        self, cfg: Config, *, index: int = 0, count: int = 1, store: SqliteStore | None = None
+    ) -> None:
         self.cfg = cfg
         self.index = index
         self.count = count
@@ -105,7 +109,9 @@ class WorkerRuntime:
             # Deliveries and replies run once (in the first worker), not once per partition.
             from mailgate.delivery.webhook import WebhookWorker
 
-            webhook = WebhookWorker(self.store, self.cfg.webhooks, self.cfg.delivery, build_url_signer(self.cfg))
+            webhook = WebhookWorker(
+                self.store, self.cfg.webhooks, self.cfg.delivery, build_url_signer(self.cfg)
+            )
             self._services.append(webhook)
             reply_sender = _build_reply_sender(self.cfg, self.store)
             if reply_sender is not None:
@@ -169,7 +175,17 @@ class _ChildWorker:
     def spawn(self) -> None:
         rfd, wfd = os.pipe()
         os.set_blocking(wfd, False)
-        args = [sys.executable, "-m", "mailgate.worker", "--index", str(self.index), "--count", str(self.count), "--notify-fd", str(rfd)]
+        args = [
+            sys.executable,
+            "-m",
+            "mailgate.worker",
+            "--index",
+            str(self.index),
+            "--count",
+            str(self.count),
+            "--notify-fd",
+            str(rfd),
+        ]
         if self.cfg.source != "<defaults>":
             args += ["--config", self.cfg.source]
         env = dict(os.environ)
@@ -250,17 +266,32 @@ class Front:
                 child.spawn()
                 self.children.append(child)
             self._supervisor = asyncio.create_task(self._supervise())
+        self._write_runfile()
         log.info(
             "ready",
             extra={
                 "fields": {
                     "smtp": f"{self.smtp_address[0]}:{self.smtp_address[1]}",
-                    "api": f"{self.api_address[0]}:{self.api_address[1]}" if self.api_address else "off",
+                    "api": f"{self.api_address[0]}:{self.api_address[1]}"
+                    if self.api_address
+                    else "off",
                     "data_dir": str(self.cfg.store.data_dir),
                     "workers": self.cfg.ingest.workers,
                 }
             },
         )
+
+    def _write_runfile(self) -> None:
+        """``<data_dir>/serve.json``: the bound addresses (useful with port 0, and for scripts)."""
+        info = {
+            "pid": os.getpid(),
+            "smtp": f"{self.smtp_address[0]}:{self.smtp_address[1]}" if self.smtp_address else None,
+            "api": f"{self.api_address[0]}:{self.api_address[1]}" if self.api_address else None,
+        }
+        path = Path(self.cfg.store.data_dir) / "serve.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(info))
+        os.replace(tmp, path)
 
     async def _start_api(self) -> None:
         from aiohttp import web
@@ -283,7 +314,9 @@ class Front:
             await site.start()
         except OSError as exc:
             await runner.cleanup()
-            raise StartupError(f"api.listen = {self.cfg.api.listen!r}: cannot listen: {exc.strerror or exc}") from exc
+            raise StartupError(
+                f"api.listen = {self.cfg.api.listen!r}: cannot listen: {exc.strerror or exc}"
+            ) from exc
         self.api_runner = runner
         server = getattr(site, "_server", None)
         sockets = getattr(server, "sockets", None) or []
@@ -302,7 +335,13 @@ class Front:
                     child.restarts += 1
                     log.error(
                         "worker exited, restarting",
-                        extra={"fields": {"index": child.index, "code": code, "restarts": child.restarts}},
+                        extra={
+                            "fields": {
+                                "index": child.index,
+                                "code": code,
+                                "restarts": child.restarts,
+                            }
+                        },
                     )
                     await asyncio.sleep(min(5.0, 0.5 * child.restarts))
                     child.spawn()
@@ -316,9 +355,12 @@ class Front:
                 await self._supervisor
         grace = self.cfg.smtp.shutdown_grace
         if self.children:
-            await asyncio.get_running_loop().run_in_executor(
-                None, lambda: [c.terminate(grace) for c in self.children]
-            )
+
+            def terminate_all() -> None:
+                for child in self.children:
+                    child.terminate(grace)
+
+            await asyncio.get_running_loop().run_in_executor(None, terminate_all)
         if self.inline is not None:
             await self.inline.stop()
         if self.api_runner is not None:
@@ -340,6 +382,16 @@ class _NotifyingSpool:
     async def spool(self, *records: Any) -> None:
         await self.store.spool(*records)
         self.notify()
+
+
+def run_async(main: Coroutine[Any, Any, None]) -> None:
+    """Run the event loop: uvloop when installed (faster connection handling), else asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
 async def serve(cfg: Config) -> None:

@@ -232,8 +232,24 @@ class PipelineConfig:
     max_attachment_size: Size = 25 * 1024 * 1024
     blocked_extensions: list[str] = field(
         default_factory=lambda: [
-            "exe", "scr", "bat", "cmd", "com", "pif", "vbs", "js", "jse", "wsf", "msi", "hta", "cpl",
-            "jar", "ps1", "lnk", "iso", "img",
+            "exe",
+            "scr",
+            "bat",
+            "cmd",
+            "com",
+            "pif",
+            "vbs",
+            "js",
+            "jse",
+            "wsf",
+            "msi",
+            "hta",
+            "cpl",
+            "jar",
+            "ps1",
+            "lnk",
+            "iso",
+            "img",
         ]
     )
     entities: list[EntityConfig] = field(default_factory=list)
@@ -372,9 +388,7 @@ def _describe(tp: Any) -> str:
 
 def _convert(value: Any, tp: Any, keypath: str, loc: _Locator) -> Any:
     def fail(expected: str) -> ConfigError:
-        return ConfigError(
-            f"{loc.where(keypath)}: {keypath} = {value!r}: expected {expected}"
-        )
+        return ConfigError(f"{loc.where(keypath)}: {keypath} = {value!r}: expected {expected}")
 
     origin = typing.get_origin(tp)
     if origin is typing.Annotated:
@@ -463,11 +477,15 @@ def _build(cls: Any, data: dict[str, Any], keypath: str, loc: _Locator) -> Any:
             and f.default_factory is dataclasses.MISSING
         ):
             sub = f"{keypath}.{_toml_key(name)}" if keypath else name
-            raise ConfigError(f"{loc.where(keypath)}: missing key {sub!r}: expected {_describe(hints[name])}")
+            raise ConfigError(
+                f"{loc.where(keypath)}: missing key {sub!r}: expected {_describe(hints[name])}"
+            )
     return cls(**kwargs)
 
 
-_DOMAIN_RE = re.compile(r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+_DOMAIN_RE = re.compile(
+    r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
 
 
 def _validate(cfg: Config, loc: _Locator) -> None:
@@ -491,12 +509,20 @@ def _validate(cfg: Config, loc: _Locator) -> None:
     if cfg.smtp.max_line_length < 80:
         raise bad("smtp.max_line_length", cfg.smtp.max_line_length, "at least 80 (RFC 5321: 1000)")
     if not cfg.domains:
-        raise bad("domains", [], "at least one [[domains]] entry (mailgate accepts mail only for its domains)")
+        raise bad(
+            "domains",
+            [],
+            "at least one [[domains]] entry (mailgate accepts mail only for its domains)",
+        )
     seen: set[str] = set()
     for i, d in enumerate(cfg.domains):
         name = d.name.lower().rstrip(".")
         if not _DOMAIN_RE.match(name):
-            raise bad(f"domains[{i}].name", d.name, "a domain name like example.com or *.support.example.com")
+            raise bad(
+                f"domains[{i}].name",
+                d.name,
+                "a domain name like example.com or *.support.example.com",
+            )
         if name in seen:
             raise bad(f"domains[{i}].name", d.name, "each domain once")
         seen.add(name)
@@ -504,14 +530,16 @@ def _validate(cfg: Config, loc: _Locator) -> None:
             raise bad(f"domains[{i}].mailboxes", [], "a list of mailboxes, or catch_all = true")
         for mb in d.mailboxes:
             if not mb or "@" in mb or any(c.isspace() for c in mb):
-                raise bad(f"domains[{i}].mailboxes", mb, "local parts like \"support\" (no @)")
+                raise bad(f"domains[{i}].mailboxes", mb, 'local parts like "support" (no @)')
     for i, ns in enumerate(cfg.auth.nameservers):
         try:
             h, _ = parse_hostport(ns) if ":" in ns and not _is_ip(ns) else (ns, 53)
             if not _is_ip(h):
                 raise ValueError
         except ValueError:
-            raise bad(f"auth.nameservers[{i}]", ns, "an IP address, optionally with :port") from None
+            raise bad(
+                f"auth.nameservers[{i}]", ns, "an IP address, optionally with :port"
+            ) from None
     if cfg.api.enabled and not re.match(r"^https?://", cfg.api.public_url):
         raise bad("api.public_url", cfg.api.public_url, "an http:// or https:// URL")
     for i, t in enumerate(cfg.api.tokens):
@@ -523,9 +551,13 @@ def _validate(cfg: Config, loc: _Locator) -> None:
         if not re.match(r"^https?://[^/\s]+", w.url):
             raise bad(f"webhooks[{i}].url", w.url, "an http:// or https:// URL")
         if not w.secrets:
-            raise bad(f"webhooks[{i}].secrets", [], "at least one signing secret (webhooks are always signed)")
-    if cfg.ingest.workers < 1:
-        raise bad("ingest.workers", cfg.ingest.workers, "at least 1")
+            raise bad(
+                f"webhooks[{i}].secrets",
+                [],
+                "at least one signing secret (webhooks are always signed)",
+            )
+    if cfg.ingest.workers > 16:
+        raise bad("ingest.workers", cfg.ingest.workers, "0 (inline) to 16 worker processes")
 
 
 def _is_ip(value: str) -> bool:
@@ -536,7 +568,9 @@ def _is_ip(value: str) -> bool:
     return True
 
 
-def load_config(path: str | os.PathLike[str] | None = None, *, env: dict[str, str] | None = None) -> Config:
+def load_config(
+    path: str | os.PathLike[str] | None = None, *, env: dict[str, str] | None = None
+) -> Config:
     """Load and validate the config.
 
     ``path`` None means ``$MAILGATE_CONFIG`` if set, else built-in defaults (mailgate works with
@@ -564,7 +598,9 @@ def load_config(path: str | os.PathLike[str] | None = None, *, env: dict[str, st
     loc = _Locator(source, text)
     cfg: Config = _build(Config, data, "", loc)
     if environ.get(ENV_DATA_DIR):
-        cfg = dataclasses.replace(cfg, store=dataclasses.replace(cfg.store, data_dir=environ[ENV_DATA_DIR]))
+        cfg = dataclasses.replace(
+            cfg, store=dataclasses.replace(cfg.store, data_dir=environ[ENV_DATA_DIR])
+        )
     cfg = dataclasses.replace(cfg, source=source)
     _validate(cfg, loc)
     _validate_extensions(cfg, loc)

@@ -79,6 +79,8 @@ def setup_logging(level: str = "info", fmt: str = "logfmt") -> None:
     logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 
-def log_fields(msg_id: str | None = None, trace_id: str | None = None, **fields: Any) -> dict[str, Any]:
+def log_fields(
+    msg_id: str | None = None, trace_id: str | None = None, **fields: Any
+) -> dict[str, Any]:
     """``extra=`` helper: ``log.info("spooled", extra=log_fields(msg_id, trace_id, size=123))``."""
     return {"msg_id": msg_id, "trace_id": trace_id, "fields": fields}

@@ -6,10 +6,9 @@ Started by ``mailgate serve`` (see ``app.py``); not meant to be run by hand.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 
-from mailgate.app import run_worker
+from mailgate.app import run_async, run_worker
 from mailgate.config import ConfigError, load_config
 from mailgate.logs import setup_logging
 
@@ -27,13 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mailgate worker: {exc}", file=sys.stderr)
         return 2
     setup_logging(cfg.log.level, cfg.log.format)
-    try:
-        import uvloop
-
-        runner = uvloop.run
-    except ImportError:
-        runner = asyncio.run
-    runner(run_worker(cfg, args.index, args.count, args.notify_fd))
+    run_async(run_worker(cfg, args.index, args.count, args.notify_fd))
     return 0
 
 

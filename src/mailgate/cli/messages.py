@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Any
 
 import click
 
-from mailgate.cli.common import config_option, json_option, load_cli_config, open_store, print_json, run
+from mailgate.cli.common import (
+    config_option,
+    json_option,
+    load_cli_config,
+    open_store,
+    print_json,
+    run,
+)
 
 
 @click.group("messages")
@@ -18,10 +26,14 @@ def messages_group() -> None:
 @messages_group.command("list")
 @config_option
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10000))
-@click.option("--state", type=click.Choice(["spooled", "processed", "quarantined", "dead"]), default=None)
+@click.option(
+    "--state", type=click.Choice(["spooled", "processed", "quarantined", "dead"]), default=None
+)
 @click.option("--tenant", default=None)
 @json_option
-def list_cmd(config_path: str | None, limit: int, state: str | None, tenant: str | None, as_json: bool) -> None:
+def list_cmd(
+    config_path: str | None, limit: int, state: str | None, tenant: str | None, as_json: bool
+) -> None:
     """The newest messages first."""
     cfg = load_cli_config(config_path)
 
@@ -52,10 +64,10 @@ def list_cmd(config_path: str | None, limit: int, state: str | None, tenant: str
         click.echo("no messages")
         return
     for it in items:
-        subject = (it["subject"] or "")
+        subject = it["subject"] or ""
         click.echo(
             f"{it['id']}  {it['receivedAt']}  {it['state']:<11}  {it['mailFrom'] or '<>'} -> "
-            f"{', '.join(it['rcptTo'])}  {str(subject)[:60]!r}"  # type: ignore[arg-type]
+            f"{', '.join(it['rcptTo'])}  {str(subject)[:60]!r}"
         )
 
 
@@ -67,7 +79,7 @@ def show_cmd(config_path: str | None, msg_id: str, as_json: bool) -> None:
     """One message: its envelope once processed, else its spool record."""
     cfg = load_cli_config(config_path)
 
-    async def body() -> dict[str, object]:
+    async def body() -> dict[str, Any]:
         async with open_store(cfg) as store:
             return await store.get_message_row(msg_id)
 
@@ -78,9 +90,11 @@ def show_cmd(config_path: str | None, msg_id: str, as_json: bool) -> None:
         return
     click.echo(f"id:       {row['id']}")
     click.echo(f"state:    {row['state']}  (attempts {row['attempts']})")
-    click.echo(f"received: {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(float(row['received_at'])))}")  # type: ignore[arg-type]
+    click.echo(
+        f"received: {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(float(row['received_at'])))}"
+    )
     click.echo(f"from:     {row['mail_from'] or '<>'}  ({row['client_ip']}, helo {row['helo']})")
-    click.echo(f"to:       {', '.join(row['rcpt_to'])}")  # type: ignore[arg-type]
+    click.echo(f"to:       {', '.join(row['rcpt_to'])}")
     click.echo(f"size:     {row['size']}")
     if row.get("last_error"):
         click.echo(f"error:    {row['last_error']}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import smtplib
-import socket
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
@@ -20,10 +19,22 @@ from mailgate.config import parse_hostport
 @click.option("--to", "recipient", default="support@example.test", show_default=True)
 @click.option("--subject", default="Hello from mailgate send-test", show_default=True)
 @click.option("--body", default="This is a test message.\n", show_default=True)
-@click.option("--file", "eml", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Send this .eml file as is instead of a generated message.")
-def send_test_cmd(config_path: str | None, server: str | None, sender: str, recipient: str,
-                  subject: str, body: str, eml: str | None) -> None:
+@click.option(
+    "--file",
+    "eml",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Send this .eml file as is instead of a generated message.",
+)
+def send_test_cmd(
+    config_path: str | None,
+    server: str | None,
+    sender: str,
+    recipient: str,
+    subject: str,
+    body: str,
+    eml: str | None,
+) -> None:
     """Send a first message and print the server's reply (it includes the message id)."""
     cfg = load_cli_config(config_path)
     try:
@@ -48,9 +59,11 @@ def send_test_cmd(config_path: str | None, server: str | None, sender: str, reci
             smtp.mail(sender)
             code, resp = smtp.rcpt(recipient)
             if code >= 400:
-                raise click.ClickException(f"recipient refused: {code} {resp.decode(errors='replace')}")
+                raise click.ClickException(
+                    f"recipient refused: {code} {resp.decode(errors='replace')}"
+                )
             code, resp = smtp.data(data)
-    except (OSError, smtplib.SMTPException, socket.timeout) as exc:
+    except (TimeoutError, OSError, smtplib.SMTPException) as exc:
         raise click.ClickException(f"cannot send to {host}:{port}: {exc}") from None
     text = resp.decode(errors="replace")
     if code >= 400:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import os
 
@@ -19,7 +18,9 @@ from mailgate.store.base import StoreError
 @click.option("--listen", default=None, help="Override [smtp] listen, e.g. 127.0.0.1:2525.")
 @click.option("--api-listen", default=None, help="Override [api] listen, e.g. 127.0.0.1:8025.")
 @click.option("--data-dir", default=None, help="Override [store] data_dir.")
-def serve_cmd(config_path: str | None, listen: str | None, api_listen: str | None, data_dir: str | None) -> None:
+def serve_cmd(
+    config_path: str | None, listen: str | None, api_listen: str | None, data_dir: str | None
+) -> None:
     """Accept mail for the configured domains and process it.
 
     With no config file, listens on 127.0.0.1:2525 for localhost and example.test, stores
@@ -42,16 +43,10 @@ def serve_cmd(config_path: str | None, listen: str | None, api_listen: str | Non
         except (ValueError, ConfigError) as exc:
             raise click.ClickException(f"--listen: {exc}") from None
     setup_logging(cfg.log.level, cfg.log.format)
-    from mailgate.app import serve
+    from mailgate.app import run_async, serve
 
     try:
-        import uvloop
-
-        runner = uvloop.run
-    except ImportError:
-        runner = asyncio.run
-    try:
-        runner(serve(cfg))
+        run_async(serve(cfg))
     except (StartupError, StoreError) as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:

@@ -47,7 +47,9 @@ def iso(ts: float) -> str:
 AUTH_KEYS = ("spf", "dkim", "dmarc", "arc", "authenticationResults", "authAction")
 
 
-def build_envelope(msg: SpooledMessage, parse: ParseFn, blob_sink: Callable[[bytes], str] | None) -> Envelope:
+def build_envelope(
+    msg: SpooledMessage, parse: ParseFn, blob_sink: Callable[[bytes], str] | None
+) -> Envelope:
     """Parse the raw bytes and add what the SMTP session knew (ids, session facts, auth)."""
     started = time.perf_counter()
     parsed = parse(msg.raw, blob_sink=blob_sink)
@@ -142,9 +144,13 @@ class IngestWorker:
             try:
                 state = await self.store.fail(msg.id, reason, max_attempts=self.max_attempts)
             except Exception:
-                log.exception("could not record the failure", extra=log_fields(msg.id, msg.trace_id))
+                log.exception(
+                    "could not record the failure", extra=log_fields(msg.id, msg.trace_id)
+                )
                 return
-            metrics.INGEST_PROCESSED.labels(outcome="failed" if state == "spooled" else "dead").inc()
+            metrics.INGEST_PROCESSED.labels(
+                outcome="failed" if state == "spooled" else "dead"
+            ).inc()
             if state == "spooled":
                 await asyncio.sleep(min(5.0, 0.1 * (msg.attempts + 1)))
             return
@@ -180,7 +186,9 @@ class IngestWorker:
             stopper = asyncio.ensure_future(stop.wait())
             try:
                 await asyncio.wait(
-                    {waiter, stopper}, timeout=self.poll_interval, return_when=asyncio.FIRST_COMPLETED
+                    {waiter, stopper},
+                    timeout=self.poll_interval,
+                    return_when=asyncio.FIRST_COMPLETED,
                 )
             finally:
                 waiter.cancel()

@@ -70,19 +70,29 @@ class SmtpHandler:
 
     # aiosmtpd hooks --------------------------------------------------------------
 
-    async def handle_PROXY(self, server: SMTP, session: Session, envelope: Envelope, proxy_data: Any) -> bool:
+    async def handle_PROXY(
+        self, server: SMTP, session: Session, envelope: Envelope, proxy_data: Any
+    ) -> bool:
         return bool(proxy_data)
 
     async def handle_MAIL(
-        self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
     ) -> str:
         ip = peer_ip(session)
+        # The null reverse-path (bounces, RFC 5321 4.5.5) arrives as "<>"; aiosmtpd needs a
+        # non-empty mail_from to accept RCPT, so "<>" stays on its envelope and "" is stored.
+        sender = "" if address == "<>" else address
         for opt in mail_options:
             key, _, value = opt.partition("=")
             if key.upper() == "SIZE" and value.isdigit() and int(value) > self.cfg.max_message_size:
                 metrics.SMTP_REJECTED.labels(reason="too-big").inc()
                 return replies.TOO_BIG
-        if address and ("@" not in address or address.startswith("@") or address.endswith("@")):
+        if sender and ("@" not in sender or sender.startswith("@") or sender.endswith("@")):
             metrics.SMTP_REJECTED.labels(reason="sender-syntax").inc()
             return replies.SYNTAX_SENDER
         if not self.limiter.allow(ip):
@@ -92,7 +102,7 @@ class SmtpHandler:
         txn = _Transaction()
         if self.auth is not None:
             txn.spf_task = asyncio.ensure_future(
-                self.auth.check_spf(ip, session.host_name or "", address)
+                self.auth.check_spf(ip, session.host_name or "", sender)
             )
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
@@ -100,7 +110,12 @@ class SmtpHandler:
         return replies.SENDER_OK
 
     async def handle_RCPT(
-        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
     ) -> str:
         txn: _Transaction = getattr(envelope, "mailgate", None) or _Transaction()
         envelope.mailgate = txn  # type: ignore[attr-defined]
@@ -137,6 +152,8 @@ class SmtpHandler:
         ip = peer_ip(session)
         helo = session.host_name or ""
         mail_from = envelope.mail_from or ""
+        if mail_from == "<>":
+            mail_from = ""
         tls = session.ssl is not None
         trace_id = new_id("trc")[4:]
         auth_json: dict[str, Any] | None = None
@@ -156,7 +173,9 @@ class SmtpHandler:
             except Exception:
                 # Never lose mail over a checker bug: accept, record why, let the pipeline see it.
                 log.exception("auth check failed", extra=log_fields(trace_id=trace_id))
-                auth_json = {"authAction": {"action": "accept", "reason": "auth error", "would": None}}
+                auth_json = {
+                    "authAction": {"action": "accept", "reason": "auth error", "would": None}
+                }
             else:
                 metrics.AUTH_SECONDS.observe(time.perf_counter() - started)
                 auth_json = report.to_json()
@@ -210,7 +229,12 @@ class SmtpHandler:
             log.info(
                 "accepted",
                 extra=log_fields(
-                    r.id, trace_id, size=len(raw), client_ip=ip, rcpts=len(r.rcpt_to), tenant=r.tenant
+                    r.id,
+                    trace_id,
+                    size=len(raw),
+                    client_ip=ip,
+                    rcpts=len(r.rcpt_to),
+                    tenant=r.tenant,
                 ),
             )
         return replies.queued(records[0].id)

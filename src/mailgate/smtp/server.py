@@ -87,9 +87,14 @@ class SmtpServer:
                 self._factory, host=host, port=port, reuse_address=True, backlog=512
             )
         except OSError as exc:
-            raise StartupError(f"smtp.listen = {self.cfg.listen!r}: cannot listen: {exc.strerror or exc}") from exc
+            raise StartupError(
+                f"smtp.listen = {self.cfg.listen!r}: cannot listen: {exc.strerror or exc}"
+            ) from exc
         sock = self._server.sockets[0].getsockname()
-        log.info("listening", extra={"fields": {"address": f"{sock[0]}:{sock[1]}", "tls": bool(self._tls)}})
+        log.info(
+            "listening",
+            extra={"fields": {"address": f"{sock[0]}:{sock[1]}", "tls": bool(self._tls)}},
+        )
         return str(sock[0]), int(sock[1])
 
     async def stop(self, grace: float | None = None) -> None:

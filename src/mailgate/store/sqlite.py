@@ -73,6 +73,7 @@ class SqliteStore(PipelineStoreMixin, DeliveryStoreMixin, ReplyStoreMixin, Sqlit
         await self._reader.execute("PRAGMA busy_timeout = 10000")
 
     async def close(self) -> None:
+        self.close_pipeline_reader()
         if self._reader is not None:
             await self._reader.close()
             self._reader = None
@@ -150,7 +151,12 @@ class SqliteStore(PipelineStoreMixin, DeliveryStoreMixin, ReplyStoreMixin, Sqlit
         ]
 
     async def complete(
-        self, msg_id: str, envelope: dict[str, Any], intents: list[Intent], *, state: str = "processed"
+        self,
+        msg_id: str,
+        envelope: dict[str, Any],
+        intents: list[Intent],
+        *,
+        state: str = "processed",
     ) -> None:
         """See `MessageStore.complete`."""
         env_json = dumps(envelope)

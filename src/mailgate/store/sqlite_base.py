@@ -25,7 +25,9 @@ Applier = Callable[[sqlite3.Connection, str, dict[str, Any], Any], None]
 APPLIERS: dict[type[Intent], Applier] = {}
 
 
-def applies(intent_type: type[IntentT]) -> Callable[[Callable[[sqlite3.Connection, str, dict[str, Any], IntentT], None]], Applier]:
+def applies(
+    intent_type: type[IntentT],
+) -> Callable[[Callable[[sqlite3.Connection, str, dict[str, Any], IntentT], None]], Applier]:
     """Register ``fn(conn, msg_id, envelope, intent)`` as the SQL for one intent type."""
 
     def deco(fn: Callable[[sqlite3.Connection, str, dict[str, Any], IntentT], None]) -> Applier:
@@ -35,7 +37,9 @@ def applies(intent_type: type[IntentT]) -> Callable[[Callable[[sqlite3.Connectio
     return deco
 
 
-def apply_intents(conn: sqlite3.Connection, msg_id: str, envelope: dict[str, Any], intents: Sequence[Intent]) -> None:
+def apply_intents(
+    conn: sqlite3.Connection, msg_id: str, envelope: dict[str, Any], intents: Sequence[Intent]
+) -> None:
     for intent in intents:
         fn = APPLIERS.get(type(intent))
         if fn is None:
@@ -98,7 +102,12 @@ def _statements(sql: str) -> list[str]:
             buf = ""
     if buf.strip() and not buf.strip().startswith("--"):
         out.append(buf.strip())
-    return [s for s in out if s.strip(" \n;") and not all(ln.strip().startswith("--") or not ln.strip() for ln in s.splitlines())]
+    return [
+        s
+        for s in out
+        if s.strip(" \n;")
+        and not all(ln.strip().startswith("--") or not ln.strip() for ln in s.splitlines())
+    ]
 
 
 class SqliteBase:

@@ -50,7 +50,10 @@ class _Request:
     __slots__ = ("fn", "future", "loop")
 
     def __init__(
-        self, fn: Callable[[sqlite3.Connection], Any], future: asyncio.Future[Any], loop: asyncio.AbstractEventLoop
+        self,
+        fn: Callable[[sqlite3.Connection], Any],
+        future: asyncio.Future[Any],
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
         self.fn = fn
         self.future = future
@@ -103,7 +106,9 @@ class Writer:
         self._start_error: BaseException | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="mailgate-sqlite-writer", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name="mailgate-sqlite-writer", daemon=True
+        )
         self._thread.start()
         self._ready.wait()
         if self._start_error is not None:

@@ -1,0 +1,5 @@
+"""``python -m mailgate`` runs the CLI."""
+
+from mailgate.cli import main
+
+main()
