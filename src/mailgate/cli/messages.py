@@ -37,7 +37,7 @@ def list_cmd(
     """The newest messages first."""
     cfg = load_cli_config(config_path)
 
-    async def body() -> list[dict[str, object]]:
+    async def body() -> list[dict[str, Any]]:
         async with open_store(cfg) as store:
             rows = await store.list_messages(limit=limit, state=state, tenant=tenant)
         return [
