@@ -110,6 +110,7 @@ _UNKNOWN = frozenset(
 
 _CLEAN_LABEL = re.compile(r"[\s\"'<>]+")
 _SURROGATES = re.compile("[\ud800-\udfff]")
+_ASCII_BYTES = bytes(range(128))
 
 
 def _latin1_fallback(err: UnicodeError) -> tuple[str, int]:
@@ -193,7 +194,24 @@ def decode_bytes(data: bytes, label: str | None = None) -> tuple[str, bool]:
             pass
     if codec == "utf-8":
         return data.decode("utf-8", "replace"), False
+    guess = mostly_utf8(data)
+    if guess is not None:
+        return guess, False
     return data.decode("cp1252", "mailgate-latin1"), codec is None
+
+
+def mostly_utf8(data: bytes) -> str | None:
+    """UTF-8 with U+FFFD for a few damaged sequences (a name cut mid-character), else None.
+
+    Accepted when at most one in twenty non-ASCII bytes is in a bad sequence: cp1252 text almost
+    never forms valid multi-byte UTF-8 sequences, so a high valid share means UTF-8.
+    """
+    text = data.decode("utf-8", "replace")
+    bad = text.count("\ufffd") - data.count(b"\xef\xbf\xbd")
+    high = len(data.translate(None, _ASCII_BYTES))
+    if bad * 20 <= high:
+        return text
+    return None
 
 
 def decode_8bit_header(raw: bytes) -> str:
@@ -203,7 +221,11 @@ def decode_8bit_header(raw: bytes) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
-        return raw.decode("cp1252", "mailgate-latin1")
+        pass
+    text = mostly_utf8(raw)
+    if text is not None:
+        return text
+    return raw.decode("cp1252", "mailgate-latin1")
 
 
 def surrogateescaped_to_bytes(text: str) -> bytes:

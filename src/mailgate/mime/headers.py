@@ -34,9 +34,7 @@ RawHeader = tuple[str, bytes]
 """One field as read: (name as written, raw value bytes with folding kept)."""
 
 
-def split_header_block(
-    raw: bytes, limits: Limits, errors: ErrorLog
-) -> tuple[list[RawHeader], int]:
+def split_header_block(raw: bytes, limits: Limits, errors: ErrorLog) -> tuple[list[RawHeader], int]:
     """Read the top-level header fields of ``raw``; return (fields, offset where the body starts).
 
     Stops at the first empty line (RFC 5322 section 2.1), or at a line that is neither a field
@@ -155,11 +153,9 @@ def decode_words(value: bytes, errors: ErrorLog | None = None) -> str:
 
     for m in _EWORD.finditer(value):
         between = value[pos : m.start()]
-        if pos == 0 or not pending or _WSP_ONLY.fullmatch(between) is None:
+        if not pending or _WSP_ONLY.fullmatch(between) is None:
             flush()
             out.append(decode_8bit_header(between))
-        elif pending and _WSP_ONLY.fullmatch(between) is None:
-            flush()
         decoded = _decode_eword_bytes(m.group(2), m.group(3))
         if decoded is None:
             flush()

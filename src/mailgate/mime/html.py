@@ -1,0 +1,154 @@
+"""HTML bodies: allowlist sanitizing with bleach, and plain text derived from HTML.
+
+Sanitized output keeps e-mail formatting (tables, fonts, inline CSS filtered by bleach's CSS
+sanitizer) but has no script/style/iframe/object/embed/form elements, no ``on*`` handlers, no
+``javascript:``/``vbscript:`` URLs and no ``data:`` URLs except raster images in ``<img src>``.
+``cid:`` references (RFC 2392) are kept so consumers can resolve inline images.
+"""
+
+from __future__ import annotations
+
+import html as html_lib
+import re
+import threading
+from html.parser import HTMLParser
+
+import bleach
+from bleach.css_sanitizer import CSSSanitizer
+from bleach.html5lib_shim import convert_entities
+
+ALLOWED_TAGS = frozenset(
+    {
+        "a", "abbr", "acronym", "address", "b", "big", "blockquote", "br", "caption", "center",
+        "cite", "code", "col", "colgroup", "dd", "del", "dfn", "div", "dl", "dt", "em", "font",
+        "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "img", "ins", "kbd", "li", "mark", "ol",
+        "p", "pre", "q", "s", "samp", "small", "span", "strike", "strong", "sub", "sup",
+        "table", "tbody", "td", "tfoot", "th", "thead", "tr", "tt", "u", "ul", "var", "wbr",
+    }
+)  # fmt: skip
+_COMMON_ATTRS = frozenset(
+    {"style", "class", "dir", "lang", "title", "align", "valign", "width", "height", "bgcolor",
+     "color", "border", "cellpadding", "cellspacing", "colspan", "rowspan", "face", "size",
+     "nowrap", "start", "type", "span"}
+)  # fmt: skip
+_TAG_ATTRS = {
+    "a": frozenset({"href", "name", "target", "rel"}),
+    "img": frozenset({"src", "alt", "hspace", "vspace"}),
+    "td": frozenset({"background"}),
+    "table": frozenset({"background", "summary"}),
+    "blockquote": frozenset({"cite", "type"}),
+    "q": frozenset({"cite"}),
+}
+_URI_ATTRS = frozenset({"href", "src", "background", "cite"})
+PROTOCOLS = frozenset({"http", "https", "mailto", "tel", "cid", "data", "ftp", "callto", "sms"})
+_DATA_IMAGE = re.compile(r"^data:image/(?:png|gif|jpe?g|webp|bmp);")
+_URI_NOISE = re.compile(r"[`\000-\040\177-\240\s]+")
+# Content that is never shown: removed with its text before bleach (which keeps text of
+# stripped elements); bleach remains the security boundary.
+_HIDDEN = re.compile(
+    r"<(script|style|head|title|iframe|object|embed|noscript|template|xml|svg|math)\b[^>]*>"
+    r".*?</\1\s*>",
+    re.IGNORECASE | re.DOTALL,
+)
+_CONDITIONAL = re.compile(r"<!--\[if.*?<!\[endif\]-->", re.IGNORECASE | re.DOTALL)
+
+
+def _allow_attr(tag: str, name: str, value: str) -> bool:
+    if name.startswith("on"):
+        return False
+    if name not in _COMMON_ATTRS and name not in _TAG_ATTRS.get(tag, ()):
+        return False
+    if name in _URI_ATTRS:
+        uri = _URI_NOISE.sub("", convert_entities(value)).lower()
+        if uri.startswith("data:"):
+            return tag == "img" and name == "src" and _DATA_IMAGE.match(uri) is not None
+    return True
+
+
+_local = threading.local()
+
+
+def _cleaner() -> bleach.Cleaner:
+    # One Cleaner per thread: building one is costly and instances are not thread-safe.
+    cleaner: bleach.Cleaner | None = getattr(_local, "cleaner", None)
+    if cleaner is None:
+        cleaner = bleach.Cleaner(
+            tags=ALLOWED_TAGS,
+            attributes=_allow_attr,
+            protocols=PROTOCOLS,
+            strip=True,
+            strip_comments=True,
+            css_sanitizer=CSSSanitizer(),
+        )
+        _local.cleaner = cleaner
+    return cleaner
+
+
+def sanitize_html(source: str) -> str:
+    """Allowlist-sanitized HTML fragment (bleach)."""
+    source = _CONDITIONAL.sub("", source)
+    source = _HIDDEN.sub("", source)
+    return str(_cleaner().clean(source)).strip()
+
+
+_BLOCK = frozenset(
+    {"p", "div", "tr", "table", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote",
+     "pre", "hr", "dl", "dt", "dd", "address", "center", "section", "article", "header",
+     "footer", "form", "fieldset", "title"}
+)  # fmt: skip
+_SKIP = frozenset({"script", "style", "head", "title", "noscript", "template", "xml", "svg"})
+_WS = re.compile(r"[ \t\r\f\v\u00a0]+")
+_BLANKS = re.compile(r"\n[ \t]*\n(?:[ \t]*\n)+")
+
+
+class _TextExtractor(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.out: list[str] = []
+        self.skip = 0
+        self.pre = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _SKIP:
+            self.skip += 1
+        elif tag == "br":
+            self.out.append("\n")
+        elif tag == "li":
+            self.out.append("\n- ")
+        elif tag in ("td", "th"):
+            self.out.append(" ")
+        elif tag in _BLOCK:
+            if tag == "pre":
+                self.pre += 1
+            self.out.append("\n\n" if tag in ("p", "blockquote", "table") else "\n")
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "br" or tag == "hr":
+            self.out.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _SKIP:
+            self.skip = max(0, self.skip - 1)
+        elif tag in _BLOCK:
+            if tag == "pre":
+                self.pre = max(0, self.pre - 1)
+            self.out.append("\n\n" if tag in ("p", "blockquote", "table") else "\n")
+
+    def handle_data(self, data: str) -> None:
+        if self.skip:
+            return
+        self.out.append(data if self.pre else _WS.sub(" ", data.replace("\n", " ")))
+
+
+def html_to_text(source: str) -> str:
+    """Readable plain text of an HTML body: block structure kept as line breaks."""
+    parser = _TextExtractor()
+    try:
+        parser.feed(_CONDITIONAL.sub("", source))
+        parser.close()
+    except (AssertionError, ValueError):
+        # html.parser can trip on broken markup; fall back to tag stripping.
+        return html_lib.unescape(re.sub(r"<[^>]*>", " ", source)).strip()
+    text = "".join(parser.out)
+    lines = [line.strip() for line in text.split("\n")]
+    return _BLANKS.sub("\n\n", "\n".join(lines)).strip()

@@ -1,0 +1,34 @@
+"""Limits against hostile input: MIME depth, part count, header count/size, decoded sizes.
+
+Past a limit the parser stops descending (or truncates), records a ``limit.*`` parse error and
+still returns an envelope; the ingest worker decides whether to quarantine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds applied by ``parse_message``; defaults suit a 25 MB SMTP size limit."""
+
+    max_depth: int = 20
+    """Nesting of multipart / message parts below the top level."""
+    max_parts: int = 500
+    """MIME parts visited in one message (every leaf and container counts)."""
+    max_headers: int = 1000
+    """Top-level header fields kept."""
+    max_header_bytes: int = 512 * 1024
+    """Bytes of the top-level header block read."""
+    max_attachment_bytes: int = 50 * 1024 * 1024
+    """Decoded size of one attachment; a larger one is listed but its bytes are not stored."""
+    max_text_chars: int = 2 * 1024 * 1024
+    """Characters kept for ``text`` and ``html`` each."""
+    max_addresses: int = 1000
+    """Addresses kept per address header."""
+    max_tnef_files: int = 100
+    """Files extracted from one winmail.dat."""
+
+
+DEFAULT_LIMITS = Limits()

@@ -1,0 +1,278 @@
+"""Walking the MIME tree: which parts are the body, which are attachments, forwards and reports.
+
+Rules (close to what mail clients show):
+
+* ``multipart/alternative``: the first ``text/plain`` is the text, the last ``text/html`` the
+  HTML (RFC 2046 section 5.1.4: later alternatives are richer).
+* Other inline ``text/plain``/``text/html`` parts (not ``Content-Disposition: attachment``) are
+  body text, joined in order; every other leaf is an attachment (inline images keep
+  ``disposition: inline`` and their ``contentId``).
+* ``message/rfc822``/``message/global`` (forwards) become one ``.eml`` attachment and a
+  ``forwarded`` entry with their subject, from, date and message id; their own parts are not
+  walked for the outer body.
+* ``message/delivery-status`` feeds ``bounce`` and is also kept as an attachment.
+* ``winmail.dat`` (TNEF) is unpacked into the files it carries.
+* Depth and part-count limits stop the walk with a ``limit.*`` parse error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from email.message import Message
+from typing import Any
+
+from mailgate.envelope import Address, Attachment
+from mailgate.mime.addresses import parse_address_list
+from mailgate.mime.attachments import BlobSink, make_attachment, type_for_filename
+from mailgate.mime.bounce import parse_delivery_status
+from mailgate.mime.charsets import decode_bytes
+from mailgate.mime.errors import ErrorLog
+from mailgate.mime.fields import first_msg_id, parse_date
+from mailgate.mime.headers import HeaderSet, decode_words, split_header_block
+from mailgate.mime.html import html_to_text
+from mailgate.mime.limits import Limits
+from mailgate.mime.params import header_text, parse_structured
+from mailgate.mime.text import normalize_newlines, unflow
+from mailgate.mime.tnef import extract_tnef, is_tnef
+from mailgate.mime.transfer import decode_body
+
+_MESSAGE_TYPES = frozenset({"message/rfc822", "message/global"})
+_REPORT_TYPES = frozenset(
+    {"message/delivery-status", "message/global-delivery-status"},
+)
+_BODY_TYPES = frozenset({"text/plain", "text/html"})
+_FREE_AFTER = 64 * 1024
+
+
+class LeafMessage(Message):
+    """Message class for parsing: ``message/*`` parts stay leaves holding their exact bytes.
+
+    The stdlib parser would otherwise parse an embedded message (and split delivery-status
+    blocks), keeping no offsets, so the forward could only be re-serialized, never returned
+    byte for byte. mailgate reads the embedded headers itself (``headers.py``).
+    """
+
+    def get_content_type(self) -> str:
+        ctype = super().get_content_type()
+        if ctype.startswith("message/"):
+            return "application/x-mailgate-" + ctype[8:]
+        return ctype
+
+
+@dataclass
+class Collected:
+    """What the walk found, before the envelope is assembled."""
+
+    texts: list[str] = field(default_factory=list)
+    htmls: list[str] = field(default_factory=list)
+    attachments: list[Attachment] = field(default_factory=list)
+    forwarded: list[dict[str, Any]] = field(default_factory=list)
+    bounce: dict[str, Any] | None = None
+    is_report: bool = False
+
+
+def forwarded_summary(data: bytes, limits: Limits, errors: ErrorLog) -> dict[str, Any]:
+    """Subject, from, date and message id of a forwarded (message/rfc822) message."""
+    fields, _ = split_header_block(data, limits, ErrorLog())
+    hs = HeaderSet(fields)
+    subject = hs.first("subject")
+    date = hs.first("date")
+    senders: list[Address] = parse_address_list(hs.all("from"), errors)
+    mid = hs.first("message-id")
+    return {
+        "subject": decode_words(subject) if subject is not None else None,
+        "from": senders[0] if senders else None,
+        "date": parse_date(decode_words(date)) if date is not None else None,
+        "messageId": first_msg_id(decode_words(mid)) if mid is not None else None,
+    }
+
+
+class Walker:
+    """One walk over one parsed message; see the module docstring for the rules."""
+
+    def __init__(
+        self,
+        *,
+        limits: Limits,
+        errors: ErrorLog,
+        blob_sink: BlobSink | None,
+        message_key: str,
+    ) -> None:
+        self.limits = limits
+        self.errors = errors
+        self.blob_sink = blob_sink
+        self.message_key = message_key
+        self.parts = 0
+        self.out = Collected()
+        self._alt_text_done: set[int] = set()
+
+    # -- entry -------------------------------------------------------------------------------
+
+    def walk(self, root: Message) -> Collected:
+        self._visit(root, depth=0, alt=None, parent_type="")
+        return self.out
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _content_type(self, part: Message, parent_type: str) -> tuple[str, dict[str, str]]:
+        ctype, params = parse_structured(header_text(part, "content-type"))
+        if "/" not in ctype:
+            if ctype:
+                self.errors.add("header.content-type", f"invalid Content-Type {ctype[:60]!r}")
+            # RFC 2045 section 5.2 default; RFC 2046 section 5.1.5 for multipart/digest.
+            ctype = "message/rfc822" if parent_type == "multipart/digest" else "text/plain"
+        return ctype, params
+
+    def _attach(
+        self,
+        data: bytes,
+        *,
+        filename: str | None,
+        ctype: str,
+        disposition: str,
+        content_id: str | None,
+    ) -> None:
+        too_big = len(data) > self.limits.max_attachment_bytes
+        if too_big:
+            self.errors.add(
+                "limit.attachment-size",
+                f"attachment of {len(data)} bytes over {self.limits.max_attachment_bytes}; "
+                "listed but not stored",
+            )
+        self.out.attachments.append(
+            make_attachment(
+                data=data,
+                filename=filename,
+                content_type=ctype,
+                disposition=disposition,
+                content_id=content_id,
+                index=len(self.out.attachments) + 1,
+                message_key=self.message_key,
+                blob_sink=self.blob_sink,
+                store=not too_big,
+            )
+        )
+
+    def _decode(self, part: Message) -> bytes:
+        cte_text = header_text(part, "content-transfer-encoding") or ""
+        cte = cte_text.strip().lower()
+        data, problem = decode_body(part, cte)
+        if problem:
+            self.errors.add("body.transfer-encoding", problem)
+        return data
+
+    # -- the walk ----------------------------------------------------------------------------
+
+    def _visit(self, part: Message, depth: int, alt: int | None, parent_type: str) -> None:
+        self.parts += 1
+        if self.parts > self.limits.max_parts:
+            if self.parts == self.limits.max_parts + 1:
+                self.errors.add(
+                    "limit.parts", f"more than {self.limits.max_parts} MIME parts; rest skipped"
+                )
+            return
+        if depth > self.limits.max_depth:
+            self.errors.add(
+                "limit.depth", f"MIME nesting deeper than {self.limits.max_depth}; rest skipped"
+            )
+            return
+        ctype, params = self._content_type(part, parent_type)
+        payload = part.get_payload()
+        if isinstance(payload, list):
+            if not ctype.startswith("multipart/"):
+                self.errors.add("structure.unexpected-children", f"{ctype} part had sub-parts")
+            if ctype == "multipart/report" and params.get("report-type") == "delivery-status":
+                self.out.is_report = True
+            group = id(part) if ctype == "multipart/alternative" else alt
+            for child in payload:
+                if isinstance(child, Message):
+                    self._visit(child, depth + 1, group, ctype)
+            return
+        if ctype.startswith("multipart/"):
+            self.errors.add(
+                "structure.multipart-without-parts",
+                f"{ctype} without readable parts (missing or wrong boundary); read as text",
+            )
+            ctype = "text/plain"
+        self._leaf(part, ctype, params, alt)
+
+    def _leaf(self, part: Message, ctype: str, params: dict[str, str], alt: int | None) -> None:
+        disp, dparams = parse_structured(header_text(part, "content-disposition"))
+        filename = dparams.get("filename") or params.get("name")
+        content_id = _content_id(part)
+        data = self._decode(part)
+        if isinstance(part._payload, str) and len(part._payload) > _FREE_AFTER:  # type: ignore[attr-defined]
+            part._payload = ""  # type: ignore[attr-defined]  # drop the encoded copy early
+        if ctype in _BODY_TYPES and disp != "attachment":
+            self._body(data, ctype, params, alt)
+            return
+        if ctype in _MESSAGE_TYPES:
+            summary = forwarded_summary(data, self.limits, self.errors)
+            self.out.forwarded.append(summary)
+            if not filename and summary.get("subject"):
+                filename = f"{summary['subject']}.eml"
+        elif ctype in _REPORT_TYPES:
+            # RFC 3464 fields feed ``bounce``; the report is text a reader sees, not a file.
+            report = normalize_newlines(decode_bytes(data, "utf-8")[0])
+            bounce = parse_delivery_status(report)
+            if bounce is not None and self.out.bounce is None:
+                self.out.bounce = bounce
+            if alt is None:
+                self.out.texts.append(report)
+            return
+        if is_tnef(ctype, filename):
+            files = extract_tnef(data, self.limits.max_tnef_files)
+            if files:
+                for name, blob in files:
+                    self._attach(
+                        blob,
+                        filename=name or None,
+                        ctype=type_for_filename(name),
+                        disposition="attachment",
+                        content_id=None,
+                    )
+                return
+            self.errors.add("attachment.tnef", "winmail.dat could not be unpacked; kept as is")
+        if disp not in ("inline", "attachment"):
+            # No disposition: a part referenced by Content-ID (multipart/related) is shown inline.
+            disp = "inline" if content_id else "attachment"
+        self._attach(data, filename=filename, ctype=ctype, disposition=disp, content_id=content_id)
+
+    def _body(self, data: bytes, ctype: str, params: dict[str, str], alt: int | None) -> None:
+        text, clean = decode_bytes(data, params.get("charset"))
+        if not clean:
+            self.errors.add(
+                "charset.fallback",
+                f"{ctype} body did not decode as {params.get('charset') or 'declared'}; fell back",
+            )
+        text = normalize_newlines(text)
+        if ctype == "text/plain":
+            if alt is not None:
+                if alt in self._alt_text_done:
+                    return
+                self._alt_text_done.add(alt)
+            if params.get("format", "").lower() == "flowed":
+                text = unflow(text, params.get("delsp", "").lower() == "yes")
+            self.out.texts.append(text)
+        else:
+            if alt is not None and self.out.htmls and self._last_html_alt == alt:
+                self.out.htmls[-1] = text
+            else:
+                self.out.htmls.append(text)
+            self._last_html_alt = alt
+            if alt is None:
+                # An HTML part with no plain alternative is what the reader sees: its text
+                # belongs in ``text`` at this position (e.g. mixed plain + HTML parts).
+                self.out.texts.append(html_to_text(text))
+
+    _last_html_alt: int | None = None
+
+
+def _content_id(part: Message) -> str | None:
+    value = header_text(part, "content-id")
+    if not value:
+        return None
+    value = value.strip()
+    if value.startswith("<") and ">" in value:
+        value = value[1 : value.index(">")]
+    return value.strip() or None

@@ -1,0 +1,81 @@
+"""Plain-text bodies: format=flowed, line endings, and the new part of a reply (``replyText``).
+
+``replyText`` is what the sender wrote in this message: quoted history (``> ...``, "On ... wrote:",
+Outlook's "-----Original Message-----" and "From:/Sent:" blocks, found by quotequail) and the
+signature (RFC 3676 section 4.3 ``-- `` separator, and the usual mobile taglines) removed.
+"""
+
+from __future__ import annotations
+
+import re
+
+import quotequail
+
+_SIG_SEPARATOR = re.compile(r"^-- ?$", re.MULTILINE)
+_MOBILE_TAGLINE = re.compile(
+    r"\n+(?:Sent from my [^\n]{1,60}|Sent from (?:Mail|Outlook) for [^\n]{1,40}"
+    r"|Get Outlook for [^\n]{1,40}|Sent from Yahoo Mail[^\n]{0,40}"
+    r"|Von meinem [^\n]{1,60} gesendet|Envoyé de mon [^\n]{1,60})\s*$",
+    re.IGNORECASE,
+)
+_QUOTE_LIMIT = 1000
+
+
+def normalize_newlines(text: str) -> str:
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text
+
+
+def unflow(text: str, delsp: bool) -> str:
+    """Undo RFC 3676 format=flowed: join soft-broken lines, remove space-stuffing."""
+    out: list[str] = []
+    buf: list[str] = []
+    buf_depth = -1
+    for line in text.split("\n"):
+        depth = len(line) - len(line.lstrip(">"))
+        body = line[depth:]
+        if body.startswith(" "):
+            body = body[1:]  # space-stuffing (section 4.4)
+        if buf and depth != buf_depth:
+            out.append(">" * buf_depth + (" " if buf_depth else "") + "".join(buf))
+            buf = []
+        flowed = body.endswith(" ") and body != "-- "
+        if flowed:
+            buf.append(body[:-1] if delsp else body)
+            buf_depth = depth
+            continue
+        buf.append(body)
+        out.append(">" * depth + (" " if depth else "") + "".join(buf))
+        buf = []
+        buf_depth = -1
+    if buf:
+        out.append(">" * buf_depth + (" " if buf_depth > 0 else "") + "".join(buf))
+    return "\n".join(out)
+
+
+def strip_signature(text: str) -> str:
+    """Cut at the last ``-- `` signature separator and drop a trailing mobile tagline."""
+    matches = list(_SIG_SEPARATOR.finditer(text))
+    if matches:
+        text = text[: matches[-1].start()]
+    return _MOBILE_TAGLINE.sub("", text.rstrip()).rstrip()
+
+
+def reply_text(text: str) -> str:
+    """The new text of a reply: quoted history and signature removed (quotequail)."""
+    if not text.strip():
+        return ""
+    try:
+        parts = quotequail.quote(text, limit=_QUOTE_LIMIT, quote_intro_line=True)
+    except (ValueError, IndexError, RecursionError):
+        parts = [(True, text)]
+    shown: list[str] = []
+    for show, chunk in parts:
+        if not show:
+            break
+        shown.append(chunk)
+    fresh = "\n".join(shown)
+    # Inline "> " quotes left inside the new part (top-posting without an intro line).
+    lines = [line for line in fresh.split("\n") if not line.startswith(">")]
+    return strip_signature("\n".join(lines)).strip()
