@@ -290,7 +290,7 @@ class Resolver:
                 search=False,
             )
         except dns.resolver.NXDOMAIN as exc:
-            responses = exc.responses()
+            responses: dict[Any, Any] = exc.responses()  # type: ignore[no-untyped-call]
             resp = next(iter(responses.values()), None) if responses else None
             records = self._records(resp, qtype) if resp is not None else ()
             return Answer(qname, qtype, "NXDOMAIN", records), _negative_ttl(resp)

@@ -1,0 +1,318 @@
+"""The sender-authentication facade the SMTP handler calls, and the enforcement decision.
+
+Owns: the :class:`AuthChecker` lifecycle (one :class:`~mailgate.auth.dns.Resolver`, one worker
+thread pool), running SPF at MAIL FROM and DKIM + ARC + DMARC at the end of DATA inside the
+configured budget, the enforcement decision (``auth.dmarc_enforce``, ``auth.spf_fail``,
+``auth.temperror``, shadow mode) and the Authentication-Results value.
+
+Concurrency design. pyspf and dkimpy are synchronous and CPU-bound (canonicalization, hashing,
+RSA/Ed25519). They run in a small dedicated thread pool, so neither their CPU work nor their DNS
+waits stall the event loop that serves every SMTP session. Their DNS goes through the single
+async resolver via :class:`~mailgate.auth.dns.SyncBridge`: cache hits are answered in the
+worker thread, misses are run on the event loop and awaited by the thread within the budget.
+DMARC (a couple of TXT lookups and arithmetic) runs on the event loop directly and its record
+lookup is started while DKIM verifies, so it is usually a cache hit by the time it is needed.
+
+Budget. Every call is wrapped in ``asyncio.timeout(cfg.budget)``; the worker's
+:class:`~mailgate.auth.dns.Deadline` is the same instant, and on expiry the deadline is cancelled
+so the abandoned thread's next lookup fails immediately. Anything unfinished becomes
+``temperror`` with the reason, and ``auth.temperror`` decides accept/quarantine/defer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from typing import Any, TypeVar
+
+from mailgate.auth.arc import verify_arc_sync
+from mailgate.auth.dkim import verify_dkim_sync
+from mailgate.auth.dmarc import arc_override, author_domains, check_dmarc
+from mailgate.auth.dns import Deadline, Resolver, SyncBridge
+from mailgate.auth.results import build_authentication_results, filter_headers
+from mailgate.auth.spf import check_spf_sync
+from mailgate.config import AuthConfig
+from mailgate.envelope import AuthResult
+
+__all__ = ["AuthChecker", "AuthReport", "decide", "filter_headers"]
+
+log = logging.getLogger("mailgate.auth")
+
+T = TypeVar("T")
+
+WORKERS = 8
+_RANK = {"accept": 0, "quarantine": 1, "defer": 2, "reject": 3}
+
+
+@dataclass(frozen=True)
+class AuthReport:
+    """All verdicts for one message plus what to do with it (see module docstring)."""
+
+    spf: AuthResult
+    dkim: AuthResult
+    dmarc: AuthResult
+    arc: AuthResult
+    authentication_results: str
+    action: str  # "accept" | "quarantine" | "reject" | "defer"
+    reason: str
+    would: str | None = None  # shadow mode: the action enforcement would have taken
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "spf": self.spf.to_json(),
+            "dkim": self.dkim.to_json(),
+            "dmarc": self.dmarc.to_json(),
+            "arc": self.arc.to_json(),
+            "authenticationResults": self.authentication_results,
+            "authAction": {"action": self.action, "reason": self.reason, "would": self.would},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> AuthReport:
+        action = data.get("authAction") or {}
+        none = {"result": "none"}
+        return cls(
+            spf=AuthResult.from_json(data.get("spf") or none),
+            dkim=AuthResult.from_json(data.get("dkim") or none),
+            dmarc=AuthResult.from_json(data.get("dmarc") or none),
+            arc=AuthResult.from_json(data.get("arc") or none),
+            authentication_results=str(data.get("authenticationResults", "")),
+            action=str(action.get("action", "accept")),
+            reason=str(action.get("reason", "")),
+            would=action.get("would"),
+        )
+
+
+def _from_values(raw: bytes) -> list[str]:
+    """The raw From header values (only the header section is parsed)."""
+    end = raw.find(b"\r\n\r\n")
+    if end < 0:
+        end = raw.find(b"\n\n")
+    head = raw if end < 0 else raw[: end + 2]
+    msg = BytesHeaderParser(policy=compat32).parsebytes(head)
+    return [str(v) for v in (msg.get_all("From") or [])]
+
+
+def decide(cfg: AuthConfig, spf: AuthResult, dmarc: AuthResult) -> tuple[str, str]:
+    """(action, reason) under the configured enforcement, ignoring shadow mode.
+
+    - DMARC ``fail``: the disposition (published policy after ``pct``) is enforced up to
+      ``dmarc_enforce``; mailgate never goes beyond what the domain published.
+    - SPF ``fail`` acts only if ``spf_fail`` says so (RFC 7208 section 8.4 leaves it local).
+    - A ``temperror`` that leaves the DMARC (or an enforced SPF) verdict unknown follows
+      ``auth.temperror``.
+    """
+    default = f"dmarc={dmarc.result}"
+    candidates: list[tuple[str, str]] = [("accept", default)]
+    if dmarc.result == "fail":
+        disposition = str(dmarc.extra.get("disposition", "none"))
+        why = f"dmarc=fail p={dmarc.extra.get('policy', 'none')}"
+        if disposition != dmarc.extra.get("policy"):
+            why += f" dis={disposition}"
+        if dmarc.extra.get("override"):
+            why += f" overridden={dmarc.extra['override']}"
+        if disposition == "reject":
+            if cfg.dmarc_enforce == "reject":
+                candidates.append(("reject", why))
+            elif cfg.dmarc_enforce == "quarantine":
+                candidates.append(("quarantine", why))
+        elif disposition == "quarantine" and cfg.dmarc_enforce in ("reject", "quarantine"):
+            candidates.append(("quarantine", why))
+        candidates.append(("accept", why))
+    elif dmarc.result == "temperror":
+        candidates.append((_temperror_action(cfg), f"dmarc=temperror ({dmarc.reason})"))
+    if spf.result == "fail" and cfg.spf_fail != "tag":
+        candidates.append(
+            ("reject" if cfg.spf_fail == "reject" else "quarantine", f"spf=fail ({spf.domain})")
+        )
+    elif spf.result == "temperror" and cfg.spf_fail != "tag":
+        candidates.append((_temperror_action(cfg), f"spf=temperror ({spf.reason})"))
+    action, reason = max(candidates, key=lambda c: (_RANK[c[0]], c[1] != default))
+    return action, reason
+
+
+def _temperror_action(cfg: AuthConfig) -> str:
+    return {"accept": "accept", "quarantine": "quarantine", "defer": "defer"}[cfg.temperror]
+
+
+def _temperror(reason: str) -> AuthResult:
+    return AuthResult("temperror", None, reason)
+
+
+class AuthChecker:
+    """SPF/DKIM/ARC/DMARC for the SMTP handler. One per process; ``close()`` at shutdown."""
+
+    def __init__(
+        self, cfg: AuthConfig, authserv_id: str, *, rng: random.Random | None = None
+    ) -> None:
+        self.cfg = cfg
+        self.authserv_id = authserv_id.lower()
+        self.resolver = Resolver(cfg.nameservers, timeout=cfg.timeout, cache_size=cfg.cache_size)
+        self.rng = rng or random.Random()
+        self._pool: ThreadPoolExecutor | None = None
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="mailgate-auth")
+        return self._pool
+
+    async def _in_thread(self, deadline: Deadline, fn: Callable[[SyncBridge], T]) -> T:
+        bridge = self.resolver.bridge(deadline)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor(), fn, bridge)
+
+    def _budget_reason(self) -> str:
+        return f"auth budget of {self.cfg.budget:g}s exhausted"
+
+    # ------------------------------------------------------------------ SPF
+
+    async def check_spf(self, client_ip: str, helo: str, mail_from: str) -> AuthResult:
+        """SPF at MAIL FROM (the HELO identity for the null sender). Never raises."""
+        if not self.cfg.enabled:
+            return AuthResult("none", None, "auth disabled")
+        deadline = Deadline(self.cfg.budget)
+        try:
+            async with asyncio.timeout(self.cfg.budget):
+                return await self._spf(deadline, client_ip, helo, mail_from)
+        except TimeoutError:
+            deadline.cancelled.set()
+            return _temperror(self._budget_reason())
+
+    async def _spf(
+        self, deadline: Deadline, client_ip: str, helo: str, mail_from: str
+    ) -> AuthResult:
+        return await self._in_thread(
+            deadline, lambda bridge: check_spf_sync(bridge, client_ip, helo, mail_from)
+        )
+
+    # ------------------------------------------------------------------ whole message
+
+    async def check_message(
+        self,
+        raw: bytes,
+        *,
+        client_ip: str,
+        helo: str,
+        mail_from: str,
+        spf: AuthResult | None,
+        msg_id: str | None = None,
+    ) -> AuthReport:
+        """All checks for a received message, within ``cfg.budget``. Never raises."""
+        started = time.perf_counter()
+        if not self.cfg.enabled:
+            off = AuthResult("none", None, "auth disabled")
+            return AuthReport(
+                spf=off,
+                dkim=off,
+                dmarc=off,
+                arc=off,
+                authentication_results=f"{self.authserv_id}; none",
+                action="accept",
+                reason="auth disabled",
+            )
+        deadline = Deadline(self.cfg.budget)
+        from_values = _from_values(raw)
+        domains, _ = author_domains(from_values)
+        from_domain = domains[0] if domains else None
+
+        spf_task: asyncio.Task[AuthResult] | None = None
+        sigs_task: asyncio.Task[tuple[AuthResult, AuthResult]] | None = None
+        prefetch: list[asyncio.Task[Any]] = []
+        spf_result = spf
+        dkim_result = arc_result = dmarc_result = None
+        try:
+            async with asyncio.timeout(self.cfg.budget):
+                if spf_result is None:
+                    spf_task = asyncio.ensure_future(
+                        self._spf(deadline, client_ip, helo, mail_from)
+                    )
+                sigs_task = asyncio.ensure_future(
+                    self._in_thread(
+                        deadline,
+                        lambda bridge: (
+                            verify_dkim_sync(raw, bridge, from_domain),
+                            verify_arc_sync(raw, bridge),
+                        ),
+                    )
+                )
+                # Warm the DMARC record lookups while the signatures verify.
+                prefetch = [asyncio.ensure_future(self._prefetch_dmarc(d)) for d in domains[:3]]
+                if spf_task is not None:
+                    spf_result = await spf_task
+                dkim_result, arc_result = await sigs_task
+                assert spf_result is not None
+                dmarc_result = await check_dmarc(
+                    self.resolver, from_values, spf_result, dkim_result, self.rng
+                )
+                dmarc_result = arc_override(dmarc_result, arc_result, self.cfg.arc_trusted_sealers)
+        except TimeoutError:
+            deadline.cancelled.set()
+            why = self._budget_reason()
+            if spf_result is None and spf_task is not None and spf_task.done():
+                with contextlib.suppress(BaseException):
+                    spf_result = spf_task.result()
+            if dkim_result is None and sigs_task is not None and sigs_task.done():
+                with contextlib.suppress(BaseException):
+                    dkim_result, arc_result = sigs_task.result()
+            spf_result = spf_result or _temperror(why)
+            dkim_result = dkim_result or _temperror(why)
+            arc_result = arc_result or _temperror(why)
+            dmarc_result = dmarc_result or AuthResult(
+                "temperror", from_domain, why, {"disposition": "none"}
+            )
+        finally:
+            for task in (spf_task, sigs_task, *prefetch):
+                if task is not None and not task.done():
+                    task.cancel()
+        assert spf_result is not None and dkim_result is not None
+        assert arc_result is not None and dmarc_result is not None
+        action, reason = decide(self.cfg, spf_result, dmarc_result)
+        would: str | None = None
+        if self.cfg.shadow and action != "accept":
+            would, action = action, "accept"
+            reason = f"shadow: would {would}: {reason}"
+        header = build_authentication_results(
+            self.authserv_id, spf_result, dkim_result, dmarc_result, arc_result
+        )
+        log.info(
+            "%s auth spf=%s dkim=%s dmarc=%s arc=%s action=%s%s reason=%r ms=%.1f",
+            msg_id or "-",
+            spf_result.result,
+            dkim_result.result,
+            dmarc_result.result,
+            arc_result.result,
+            action,
+            f" would={would}" if would else "",
+            reason,
+            (time.perf_counter() - started) * 1000,
+        )
+        return AuthReport(
+            spf=spf_result,
+            dkim=dkim_result,
+            dmarc=dmarc_result,
+            arc=arc_result,
+            authentication_results=header,
+            action=action,
+            reason=reason,
+            would=would,
+        )
+
+    async def _prefetch_dmarc(self, domain: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.resolver.txt(f"_dmarc.{domain}")
+
+    async def close(self) -> None:
+        await self.resolver.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
