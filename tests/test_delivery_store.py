@@ -1,0 +1,142 @@
+"""The delivery area of the SQLite store: event log, outbox claims, ordering, leases, DLQ."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from mailgate.store.delivery import AttemptOutcome, PublishIntent, event_id_for
+from mailgate.store.sqlite_base import apply_intents
+from tests.support.delivery import envelope_for, open_store, publish
+
+
+async def count(store, sql: str, params=()) -> int:  # type: ignore[no-untyped-def]
+    row = await store._read_one(sql, params)
+    return int(row[0])
+
+
+def test_event_id_is_stable_and_derived_from_the_message() -> None:
+    assert event_id_for("msg_01JBXABCDEF") == "evt_01JBXABCDEF"
+    assert event_id_for("msg_01JBXABCDEF", "message.quarantined") == "evt_01JBXABCDEF_quarantined"
+
+
+async def test_publish_writes_one_event_and_one_outbox_row_per_target(tmp_path: Path) -> None:
+    async with open_store(tmp_path) as store:
+        msg_id = await publish(store, targets=("a", "b", "a"), thread="thr_1")
+        assert await count(store, "SELECT COUNT(*) FROM events") == 1
+        assert await count(store, "SELECT COUNT(*) FROM outbox") == 2
+        ev = await store.get_event("default", msg_id)
+        assert ev.id == event_id_for(msg_id)
+        assert ev.ordering_key == "thr_1"
+        assert ev.envelope["id"] == msg_id
+        assert {d["target"] for d in ev.deliveries} == {"a", "b"}
+
+
+async def test_publish_is_idempotent_and_serves_a_quarantine_release(tmp_path: Path) -> None:
+    async with open_store(tmp_path) as store:
+        # a quarantined message: stored without a publish
+        msg_id = await publish(store, targets=())
+        await store._write(lambda conn: conn.execute("DELETE FROM events"))
+        env = envelope_for(msg_id)
+        intent = PublishIntent(targets=("hook",), ordering_key=None)
+
+        # the release applies the same intent in its own write, maybe twice (a retried release)
+        for _ in range(2):
+            await store._write(lambda conn: apply_intents(conn, msg_id, env, [intent]))
+        assert await count(store, "SELECT COUNT(*) FROM events") == 1
+        assert await count(store, "SELECT COUNT(*) FROM outbox") == 1
+        # completing an already-processed message again writes nothing twice either
+        await store.complete(msg_id, env, [intent], state="processed")
+        assert await count(store, "SELECT COUNT(*) FROM outbox") == 1
+
+
+async def test_claim_keeps_thread_order_and_leases(tmp_path: Path) -> None:
+    async with open_store(tmp_path) as store:
+        first = await publish(store, thread="thr_A")
+        second = await publish(store, thread="thr_A")
+        other = await publish(store, thread="thr_B")
+        items = await store.claim_outbox("hook", 10, owner="w1", lease=30)
+        assert [i.msg_id for i in items] == [first, other]  # second waits for first
+        # leased rows are not handed out twice
+        assert await store.claim_outbox("hook", 10, owner="w2", lease=30) == []
+        await store.finish_attempt(items[1], AttemptOutcome("delivered", status=200), owner="w1")
+        # a retry scheduled later still holds the thread back
+        a = items[0]
+        later = time.time() + 3600
+        await store.finish_attempt(
+            a, AttemptOutcome("retry", status=500, next_attempt_at=later), owner="w1"
+        )
+        assert await store.claim_outbox("hook", 10, owner="w1", lease=30) == []
+        # once it is settled (here: dead), the next event of the thread goes
+        again = await store.claim_outbox("hook", 10, owner="w1", lease=30, now=later + 1)
+        assert [i.msg_id for i in again] == [first]
+        await store.finish_attempt(again[0], AttemptOutcome("dead", status=500), owner="w1")
+        nxt = await store.claim_outbox("hook", 10, owner="w1", lease=30)
+        assert [i.msg_id for i in nxt] == [second]
+        # an expired lease is claimable again (a crashed worker)
+        stale = await store.claim_outbox("hook", 10, owner="w9", lease=30, now=time.time() + 60)
+        assert {i.msg_id for i in stale} == {second}
+
+
+async def test_release_leases_gives_rows_back(tmp_path: Path) -> None:
+    async with open_store(tmp_path) as store:
+        await publish(store)
+        assert len(await store.claim_outbox("hook", 10, owner="w1", lease=300)) == 1
+        assert await store.release_leases("w1") == 1
+        assert len(await store.claim_outbox("hook", 10, owner="w2", lease=300)) == 1
+
+
+async def test_delivered_marks_the_event_consumed_for_the_api(tmp_path: Path) -> None:
+    async with open_store(tmp_path) as store:
+        msg_id = await publish(store)
+        assert [e.msg_id for e in await store.list_events("default")] == [msg_id]
+        (item,) = await store.claim_outbox("hook", 1, owner="w", lease=30)
+        await store.finish_attempt(item, AttemptOutcome("delivered", status=200), owner="w")
+        assert await store.list_events("default") == []
+        ev = await store.get_event("default", item.event_id)
+        assert ev.acked_by == "webhook:hook" and ev.delivered_at is not None
+        assert ev.deliveries[0]["state"] == "delivered"
+
+
+async def test_dlq_list_show_retry_purge(tmp_path: Path) -> None:
+    async with open_store(tmp_path) as store:
+        await publish(store)
+        await publish(store)
+        for item in await store.claim_outbox("hook", 10, owner="w", lease=30):
+            await store.finish_attempt(
+                item, AttemptOutcome("dead", status=400, error="HTTP 400: bad"), owner="w"
+            )
+        dead = await store.dlq_list()
+        assert len(dead) == 2
+        shown = await store.dlq_get(dead[0].id)
+        assert shown.history[0]["status"] == 400 and shown.history[0]["outcome"] == "dead"
+        assert (await store.outbox_stats()).dead == 2
+        assert await store.dlq_retry([dead[0].id]) == 1
+        assert len(await store.dlq_list()) == 1
+        assert len(await store.claim_outbox("hook", 10, owner="w", lease=30)) == 1
+        assert await store.dlq_purge(time.time() - 3600) == 0
+        assert await store.dlq_purge(time.time() + 1) == 1
+        assert await store.dlq_list() == []
+
+
+async def test_disable_and_enable_target(tmp_path: Path) -> None:
+    async with open_store(tmp_path) as store:
+        await store.disable_target("hook", "410 Gone")
+        assert await store.disabled_targets() == {"hook": "410 Gone"}
+        assert await store.enable_target("hook") is True
+        assert await store.enable_target("hook") is False
+        assert await store.disabled_targets() == {}
+
+
+async def test_attachment_index(tmp_path: Path) -> None:
+    async with open_store(tmp_path) as store:
+        att = {
+            "id": "att_1",
+            "filename": "a.pdf",
+            "contentType": "application/pdf",
+            "size": 3,
+            "sha256": "a" * 64,
+        }
+        msg_id = await publish(store, attachments=[att])
+        rec = await store.get_attachment("att_1")
+        assert rec.msg_id == msg_id and rec.sha256 == "a" * 64 and rec.filename == "a.pdf"
