@@ -1,0 +1,146 @@
+"""Config loading and validation: defaults, overrides, and bad config refused with key, value, line."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mailgate.cli import main
+from mailgate.config import ConfigError, load_config, parse_duration, parse_size, section_names
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "mailgate.toml"
+    p.write_text(text)
+    return p
+
+
+def test_defaults_work_without_a_file() -> None:
+    cfg = load_config(None, env={})
+    assert cfg.smtp.listen == "127.0.0.1:2525"
+    assert cfg.store.data_dir == "./mailgate-data"
+    assert {d.name for d in cfg.domains} == {"localhost", "example.test"}
+    assert cfg.auth.dmarc_enforce == "tag"
+
+
+def test_env_overrides(tmp_path: Path) -> None:
+    p = write(tmp_path, '[smtp]\nlisten = "127.0.0.1:2600"\n')
+    cfg = load_config(None, env={"MAILGATE_CONFIG": str(p), "MAILGATE_DATA_DIR": "/srv/mg"})
+    assert cfg.smtp.port == 2600
+    assert cfg.store.data_dir == "/srv/mg"
+
+
+def test_sizes_and_durations() -> None:
+    assert parse_size("25MB") == 25 * 1024 * 1024
+    assert parse_size("512k") == 512 * 1024
+    assert parse_size(1000) == 1000
+    assert parse_duration("250ms") == 0.25
+    assert parse_duration("5m") == 300
+    with pytest.raises(ValueError):
+        parse_size("lots")
+    with pytest.raises(ValueError):
+        parse_duration("soon")
+
+
+@pytest.mark.parametrize(
+    ("text", "pattern"),
+    [
+        (
+            '[smtp]\nlisten = "127.0.0.1:2525"\nmax_recipients = "ten"\n',
+            r"mailgate\.toml:3: smtp\.max_recipients = 'ten': expected an integer",
+        ),
+        ('[smtp]\nlisten = "nowhere"\n', r":2: smtp\.listen = 'nowhere': expected an address"),
+        ('[smtp]\nlisten = "mail.example.com:25"\n', r"smtp\.listen .*expected an IP address"),
+        ('[smtp]\nlistne = "127.0.0.1:25"\n', r":2: unknown key 'smtp\.listne': expected one of"),
+        (
+            '[smtp]\ntls_cert = "/nonexistent/cert.pem"\ntls_key = "/nonexistent/key.pem"\n',
+            r":2: smtp\.tls_cert = '/nonexistent/cert\.pem': expected a path to an existing",
+        ),
+        (
+            '[smtp]\nmax_message_size = "huge"\n',
+            r"smtp\.max_message_size = 'huge': expected a size",
+        ),
+        (
+            '[auth]\ndmarc_enforce = "bounce"\n',
+            r"auth\.dmarc_enforce = 'bounce': expected one of 'tag', 'quarantine', 'reject'",
+        ),
+        (
+            '[auth]\nnameservers = ["dns.example"]\n',
+            r"auth\.nameservers\[0\] = 'dns\.example': expected an IP",
+        ),
+        (
+            '[[domains]]\nname = "bad domain"\ncatch_all = true\n',
+            r"domains\[0\]\.name = 'bad domain'",
+        ),
+        ('[[domains]]\nname = "example.com"\n', r"domains\[0\]\.mailboxes.*catch_all = true"),
+        ('[[webhooks]]\nurl = "http://127.0.0.1:9/x"\n', r"webhooks\[0\]\.secrets.*signing secret"),
+        ('[store]\ndurability = "maybe"\n', r"store\.durability = 'maybe'"),
+        ("smtp = 3\n", r"smtp = 3: expected a table"),
+        ("[smtp\n", r"invalid TOML"),
+    ],
+)
+def test_bad_config_is_refused_with_key_value_and_expectation(
+    tmp_path: Path, text: str, pattern: str
+) -> None:
+    p = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=pattern):
+        load_config(p, env={})
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config("/nonexistent/mailgate.toml", env={})
+
+
+def test_check_config_cli(tmp_path: Path) -> None:
+    runner = CliRunner()
+    good = runner.invoke(main, ["check-config", str(ROOT / "config.example.toml"), "--json"])
+    assert good.exit_code == 0, good.output
+    assert '"ok": true' in good.output
+    bad = write(tmp_path, "[smtp]\nmax_recipients = -1\n")
+    result = runner.invoke(main, ["check-config", str(bad)])
+    assert result.exit_code == 1
+    assert "smtp.max_recipients = -1" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_serve_refuses_bad_config(tmp_path: Path) -> None:
+    bad = write(tmp_path, '[smtp]\nmax_recipients = "x"\n')
+    result = CliRunner().invoke(main, ["serve", "--config", str(bad)])
+    assert result.exit_code == 1
+    assert "smtp.max_recipients" in result.output
+
+
+def _documented_keys(text: str) -> set[str]:
+    keys = set(re.findall(r"^\s*#?\s*([a-z0-9_]+)\s*=", text, flags=re.MULTILINE))
+    keys |= set(re.findall(r"`([a-z0-9_]+)`", text))
+    keys |= {
+        t.split(".")[-1] for t in re.findall(r"^\[\[?([a-z0-9_.]+)\]\]?", text, flags=re.MULTILINE)
+    }
+    return keys
+
+
+def test_every_config_key_is_documented() -> None:
+    """Each key appears in config.example.toml and in the README's reference (Datasette's test_docs)."""
+    example = (ROOT / "config.example.toml").read_text()
+    readme = (ROOT / "README.md").read_text()
+    example_keys = _documented_keys(example) | set(re.findall(r"\{ ?([a-z_]+) =", example))
+    missing_example, missing_readme = [], []
+    for section, keys in section_names().items():
+        for key in keys:
+            if key not in example_keys:
+                missing_example.append(f"{section}.{key}")
+            if f"`{key}`" not in readme:
+                missing_readme.append(f"{section}.{key}")
+    assert not missing_example, f"not in config.example.toml: {missing_example}"
+    assert not missing_readme, f"not in README.md: {missing_readme}"
+
+
+def test_example_config_is_valid() -> None:
+    cfg = load_config(ROOT / "config.example.toml", env={})
+    assert cfg.webhooks and cfg.webhooks[0].secrets

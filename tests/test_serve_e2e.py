@@ -1,0 +1,260 @@
+"""``mailgate serve`` as a subprocess, driven with real SMTP clients (smtplib, swaks).
+
+Covers acceptance through processing, the CLI against a live store, STARTTLS, clean shutdown,
+startup refusals, and the crash test: SIGKILL mid-stream loses nothing that got a 250.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import shutil
+import smtplib
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tests.support.server import MailgateServer
+
+
+def message(
+    subject: str, body: str = "Hello, I need help with my order.\r\n", extra: str = ""
+) -> bytes:
+    return (
+        f"From: Alice Example <alice@example.org>\r\nTo: support@example.test\r\n"
+        f"Subject: {subject}\r\nMessage-ID: <{abs(hash(subject))}.{time.time_ns()}@example.org>\r\n"
+        f"Date: Wed, 25 Nov 2026 10:00:00 +0000\r\n{extra}\r\n{body}"
+    ).encode()
+
+
+def queued_id(reply: str) -> str:
+    return reply.rsplit(" ", 1)[-1]
+
+
+def test_accept_process_and_inspect(mailgate_server: Any) -> None:
+    srv: MailgateServer = mailgate_server()
+    raw = message("Where is my order #123456?")
+    reply = srv.send(raw, rcpt_to=["support+T-1042@example.test"])
+    assert reply.startswith("2.0.0 OK: queued as msg_")
+    msg_id = queued_id(reply)
+    rows = srv.wait_processed(1)
+    assert rows[0]["id"] == msg_id
+    env = srv.envelopes()[0]
+    assert env["id"] == msg_id
+    assert env["subject"] == "Where is my order #123456?"
+    assert env["from"] == {"email": "alice@example.org", "name": "Alice Example"}
+    assert env["envelope"]["rcptTo"] == ["support+T-1042@example.test"]
+    assert env["envelope"]["mailFrom"] == "customer@example.org"
+    assert env["envelope"]["clientIp"] == "127.0.0.1"
+    assert env["envelope"]["tls"] is False
+    assert env["tenant"] == "default"
+
+    listed = json.loads(srv.cli("messages", "list", "--json").stdout)
+    assert [m["id"] for m in listed] == [msg_id]
+    shown = json.loads(srv.cli("messages", "show", msg_id, "--json").stdout)
+    assert shown["subject"] == env["subject"]
+    assert srv.cli("messages", "raw", msg_id).stdout == raw
+    missing = srv.cli("messages", "show", "msg_nope", check=False)
+    assert missing.returncode != 0
+    assert missing.stderr.decode().count("\n") == 1 and "Traceback" not in missing.stderr.decode()
+
+
+def test_protocol_refusals_through_serve(mailgate_server: Any) -> None:
+    srv: MailgateServer = mailgate_server(max_size="64KB", max_recipients=3)
+    with srv.smtp() as c:
+        c.ehlo()
+        c.mail("a@example.org")
+        assert c.rcpt("nobody@example.test")[0] == 550
+        assert c.rcpt("victim@gmail.example")[0] == 554  # open relay attempt
+        for i in range(3):
+            assert c.rcpt(f"u{i}@acme.support.example.test")[0] == 250
+        assert c.rcpt("u9@acme.support.example.test")[0] == 452
+        code, resp = c.data(b"Subject: big\r\n\r\n" + (b"x" * 998 + b"\r\n") * 100)
+        assert code == 552 and resp.startswith(b"5.3.4")
+    assert srv.rows() == []
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mx.test.mailgate")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("mx.test.mailgate")]), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_starttls(mailgate_server: Any, tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    srv: MailgateServer = mailgate_server(smtp_extra=f'tls_cert = "{cert}"\ntls_key = "{key}"')
+    ctx = ssl.create_default_context(cafile=str(cert))
+    ctx.check_hostname = False
+    with srv.smtp() as c:
+        c.ehlo()
+        assert c.has_extn("starttls")
+        c.starttls(context=ctx)
+        c.ehlo()
+        c.sendmail("a@example.org", ["support@example.test"], message("over TLS"))
+    srv.wait_processed(1)
+    assert srv.envelopes()[0]["envelope"]["tls"] is True
+
+
+def test_smtputf8_and_8bit_through_serve(mailgate_server: Any) -> None:
+    srv: MailgateServer = mailgate_server()
+    raw = "From: Jürgen <jürgen@exämple.org>\r\nTo: josé@acme.support.example.test\r\nSubject: Grüße\r\n\r\nÄpfel und Birnen\r\n".encode()
+    with srv.smtp() as c:
+        c.ehlo()
+        refused = c.sendmail(
+            "jürgen@exämple.org",
+            ["josé@acme.support.example.test"],
+            raw,
+            mail_options=["SMTPUTF8", "BODY=8BITMIME"],
+        )
+    assert refused == {}
+    srv.wait_processed(1)
+    env = srv.envelopes()[0]
+    assert env["tenant"] == "acme"
+    assert env["subject"] == "Grüße"
+    assert "Äpfel" in env["text"]
+    assert srv.cli("messages", "raw", env["id"]).stdout == raw
+
+
+@pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks is installed by .ci/run")
+def test_swaks_client(mailgate_server: Any) -> None:
+    srv: MailgateServer = mailgate_server()
+    out = subprocess.run(
+        [
+            "swaks",
+            "--server",
+            f"{srv.smtp_host}:{srv.smtp_port}",
+            "--from",
+            "bob@example.org",
+            "--to",
+            "billing@example.test",
+            "--header",
+            "Subject: invoice 4721",
+            "--body",
+            "Please refund.",
+            "--helo",
+            "client.example.org",
+            "--timeout",
+            "20",
+        ],
+        capture_output=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stdout.decode() + out.stderr.decode()
+    srv.wait_processed(1)
+    env = srv.envelopes()[0]
+    assert env["subject"] == "invoice 4721"
+    assert env["envelope"]["helo"] == "client.example.org"
+
+
+def test_sigterm_exits_cleanly(tmp_path: Path) -> None:
+    srv = MailgateServer(tmp_path).start()
+    srv.send(message("before shutdown"))
+    srv.wait_processed(1)
+    assert srv.stop() == 0
+    assert "event=stopped" in srv.log()
+
+
+def test_port_taken_and_unwritable_data_dir(tmp_path: Path) -> None:
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen(1)
+    port = blocker.getsockname()[1]
+    try:
+        cfg = tmp_path / "m.toml"
+        cfg.write_text(
+            f'[smtp]\nlisten = "127.0.0.1:{port}"\n[store]\ndata_dir = "{tmp_path / "d"}"\n[api]\nenabled = false\n'
+        )
+        out = subprocess.run(
+            ["mailgate", "serve", "--config", str(cfg)], capture_output=True, timeout=60
+        )
+        assert out.returncode == 1
+        assert f"smtp.listen = '127.0.0.1:{port}': cannot listen" in out.stderr.decode()
+    finally:
+        blocker.close()
+    afile = tmp_path / "file"
+    afile.write_text("x")
+    cfg.write_text(f'[store]\ndata_dir = "{afile / "sub"}"\n')
+    out = subprocess.run(
+        ["mailgate", "serve", "--config", str(cfg)], capture_output=True, timeout=60
+    )
+    assert out.returncode == 1
+    assert "store.data_dir" in out.stderr.decode() and "not writable" in out.stderr.decode()
+
+
+def test_crash_loses_nothing_acknowledged(mailgate_server: Any) -> None:
+    """SIGKILL the whole service mid-stream; every 250'd message is stored once and processed."""
+    srv: MailgateServer = mailgate_server()
+    total, kill_after = 300, 120
+    acked: dict[str, int] = {}  # msg id -> sequence number
+    lock = threading.Lock()
+    killed = threading.Event()
+
+    def sender(start: int) -> None:
+        for i in range(start, total, 4):
+            try:
+                reply = srv.send(message(f"crash-test {i}"))
+            except (OSError, smtplib.SMTPException):
+                if killed.is_set():
+                    return
+                continue
+            with lock:
+                acked[queued_id(reply)] = i
+
+    threads = [threading.Thread(target=sender, args=(k,), daemon=True) for k in range(4)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 60
+    while len(acked) < kill_after and time.monotonic() < deadline:
+        time.sleep(0.005)
+    srv.kill()
+    killed.set()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads)
+    assert len(acked) >= kill_after
+
+    srv.start()
+    rows = srv.wait_processed(len(acked), timeout=60)
+    deadline = time.monotonic() + 60
+    while any(r["state"] == "spooled" for r in rows) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        rows = srv.rows()
+    ids = [r["id"] for r in rows]
+    assert len(ids) == len(set(ids))
+    assert set(acked) <= set(ids), "a message that got 250 is missing"
+    assert all(r["state"] == "processed" for r in rows)
+    subjects = [json.loads(r["envelope"])["subject"] for r in rows]
+    assert len(subjects) == len(set(subjects)), "a message was stored twice"
