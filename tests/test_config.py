@@ -144,3 +144,13 @@ def test_every_config_key_is_documented() -> None:
 def test_example_config_is_valid() -> None:
     cfg = load_config(ROOT / "config.example.toml", env={})
     assert cfg.webhooks and cfg.webhooks[0].secrets
+
+
+def test_readme_reference_is_generated_from_the_example() -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "config_reference.py"), "--check"], capture_output=True, timeout=60
+    )
+    assert out.returncode == 0, out.stdout.decode()
