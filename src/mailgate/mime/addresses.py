@@ -84,6 +84,10 @@ def tokenize(text: str) -> list[Token]:
             pos += 1
             continue
         kind = m.lastgroup or "atom"
+        if kind == "qs" and (len(m.group()) < 2 or not m.group().endswith('"')):
+            # An unterminated quote would swallow the rest of the list: read it as text.
+            pos += 1
+            continue
         if kind != "ws":
             tokens.append((kind, m.group()))
         else:

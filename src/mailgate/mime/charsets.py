@@ -111,6 +111,8 @@ _UNKNOWN = frozenset(
 _CLEAN_LABEL = re.compile(r"[\s\"'<>]+")
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _ASCII_BYTES = bytes(range(128))
+# Codecs whose text legitimately has NUL bytes in its encoding.
+_WIDE = frozenset({"utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"})
 
 
 def _latin1_fallback(err: UnicodeError) -> tuple[str, int]:
@@ -149,7 +151,10 @@ def codec_for(label: str | None) -> str | None:
 
 
 def scrub(text: str) -> str:
-    """Replace any lone surrogate with U+FFFD so the text always encodes as UTF-8."""
+    """Replace lone surrogates and NUL with U+FFFD: the text always encodes as UTF-8 and fits
+    a JSON/PostgreSQL text column (which refuses U+0000)."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -166,6 +171,8 @@ def decode_bytes(data: bytes, label: str | None = None) -> tuple[str, bool]:
     cp1252 with latin-1 for its five undefined bytes; a declared multi-byte codec that fails
     keeps its decoding with U+FFFD for the bad sequences.
     """
+    if b"\x00" in data and codec_for(label) not in _WIDE:
+        return scrub(decode_bytes(data.replace(b"\x00", b""), label)[0]), False
     if data.isascii():
         codec = codec_for(label)
         # 7-bit charsets (ISO-2022-*, UTF-7, UTF-16 has NULs) still need their codec.
@@ -216,6 +223,8 @@ def mostly_utf8(data: bytes) -> str | None:
 
 def decode_8bit_header(raw: bytes) -> str:
     """Raw 8-bit header bytes (RFC 6532 allows UTF-8): UTF-8 if valid, else cp1252/latin-1."""
+    if b"\x00" in raw:
+        raw = raw.replace(b"\x00", b"")
     if raw.isascii():
         return raw.decode("ascii")
     try:

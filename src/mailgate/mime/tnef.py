@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-
 from tnefparse import TNEF
 
-log = logging.getLogger("mailgate.mime")
+from mailgate.mime.charsets import decode_8bit_header
 
 
 def is_tnef(content_type: str, filename: str | None) -> bool:
@@ -25,10 +23,11 @@ def extract_tnef(data: bytes, max_files: int) -> list[tuple[str, bytes]] | None:
     for att in tnef.attachments[:max_files]:
         try:
             name = att.long_filename()
-        except Exception:  # undecodable MAPI name
-            name = ""
+        except Exception:  # tnefparse decodes the 8-bit name as strict UTF-8
+            raw_name = getattr(att, "_name", b"")
+            name = decode_8bit_header(raw_name) if isinstance(raw_name, bytes) else ""
         if isinstance(name, bytes):
-            name = name.decode("utf-8", "replace")
+            name = decode_8bit_header(name)
         data_bytes = att.data if isinstance(att.data, bytes) else b""
         files.append((str(name or "").strip("\x00"), data_bytes))
     return files
