@@ -15,7 +15,6 @@ then removes dot-stuffing with one ``replace``. It keeps aiosmtpd's semantics:
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import Any
 
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session
@@ -40,7 +39,6 @@ class MailgateSMTP(SMTP):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._counted_ip: str | None = None
-        self._long_line = re.compile(rb"[^\n]{%d}" % self.max_data_line)
 
     # ------------------------------------------------------------------ connection limits
 
@@ -113,8 +111,9 @@ class MailgateSMTP(SMTP):
         # and a leading "..", and makes every line start right after a CRLF.
         buf = bytearray(b"\r\n")
         limit = self.data_size_limit
+        max_line = self.max_data_line
         error: str | None = None
-        line_start = 2  # where the current (unterminated) line begins in buf
+        partial = 0  # length of the current, not yet terminated line
         while True:
             try:
                 chunk = await reader.read(_READ_SIZE)
@@ -128,11 +127,18 @@ class MailgateSMTP(SMTP):
             search_from = max(0, len(buf) - 4)
             buf += chunk
             end = buf.find(_TERMINATOR, search_from)
-            scan_to = end + 2 if end >= 0 else len(buf)
             if error is None:
-                if self._long_line.search(buf, line_start, scan_to) is not None:
+                # Line lengths: only the pieces of this chunk, plus the carried-over partial line.
+                pieces = chunk.split(b"\n")
+                if len(pieces) == 1:
+                    partial += len(chunk)
+                    longest = partial
+                else:
+                    longest = max(partial + len(pieces[0]), max(map(len, pieces[1:-1]), default=0))
+                    partial = len(pieces[-1])
+                if longest > max_line and (end < 0 or _longest_line(buf, end + 2) > max_line):
                     error = replies.LINE_TOO_LONG
-                elif limit and scan_to - 2 > limit:
+                elif limit and (end if end >= 0 else len(buf)) > limit:
                     error = replies.TOO_BIG
             if end >= 0:
                 rest = bytes(buf[end + 5 :])
@@ -141,17 +147,18 @@ class MailgateSMTP(SMTP):
                     reader._buffer[0:0] = rest  # type: ignore[attr-defined]
                 if error is not None:
                     return error
-                body = bytes(buf[: end + 2])
-                if b"\r\n.." in body:
-                    body = body.replace(b"\r\n..", b"\r\n.")
-                return body[2:]
+                del buf[end + 2 :]
+                if b"\r\n.." in buf:
+                    return bytes(buf).replace(b"\r\n..", b"\r\n.")[2:]
+                return bytes(buf[2:])
             if error is not None:
                 # Keep only the tail that may hold the start of the terminator.
                 del buf[: len(buf) - 4]
-                line_start = len(buf)
-            else:
-                nl = buf.rfind(b"\n")
-                line_start = nl + 1 if nl >= 0 else line_start
+
+
+def _longest_line(buf: bytearray, stop: int) -> int:
+    """Longest line (without its LF) in ``buf[:stop]``: the exact check once DATA has ended."""
+    return max(map(len, bytes(buf[:stop]).split(b"\n")), default=0)
 
 
 def peer_ip(session: Session) -> str:
