@@ -293,3 +293,59 @@ async def test_smtputf8_addresses(tmp_path: Path) -> None:
         rows = await store.list_messages()
         assert rows[0].mail_from == "jürgen@exämple.org"
         assert rows[0].rcpt_to == ["josé@acme.support.example.test"]
+
+
+async def test_proxy_protocol_gives_the_real_client_ip(tmp_path: Path) -> None:
+    script = (
+        b"PROXY TCP4 203.0.113.5 10.0.0.1 40000 25\r\n"
+        b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<support@example.test>\r\nDATA\r\n"
+        b"Subject: via lb\r\n\r\nhi\r\n.\r\nQUIT\r\n"
+    )
+    async with inproc_listener(tmp_path, proxy_protocol=True) as (host, port, store):
+
+        def run() -> list[bytes]:
+            with socket.create_connection((host, port), timeout=10) as s:
+                s.sendall(script)
+                f = s.makefile("rb")
+                lines = []
+                while True:
+                    line = f.readline()
+                    if not line:
+                        break
+                    lines.append(line)
+                    if line.startswith(b"221"):
+                        break
+                return lines
+
+        lines = await asyncio.to_thread(run)
+        assert lines[-1].startswith(b"221"), lines
+        rows = await store.list_messages()
+        row = await store.get_message_row(rows[0].id)
+        assert row["client_ip"] == "203.0.113.5"
+
+
+async def test_shutdown_closes_idle_sessions_with_421(tmp_path: Path) -> None:
+    import dataclasses
+
+    from mailgate.config import SmtpConfig
+    from mailgate.smtp.handler import SmtpHandler
+    from mailgate.smtp.policy import RecipientPolicy
+    from mailgate.smtp.server import SmtpServer
+    from tests.support.smtp_inproc import DOMAINS
+
+    cfg = dataclasses.replace(SmtpConfig(listen="127.0.0.1:0", hostname="mx.test"))
+    from mailgate.store.sqlite import SqliteStore
+
+    store = SqliteStore(tmp_path / "d")
+    await store.open()
+    server = SmtpServer(cfg, SmtpHandler(cfg, policy=RecipientPolicy(DOMAINS), spool=store))
+    host, port = await server.start()
+    try:
+        sock = await asyncio.to_thread(socket.create_connection, (host, port), 10)
+        f = sock.makefile("rb")
+        assert (await asyncio.to_thread(f.readline)).startswith(b"220")
+        await server.stop(grace=30.0)  # idle: must not wait for the grace period
+        assert (await asyncio.to_thread(f.readline)).startswith(b"421 4.3.2")
+        sock.close()
+    finally:
+        await store.close()

@@ -14,6 +14,7 @@ from typing import Any
 
 from mailgate.config import SmtpConfig
 from mailgate.logs import get_logger
+from mailgate.smtp import replies
 from mailgate.smtp.handler import SmtpHandler
 from mailgate.smtp.policy import ConnectionCounter
 from mailgate.smtp.protocol import MailgateSMTP
@@ -98,15 +99,36 @@ class SmtpServer:
         return str(sock[0]), int(sock[1])
 
     async def stop(self, grace: float | None = None) -> None:
+        """Stop accepting; close idle sessions now (421), let transactions finish within ``grace``."""
         if self._server is None:
             return
         grace = self.cfg.shutdown_grace if grace is None else grace
         self._server.close()
         deadline = time.monotonic() + grace
-        while self._protocols and time.monotonic() < deadline:
+        while self._protocols:
+            for proto in list(self._protocols):
+                if _idle(proto) or time.monotonic() >= deadline:
+                    _close_with_421(proto)
+                    self._protocols.discard(proto)
+            if not self._protocols:
+                break
             await asyncio.sleep(0.05)
-        for proto in list(self._protocols):
-            if proto.transport is not None:
-                proto.transport.close()
         self._server = None
-        log.info("stopped", extra={"fields": {"cut_sessions": len(self._protocols)}})
+        log.info("stopped")
+
+
+def _idle(proto: MailgateSMTP) -> bool:
+    """No transaction in progress: nothing would be lost by closing now."""
+    env = proto.envelope
+    return env is None or env.mail_from is None
+
+
+def _close_with_421(proto: MailgateSMTP) -> None:
+    transport = proto.transport
+    if transport is None or transport.is_closing():
+        return
+    try:
+        transport.write(replies.SHUTTING_DOWN.encode() + b"\r\n")  # type: ignore[attr-defined]
+    except (OSError, RuntimeError, AttributeError):
+        pass
+    transport.close()
