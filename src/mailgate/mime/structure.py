@@ -17,8 +17,11 @@ Rules (close to what mail clients show):
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from email.feedparser import BytesFeedParser
 from email.message import Message
+from email.policy import compat32
 from typing import Any
 
 from mailgate.envelope import Address, Attachment
@@ -42,6 +45,7 @@ _REPORT_TYPES = frozenset(
 )
 _BODY_TYPES = frozenset({"text/plain", "text/html"})
 _FREE_AFTER = 64 * 1024
+_MAX_EPILOGUE_PARTS = 100
 
 
 class LeafMessage(Message):
@@ -184,9 +188,31 @@ class Walker:
             if ctype == "multipart/report" and params.get("report-type") == "delivery-status":
                 self.out.is_report = True
             group = id(part) if ctype == "multipart/alternative" else alt
+            boundary = params.get("boundary")
+            reused = False
             for child in payload:
-                if isinstance(child, Message):
+                if not isinstance(child, Message):
+                    continue
+                if not (boundary and _reuses_boundary(child, boundary)):
                     self._visit(child, depth + 1, group, ctype)
+                else:
+                    # RFC 2046 5.1.1 forbids a nested multipart reusing its parent's boundary,
+                    # but Outlook Express for Mac did: the stdlib then gives the inner part no
+                    # children and the outer one its parts. The siblings that follow are really
+                    # the inner part's (an alternative: one body, not two).
+                    reused = True
+                    self.errors.add(
+                        "structure.reused-boundary",
+                        "a nested multipart reuses its parent's boundary; parts regrouped",
+                    )
+                    inner_type = parse_structured(header_text(child, "content-type"))[0]
+                    if inner_type == "multipart/alternative":
+                        group = id(child)
+            if reused:
+                # What the stdlib left in the epilogue after the inner close delimiter are the
+                # outer part's remaining parts.
+                for extra in _epilogue_parts(part, boundary or ""):
+                    self._visit(extra, depth + 1, alt, ctype)
             return
         if ctype.startswith("multipart/"):
             self.errors.add(
@@ -276,3 +302,34 @@ def _content_id(part: Message) -> str | None:
     if value.startswith("<") and ">" in value:
         value = value[1 : value.index(">")]
     return value.strip() or None
+
+
+def _reuses_boundary(child: Message, boundary: str) -> bool:
+    ctype, params = parse_structured(header_text(child, "content-type"))
+    if not ctype.startswith("multipart/") or params.get("boundary") != boundary:
+        return False
+    payload = child.get_payload()
+    return not isinstance(payload, list) or not payload
+
+
+def _epilogue_parts(part: Message, boundary: str) -> list[Message]:
+    """Parts found after the close delimiter, split on the same boundary (bounded)."""
+    epilogue = part.epilogue
+    if not epilogue or not boundary or f"--{boundary}" not in epilogue:
+        return []
+    delimiter = re.compile(rf"^--{re.escape(boundary)}(--)?[ \t]*\r?$", re.MULTILINE)
+    pieces: list[Message] = []
+    starts = list(delimiter.finditer(epilogue))
+    for here, nxt in zip(starts, [*starts[1:], None], strict=True):
+        if here.group(1):  # a close delimiter ends the part list
+            break
+        chunk = epilogue[here.end() : nxt.start() if nxt is not None else len(epilogue)]
+        chunk = chunk.removeprefix("\n")
+        # The line break before a delimiter belongs to the delimiter (RFC 2046 5.1.1).
+        chunk = chunk.removesuffix("\n").removesuffix("\r")
+        parser = BytesFeedParser(_factory=LeafMessage, policy=compat32)
+        parser.feed(chunk.encode("ascii", "surrogateescape"))
+        pieces.append(parser.close())
+        if len(pieces) >= _MAX_EPILOGUE_PARTS:
+            break
+    return pieces
