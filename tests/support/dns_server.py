@@ -118,6 +118,7 @@ class DnsTestServer:
         self._servfail: set[tuple[str, str | None]] = set()
         self._lock = threading.Lock()
         self._servers: list[DNSServer] = []
+        self._threads: list[threading.Thread] = []
         self.queries: list[tuple[str, str]] = []
 
     # ------------------------------------------------------------------ lifecycle
@@ -149,7 +150,15 @@ class DnsTestServer:
                 continue
             for srv in (udp, tcp):
                 srv.server.dns_test_server = self  # type: ignore[attr-defined]
-                srv.start_thread()
+                # A short poll interval keeps stop() fast (shutdown waits for one poll).
+                thread = threading.Thread(
+                    target=srv.server.serve_forever,
+                    kwargs={"poll_interval": 0.02},
+                    name=f"dns-test-{port}",
+                    daemon=True,
+                )
+                thread.start()
+                self._threads.append(thread)
             self._servers = [udp, tcp]
             self.port = port
             return self
@@ -157,9 +166,12 @@ class DnsTestServer:
 
     def stop(self) -> None:
         for srv in self._servers:
-            srv.stop()
+            srv.server.shutdown()
             srv.server.server_close()
+        for thread in self._threads:
+            thread.join(timeout=5)
         self._servers = []
+        self._threads = []
 
     def __enter__(self) -> DnsTestServer:
         return self.start()
