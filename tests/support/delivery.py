@@ -7,13 +7,14 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from mailgate.api.urls import AttachmentUrlSigner
-from mailgate.config import ApiConfig, DeliveryConfig, WebhookConfig
+from mailgate.config import ApiConfig, ApiToken, DeliveryConfig, WebhookConfig
 from mailgate.delivery.webhook import WebhookWorker
 from mailgate.envelope import new_id
 from mailgate.store.base import SpoolRecord
@@ -145,3 +146,45 @@ async def wait_until(pred: Any, *, timeout: float = 10.0, interval: float = 0.02
             return
         await asyncio.sleep(interval)
     raise TimeoutError("condition not reached")
+
+
+@contextlib.asynccontextmanager
+async def running_api(
+    store: SqliteStore, data_dir: Path, cfg: ApiConfig | None = None
+) -> AsyncIterator[ApiServer]:
+    """The real API app on 127.0.0.1 (ephemeral port), as ``app.py`` runs it."""
+    from aiohttp import web
+
+    from mailgate.api.app import create_api
+    from mailgate.store.blobs import BlobStore
+
+    api_cfg = cfg or ApiConfig(tokens=[ApiToken(token=TOKEN, tenant="default", name="t1")])
+    runner: web.AppRunner | None = None
+    blobs = BlobStore(data_dir / "attachments")
+    urls = AttachmentUrlSigner(api_cfg, data_dir)
+    try:
+        app = create_api(store, api_cfg, blobs=blobs, urls=urls, data_dir=data_dir)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        server = site._server
+        assert server is not None
+        port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        yield ApiServer(f"http://127.0.0.1:{port}", blobs, urls)
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+
+
+TOKEN = "test-token-default"
+
+
+@dataclasses.dataclass
+class ApiServer:
+    base: str
+    blobs: Any
+    urls: AttachmentUrlSigner
+
+    def auth(self, token: str = TOKEN) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}

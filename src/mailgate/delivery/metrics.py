@@ -60,6 +60,8 @@ API_REQUESTS = Counter(
     registry=REGISTRY,
 )
 
+_seen_disabled: set[str] = set()
+
 
 async def refresh_gauges(store: DeliveryStore) -> None:
     """Read DLQ depth, pending rows and lag from the store into the gauges."""
@@ -68,5 +70,8 @@ async def refresh_gauges(store: DeliveryStore) -> None:
     OUTBOX_PENDING.set(stats.pending)
     OUTBOX_LAG.set(stats.oldest_pending_age)
     disabled = await store.disabled_targets()
+    for target in _seen_disabled - set(disabled):
+        TARGET_DISABLED.labels(target=target).set(0)  # re-enabled since the last scrape
     for target in disabled:
         TARGET_DISABLED.labels(target=target).set(1)
+    _seen_disabled.update(disabled)

@@ -1,0 +1,83 @@
+"""Operations endpoints: ``/healthz`` (alive), ``/readyz`` (able to work), ``/metrics``.
+
+``/readyz`` answers 503 with the failing checks when the store does not answer, free disk
+space under the data dir falls below ``[api] readyz_min_free_disk``, or the oldest due webhook
+delivery of an enabled target has waited longer than ``readyz_max_outbox_lag`` (the outbox is
+stuck). ``/metrics`` is the Prometheus text format of the shared registry; delivery gauges are
+refreshed from the store on each scrape.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from mailgate.api.common import json_response
+from mailgate.api.messages import STORE
+from mailgate.config import ApiConfig
+from mailgate.delivery.metrics import refresh_gauges
+from mailgate.metrics import REGISTRY
+from mailgate.store.base import StoreError
+
+API_CFG: web.AppKey[ApiConfig] = web.AppKey("api_cfg", ApiConfig)
+DATA_DIR: web.AppKey[Path] = web.AppKey("data_dir", Path)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    store, cfg, data_dir = request.app[STORE], request.app[API_CFG], request.app[DATA_DIR]
+    checks: dict[str, Any] = {}
+    ok = True
+    store_ok = await store.ping()
+    checks["store"] = {"ok": store_ok}
+    ok &= store_ok
+    try:
+        free = shutil.disk_usage(data_dir).free
+        disk_ok = free >= cfg.readyz_min_free_disk
+        checks["disk"] = {"ok": disk_ok, "free_bytes": free, "min_bytes": cfg.readyz_min_free_disk}
+    except OSError as exc:
+        disk_ok = False
+        checks["disk"] = {"ok": False, "error": str(exc)}
+    ok &= disk_ok
+    if store_ok:
+        try:
+            disabled = await store.disabled_targets()
+            stats = await store.outbox_stats(exclude_targets=list(disabled))
+            lag_ok = stats.oldest_due_age <= cfg.readyz_max_outbox_lag
+            checks["outbox"] = {
+                "ok": lag_ok,
+                "due": stats.due,
+                "oldest_due_seconds": round(stats.oldest_due_age, 3),
+                "max_seconds": cfg.readyz_max_outbox_lag,
+                "disabled_targets": sorted(disabled),
+            }
+        except StoreError as exc:
+            lag_ok = False
+            checks["outbox"] = {"ok": False, "error": str(exc)}
+        ok &= lag_ok
+    return json_response(
+        {"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    try:
+        await refresh_gauges(request.app[STORE])
+    except StoreError:
+        pass  # still serve the counters; /readyz reports the store
+    return web.Response(
+        body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
