@@ -1,9 +1,471 @@
-"""SQLite methods and intent appliers of the pipeline area (see `store/pipeline.py` for the records)."""
+"""SQLite methods and intent appliers of the pipeline area (see `store/pipeline.py` for the records).
+
+Owns the dedup index, the thread index, the quarantine table and the operator audit log
+(``migrations/002_pipeline.sql``). The appliers run inside the transaction of
+``SqliteStore.complete`` (one writer, so they see every committed row); they are written to be
+idempotent, and the dedup applier enforces "the first message wins" even when two worker
+processes raced past the lookup (`DedupConflict`).
+
+The lookups the pipeline makes on every message are point queries on primary keys. They go
+through a private read-only ``sqlite3`` connection instead of aiosqlite: a key lookup takes
+microseconds, far less than a hop to aiosqlite's thread, and the pipeline's cost per message
+is budgeted against the parser's (``bench/pipeline_bench.py``). WAL lets this reader run beside
+the writer.
+"""
 
 from __future__ import annotations
 
-from mailgate.store.sqlite_base import SqliteBase
+import json
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mailgate.store.base import Intent, NotFound, StoreError
+from mailgate.store.blobs import BlobStore
+from mailgate.store.pipeline import (
+    AuditIntent,
+    AuditRecord,
+    DedupConflict,
+    DedupHit,
+    DedupIntent,
+    QuarantineIntent,
+    QuarantineRecord,
+    ThreadIntent,
+    ThreadRef,
+)
+from mailgate.store.sqlite_base import SqliteBase, applies, apply_intents, dumps
+from mailgate.store.writer import connect
+
+
+def _strip_mid(message_id: str) -> str:
+    return message_id.strip().strip("<>").strip()
+
+
+def _participants(raw: str | None) -> frozenset[str]:
+    if not raw:
+        return frozenset()
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return frozenset()
+    return frozenset(str(x) for x in data) if isinstance(data, list) else frozenset()
+
+
+# ---------------------------------------------------------------------------- appliers
+
+
+@applies(DedupIntent)
+def apply_dedup(
+    conn: sqlite3.Connection, msg_id: str, envelope: dict[str, Any], intent: DedupIntent
+) -> None:
+    """Record the key as first seen here, unless another message holds a live entry."""
+    row = conn.execute(
+        "SELECT msg_id, seen_at FROM dedup_keys WHERE tenant = ? AND key = ?",
+        (intent.tenant, intent.key),
+    ).fetchone()
+    if row is not None:
+        if row["msg_id"] == msg_id:
+            return
+        if row["seen_at"] >= intent.seen_at - intent.window:
+            raise DedupConflict(
+                f"{msg_id}: dedup key already claimed by {row['msg_id']}; run again"
+            )
+    conn.execute(
+        "INSERT INTO dedup_keys (tenant, key, msg_id, seen_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (tenant, key) DO UPDATE SET msg_id = excluded.msg_id,"
+        " seen_at = excluded.seen_at",
+        (intent.tenant, intent.key, msg_id, intent.seen_at),
+    )
+
+
+@applies(ThreadIntent)
+def apply_thread(
+    conn: sqlite3.Connection, msg_id: str, envelope: dict[str, Any], intent: ThreadIntent
+) -> None:
+    """Create or extend the thread, then index the Message-ID; idempotent."""
+    at = intent.at or time.time()
+    row = conn.execute(
+        "SELECT participants FROM threads WHERE id = ?", (intent.thread_id,)
+    ).fetchone()
+    if row is None:
+        participants = sorted({intent.sender, *intent.participants} - {""})
+        conn.execute(
+            "INSERT INTO threads (id, tenant, ticket, contact, participants, subject, created_at,"
+            " updated_at, message_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)",
+            (
+                intent.thread_id,
+                intent.tenant,
+                intent.ticket,
+                intent.sender,
+                dumps(participants),
+                intent.subject,
+                at,
+                at,
+            ),
+        )
+    else:
+        known = _participants(row["participants"])
+        merged = sorted(known | {intent.sender, *intent.participants} - {""})
+        conn.execute(
+            "UPDATE threads SET participants = ?, updated_at = MAX(updated_at, ?),"
+            " message_count = message_count + 1 WHERE id = ?",
+            (dumps(merged), at, intent.thread_id),
+        )
+    if intent.message_id:
+        conn.execute(
+            "INSERT OR IGNORE INTO thread_messages (tenant, message_id, thread_id, msg_id, sender,"
+            " at) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                intent.tenant,
+                _strip_mid(intent.message_id),
+                intent.thread_id,
+                msg_id,
+                intent.sender,
+                at,
+            ),
+        )
+
+
+@applies(QuarantineIntent)
+def apply_quarantine(
+    conn: sqlite3.Connection, msg_id: str, envelope: dict[str, Any], intent: QuarantineIntent
+) -> None:
+    conn.execute(
+        "INSERT INTO quarantine (msg_id, tenant, reason, detail, created_at) VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT (msg_id) DO UPDATE SET reason = excluded.reason, detail = excluded.detail,"
+        " created_at = excluded.created_at, released_at = NULL, released_by = NULL",
+        (msg_id, intent.tenant, intent.reason, intent.detail, intent.at or time.time()),
+    )
+
+
+@applies(AuditIntent)
+def apply_audit(
+    conn: sqlite3.Connection, msg_id: str, envelope: dict[str, Any], intent: AuditIntent
+) -> None:
+    conn.execute(
+        "INSERT INTO audit_log (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+        (
+            intent.at or time.time(),
+            intent.actor,
+            intent.action,
+            intent.target,
+            dumps(intent.detail),
+        ),
+    )
+
+
+# ---------------------------------------------------------------------------- mixin
 
 
 class PipelineStoreMixin(SqliteBase):
-    """The pipeline part of `SqliteStore`."""
+    """The pipeline part of `SqliteStore`: the `PipelinePorts` lookups and operator actions."""
+
+    data_dir: Path
+    _fast_reader: sqlite3.Connection | None = None
+
+    # ------------------------------------------------------------------ fast reads
+
+    def _lookup(self, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
+        if self._reader is None:
+            raise StoreError("store is closed")
+        conn = self._fast_reader
+        if conn is None:
+            conn = connect(self.path, synchronous="NORMAL", readonly=True)
+            self._fast_reader = conn
+        try:
+            return conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"pipeline lookup failed: {exc}") from exc
+
+    def close_pipeline_reader(self) -> None:
+        """Close the lookup connection (``close()`` of the store calls it when wired in)."""
+        if self._fast_reader is not None:
+            self._fast_reader.close()
+            self._fast_reader = None
+
+    # ------------------------------------------------------------------ PipelinePorts
+
+    async def find_duplicate(self, tenant: str, key: str, since: float) -> DedupHit | None:
+        """See `PipelinePorts.find_duplicate`."""
+        rows = self._lookup(
+            "SELECT msg_id, seen_at FROM dedup_keys WHERE tenant = ? AND key = ? AND seen_at >= ?",
+            (tenant, key, since),
+        )
+        return DedupHit(rows[0]["msg_id"], rows[0]["seen_at"]) if rows else None
+
+    async def find_threads(self, tenant: str, message_ids: Sequence[str]) -> list[ThreadRef]:
+        """See `PipelinePorts.find_threads`."""
+        ids = [_strip_mid(m) for m in message_ids if m and _strip_mid(m)]
+        if not ids:
+            return []
+        ids = ids[:100]  # References can be long; the newest ones matter (RFC 5322 3.6.4)
+        marks = ",".join("?" * len(ids))
+        rows = self._lookup(
+            "SELECT tm.message_id, t.id, t.ticket, t.contact, t.participants FROM thread_messages tm"
+            f" JOIN threads t ON t.id = tm.thread_id WHERE tm.tenant = ? AND tm.message_id IN ({marks})",
+            (tenant, *ids),
+        )
+        return [
+            ThreadRef(
+                thread_id=r["id"],
+                ticket=r["ticket"],
+                contact=r["contact"],
+                participants=_participants(r["participants"]),
+                message_id=r["message_id"],
+            )
+            for r in rows
+        ]
+
+    async def find_thread_by_ticket(self, tenant: str, ticket: str) -> ThreadRef | None:
+        """See `PipelinePorts.find_thread_by_ticket`."""
+        rows = self._lookup(
+            "SELECT id, ticket, contact, participants FROM threads WHERE tenant = ? AND ticket = ?",
+            (tenant, ticket),
+        )
+        if not rows:
+            return None
+        r = rows[0]
+        return ThreadRef(r["id"], r["ticket"], r["contact"], _participants(r["participants"]))
+
+    async def message_seq(self, msg_id: str) -> int | None:
+        """See `PipelinePorts.message_seq`."""
+        rows = self._lookup("SELECT seq FROM messages WHERE id = ?", (msg_id,))
+        return int(rows[0]["seq"]) if rows else None
+
+    async def attachment_bytes(self, sha256: str) -> bytes | None:
+        """See `PipelinePorts.attachment_bytes` (the blob store beside the database)."""
+        blobs = BlobStore(Path(self.data_dir) / "attachments")
+        try:
+            return blobs.get(sha256)
+        except (OSError, ValueError):
+            return None
+
+    # ------------------------------------------------------------------ threads (operator views)
+
+    async def thread_of(self, msg_id: str) -> str | None:
+        row = await self._read_one(
+            "SELECT thread_id FROM thread_messages WHERE msg_id = ? LIMIT 1", (msg_id,)
+        )
+        return str(row["thread_id"]) if row else None
+
+    # ------------------------------------------------------------------ quarantine
+
+    async def list_quarantine(
+        self,
+        *,
+        reason: str | None = None,
+        tenant: str | None = None,
+        include_released: bool = False,
+        limit: int = 100,
+    ) -> list[QuarantineRecord]:
+        where = []
+        params: list[Any] = []
+        if not include_released:
+            where.append("q.released_at IS NULL")
+        if reason:
+            where.append("q.reason = ?")
+            params.append(reason)
+        if tenant:
+            where.append("q.tenant = ?")
+            params.append(tenant)
+        sql = (
+            "SELECT q.msg_id, q.tenant, q.reason, q.detail, q.created_at, q.released_at,"
+            " q.released_by, m.mail_from, m.subject, m.state FROM quarantine q"
+            " JOIN messages m ON m.id = q.msg_id"
+        )
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY q.created_at DESC, q.msg_id DESC LIMIT ?"
+        rows = await self._read(sql, [*params, limit])
+        return [self._quarantine_record(r) for r in rows]
+
+    async def get_quarantine(self, msg_id: str) -> QuarantineRecord:
+        row = await self._read_one(
+            "SELECT q.msg_id, q.tenant, q.reason, q.detail, q.created_at, q.released_at,"
+            " q.released_by, m.mail_from, m.subject, m.state FROM quarantine q"
+            " JOIN messages m ON m.id = q.msg_id WHERE q.msg_id = ?",
+            (msg_id,),
+        )
+        if row is None:
+            raise NotFound(msg_id)
+        return self._quarantine_record(row)
+
+    @staticmethod
+    def _quarantine_record(r: sqlite3.Row) -> QuarantineRecord:
+        return QuarantineRecord(
+            msg_id=r["msg_id"],
+            tenant=r["tenant"],
+            reason=r["reason"],
+            detail=r["detail"],
+            created_at=r["created_at"],
+            released_at=r["released_at"],
+            released_by=r["released_by"],
+            mail_from=r["mail_from"],
+            subject=r["subject"],
+            state=r["state"],
+        )
+
+    async def release_quarantined(
+        self, msg_id: str, envelope: dict[str, Any], intents: list[Intent], *, actor: str
+    ) -> None:
+        """Mark a quarantined message processed with its new envelope and apply ``intents``.
+
+        One transaction: the state change, the quarantine row, the audit entry and the
+        intents (a ``PublishIntent`` through the delivery area's applier) commit together.
+        Raises `NotFound` when the message is not (or no longer) quarantined.
+        """
+        env_json = dumps(envelope)
+        now = time.time()
+
+        def write(conn: sqlite3.Connection) -> None:
+            row = conn.execute("SELECT state FROM messages WHERE id = ?", (msg_id,)).fetchone()
+            if row is None or row["state"] != "quarantined":
+                raise NotFound(f"{msg_id} is not quarantined")
+            q = conn.execute("SELECT reason FROM quarantine WHERE msg_id = ?", (msg_id,)).fetchone()
+            conn.execute(
+                "UPDATE messages SET state = 'processed', envelope = ?, processed_at = ? WHERE id = ?",
+                (env_json, now, msg_id),
+            )
+            conn.execute(
+                "UPDATE quarantine SET released_at = ?, released_by = ? WHERE msg_id = ?",
+                (now, actor, msg_id),
+            )
+            audit = AuditIntent(
+                actor=actor,
+                action="quarantine.release",
+                target=msg_id,
+                detail={"reason": q["reason"] if q else None},
+                at=now,
+            )
+            apply_intents(conn, msg_id, envelope, [*intents, audit])
+
+        await self._write(write)
+
+    async def delete_quarantined(self, msg_id: str, *, actor: str) -> None:
+        """Delete a quarantined message, its raw bytes and index rows; the audit entry stays."""
+        now = time.time()
+
+        def write(conn: sqlite3.Connection) -> None:
+            row = conn.execute(
+                "SELECT state, tenant FROM messages WHERE id = ?", (msg_id,)
+            ).fetchone()
+            if row is None or row["state"] != "quarantined":
+                raise NotFound(f"{msg_id} is not quarantined")
+            q = conn.execute("SELECT reason FROM quarantine WHERE msg_id = ?", (msg_id,)).fetchone()
+            conn.execute("DELETE FROM thread_messages WHERE msg_id = ?", (msg_id,))
+            conn.execute("DELETE FROM dedup_keys WHERE msg_id = ?", (msg_id,))
+            conn.execute("DELETE FROM quarantine WHERE msg_id = ?", (msg_id,))
+            conn.execute("DELETE FROM message_raw WHERE id = ?", (msg_id,))
+            conn.execute("DELETE FROM messages WHERE id = ?", (msg_id,))
+            apply_audit(
+                conn,
+                msg_id,
+                {},
+                AuditIntent(
+                    actor=actor,
+                    action="quarantine.delete",
+                    target=msg_id,
+                    detail={"reason": q["reason"] if q else None, "tenant": row["tenant"]},
+                    at=now,
+                ),
+            )
+
+        try:
+            await self._write(write)
+        except sqlite3.IntegrityError as exc:
+            raise StoreError(f"cannot delete {msg_id}: {exc}") from exc
+
+    # ------------------------------------------------------------------ replay
+
+    async def list_replayable(
+        self,
+        *,
+        since: float | None = None,
+        ids: Sequence[str] = (),
+        tenant: str | None = None,
+        limit: int = 100_000,
+    ) -> list[str]:
+        """Ids of processed or quarantined messages (oldest first), filtered as asked."""
+        where = ["state IN ('processed', 'quarantined')", "envelope IS NOT NULL"]
+        params: list[Any] = []
+        if since is not None:
+            where.append("received_at >= ?")
+            params.append(since)
+        if tenant:
+            where.append("tenant = ?")
+            params.append(tenant)
+        if ids:
+            where.append(f"id IN ({','.join('?' * len(ids))})")
+            params.extend(ids)
+        rows = await self._read(
+            f"SELECT id FROM messages WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?",
+            [*params, limit],
+        )
+        return [r["id"] for r in rows]
+
+    async def update_decision(
+        self,
+        msg_id: str,
+        envelope: dict[str, Any],
+        intents: list[Intent],
+        *,
+        actor: str,
+        detail: dict[str, Any],
+    ) -> None:
+        """Store a replayed envelope (and any intents, e.g. a redelivery) with an audit entry."""
+        env_json = dumps(envelope)
+        now = time.time()
+
+        def write(conn: sqlite3.Connection) -> None:
+            cur = conn.execute(
+                "UPDATE messages SET envelope = ?, subject = ? WHERE id = ?",
+                (env_json, envelope.get("subject"), msg_id),
+            )
+            if cur.rowcount == 0:
+                raise NotFound(msg_id)
+            audit = AuditIntent(actor=actor, action="replay", target=msg_id, detail=detail, at=now)
+            apply_intents(conn, msg_id, envelope, [*intents, audit])
+
+        await self._write(write)
+
+    # ------------------------------------------------------------------ audit
+
+    async def record_audit(
+        self, actor: str, action: str, target: str, detail: dict[str, Any] | None = None
+    ) -> None:
+        intent = AuditIntent(actor=actor, action=action, target=target, detail=detail or {})
+
+        def write(conn: sqlite3.Connection) -> None:
+            apply_audit(conn, target, {}, intent)
+
+        await self._write(write)
+
+    async def list_audit(
+        self, *, limit: int = 100, action: str | None = None, since: float | None = None
+    ) -> list[AuditRecord]:
+        where = []
+        params: list[Any] = []
+        if action:
+            where.append("action = ?")
+            params.append(action)
+        if since is not None:
+            where.append("at >= ?")
+            params.append(since)
+        sql = "SELECT id, at, actor, action, target, detail FROM audit_log"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+        rows = await self._read(sql, [*params, limit])
+        return [
+            AuditRecord(
+                id=r["id"],
+                at=r["at"],
+                actor=r["actor"],
+                action=r["action"],
+                target=r["target"],
+                detail=json.loads(r["detail"] or "{}"),
+            )
+            for r in rows
+        ]

@@ -1,0 +1,279 @@
+"""The pipeline runner: stages in the configured order, time-boxed, logged, turned into intents.
+
+``PipelineRunner.process(env)`` fills the pipeline's envelope fields (``intent``, ``queue``,
+``tags``, ``priority``, ``route``, ``entities``, ``thread``, ``duplicateOf``, ``quarantine``)
+and returns an `Outcome`: the message state and the intents the store applies in the
+transaction that stores the envelope. The runner owns the robustness (STYLE.md):
+
+* each stage runs under ``asyncio.timeout(pipeline.stage_timeout)``; a stage that raises or
+  times out fails the whole run, and the ingest worker records the attempt, retries, and after
+  ``pipeline.max_attempts`` dead-letters the message;
+* one log line per stage outcome, ``msg_id stage=… verdict=… reason=…`` (logger
+  ``mailgate.pipeline``; ``debug`` when the stage continued, ``info`` when it ended the run);
+* a verdict ends the run: `Quarantine` -> state ``quarantined`` + ``QuarantineIntent``, no
+  delivery; `Stop` (a duplicate) -> ``processed``, no delivery; no verdict -> ``processed`` +
+  ``PublishIntent`` to the tenant's webhook targets (narrowed by rules), ordered by thread.
+
+Stage names come from ``pipeline.stages``; a name no stage is registered under is skipped with
+a debug line if it is reserved for a stage another part adds (``respond``), and refused at
+config load otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mailgate.config import Config, ConfigError, register_validator
+from mailgate.envelope import Envelope
+from mailgate.pipeline.base import (
+    Context,
+    Mode,
+    Quarantine,
+    Stage,
+    StageResult,
+    Stop,
+    Verdict,
+    verdict_name,
+)
+from mailgate.pipeline.entities import build_entities
+from mailgate.pipeline.rules import RuleHit, load_rules
+from mailgate.pipeline.stages import registry
+from mailgate.pipeline.stages.route import tenant_targets
+from mailgate.pipeline.view import EnvView
+from mailgate.store.base import Intent
+from mailgate.store.delivery import PublishIntent
+from mailgate.store.pipeline import DedupHit, PipelinePorts, QuarantineIntent, ThreadRef
+
+log = logging.getLogger("mailgate.pipeline")
+
+RESERVED_STAGES = frozenset({"respond"})
+"""Stage names other parts of mailgate register later; tolerated in config until then."""
+REQUIRED_STAGES = ("quarantine",)
+"""Leaving these out would deliver what auth policy or the scan said to hold."""
+
+
+class StageTimeout(Exception):
+    """A stage overran ``pipeline.stage_timeout``."""
+
+
+@dataclass
+class Outcome:
+    """What a run decided: the message state and the writes to apply with the envelope."""
+
+    state: str
+    intents: list[Intent]
+    results: list[StageResult] = field(default_factory=list)
+    verdict: Verdict | None = None
+    hits: list[RuleHit] = field(default_factory=list)
+    targets: tuple[str, ...] = ()
+    reply: str | bool | None = None
+
+    def explain(self) -> dict[str, Any]:
+        """JSON-ready trace: every stage's verdict and reasons, every rule's hit or miss."""
+        return {
+            "state": self.state,
+            "verdict": verdict_name(self.verdict),
+            "stages": [r.to_json() for r in self.results],
+            "rules": [h.to_json() for h in self.hits],
+            "targets": list(self.targets),
+        }
+
+
+def _defaults(env: Envelope, default_queue: str) -> None:
+    """Reset every field the pipeline owns, so a replayed envelope starts clean."""
+    env["intent"] = "human"
+    env["queue"] = default_queue
+    env["tags"] = []
+    env["priority"] = "normal"
+    env["route"] = {"rule": None, "confidence": 0.0, "reasons": []}
+    env["entities"] = {}
+    env["thread"] = None
+    env["duplicateOf"] = None
+    env["quarantine"] = None
+
+
+class PipelineRunner:
+    """Runs the configured stages over envelopes; see the module docstring."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        ports: PipelinePorts,
+        *,
+        stages: Mapping[str, Stage] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.ports = ports
+        self.rules = load_rules(cfg)
+        self._entity_patterns = build_entities(cfg.pipeline)
+        self._stages = stages
+        self.order = list(cfg.pipeline.stages)
+
+    def stages(self) -> list[tuple[str, Stage | None]]:
+        """The configured order with the stage registered under each name (None: not yet)."""
+        known = self._stages if self._stages is not None else registry()
+        return [(name, known.get(name)) for name in self.order]
+
+    async def process(self, env: Envelope, *, mode: Mode = "ingest") -> Outcome:
+        """Run the stages over ``env`` (filled in place); see `Outcome`."""
+        msg_id = str(env.get("id") or "")
+        trace_id = str(env.get("traceId") or "")
+        extra = {"msg_id": msg_id, "trace_id": trace_id}
+        _defaults(env, self.cfg.pipeline.default_queue)
+        ctx = Context(
+            config=self.cfg.pipeline,
+            root=self.cfg,
+            ports=self.ports,
+            rules=self.rules,
+            msg_id=msg_id,
+            mode=mode,
+        )
+        ctx.memo["entity_patterns"] = self._entity_patterns
+        timeout = self.cfg.pipeline.stage_timeout or None
+        verdict: Verdict | None = None
+        for name, stage in self.stages():
+            if stage is None:
+                if name not in RESERVED_STAGES:
+                    # check-config refuses these; reaching here means a stage was unregistered
+                    log.warning(
+                        "%s stage=%s verdict=skipped reason=not registered",
+                        msg_id,
+                        name,
+                        extra=extra,
+                    )
+                else:
+                    log.debug(
+                        "%s stage=%s verdict=skipped reason=not registered",
+                        msg_id,
+                        name,
+                        extra=extra,
+                    )
+                continue
+            if name in ctx.skip:
+                ctx.results.append(StageResult(name, "skipped", ["skipped by an earlier stage"]))
+                continue
+            started = time.perf_counter()
+            try:
+                async with asyncio.timeout(timeout):
+                    verdict = await stage.run(env, ctx)
+            except TimeoutError:
+                log.warning(
+                    "%s stage=%s verdict=error reason=timeout after %ss",
+                    msg_id,
+                    name,
+                    timeout,
+                    extra=extra,
+                )
+                raise StageTimeout(f"stage {name} timed out after {timeout}s") from None
+            except Exception as exc:
+                log.warning(
+                    "%s stage=%s verdict=error reason=%s",
+                    msg_id,
+                    name,
+                    type(exc).__name__,
+                    extra=extra,
+                )
+                raise
+            notes = ctx.take_notes()
+            result = StageResult(name, verdict_name(verdict), notes, time.perf_counter() - started)
+            ctx.results.append(result)
+            reason = verdict.reason if verdict is not None else "; ".join(notes[:3])
+            level = logging.DEBUG if verdict is None else logging.INFO
+            if log.isEnabledFor(level):
+                log.log(
+                    level,
+                    "%s stage=%s verdict=%s reason=%s",
+                    msg_id,
+                    name,
+                    result.verdict,
+                    _short(reason),
+                    extra=extra,
+                )
+            if verdict is not None:
+                break
+        return self._outcome(env, ctx, verdict)
+
+    def _outcome(self, env: Envelope, ctx: Context, verdict: Verdict | None) -> Outcome:
+        view = EnvView(env)
+        targets = ctx.targets if ctx.targets is not None else tenant_targets(self.cfg, view.tenant)
+        intents = list(ctx.intents)
+
+        def outcome(state: str) -> Outcome:
+            return Outcome(
+                state,
+                intents,
+                results=ctx.results,
+                verdict=verdict,
+                hits=ctx.hits or [],
+                targets=targets,
+                reply=ctx.reply,
+            )
+
+        if isinstance(verdict, Quarantine):
+            env["quarantine"] = {"reason": verdict.reason, "detail": verdict.detail}
+            intents.append(
+                QuarantineIntent(
+                    tenant=view.tenant, reason=verdict.reason, detail=verdict.detail, at=time.time()
+                )
+            )
+            return outcome("quarantined")
+        if isinstance(verdict, Stop):
+            return outcome("processed")
+        thread = env.get("thread")
+        ordering = thread.get("id") if isinstance(thread, dict) else None
+        intents.append(PublishIntent(targets=tuple(targets), ordering_key=ordering))
+        return outcome("processed")
+
+
+def _short(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class EmptyPorts:
+    """`PipelinePorts` over no stored mail: for ``rules test``/``rules eval`` on loose files."""
+
+    async def find_duplicate(self, tenant: str, key: str, since: float) -> DedupHit | None:
+        return None
+
+    async def find_threads(self, tenant: str, message_ids: Sequence[str]) -> list[ThreadRef]:
+        return []
+
+    async def find_thread_by_ticket(self, tenant: str, ticket: str) -> ThreadRef | None:
+        return None
+
+    async def message_seq(self, msg_id: str) -> int | None:
+        return None
+
+    async def get_envelope(self, msg_id: str) -> dict[str, Any]:
+        return {}
+
+    async def attachment_bytes(self, sha256: str) -> bytes | None:
+        return None
+
+
+@register_validator
+def _validate_stages(cfg: Config, where: Callable[[str], str]) -> None:
+    known = set(registry()) | RESERVED_STAGES
+    for i, name in enumerate(cfg.pipeline.stages):
+        if name not in known:
+            raise ConfigError(
+                f"{where('pipeline.stages')}: pipeline.stages[{i}] = {name!r}: expected one of "
+                + ", ".join(sorted(known))
+            )
+    if len(set(cfg.pipeline.stages)) != len(cfg.pipeline.stages):
+        raise ConfigError(
+            f"{where('pipeline.stages')}: pipeline.stages = {cfg.pipeline.stages!r}: expected each stage once"
+        )
+    for name in REQUIRED_STAGES:
+        if name not in cfg.pipeline.stages:
+            raise ConfigError(
+                f"{where('pipeline.stages')}: pipeline.stages = {cfg.pipeline.stages!r}: expected"
+                f" {name!r} in the list (without it, mail that auth policy or the scan holds"
+                " would be delivered)"
+            )

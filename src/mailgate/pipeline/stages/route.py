@@ -1,0 +1,61 @@
+"""Route: turn the rule hits into ``queue``, ``tags``, ``priority``, ``route`` and targets.
+
+The *act* half of routing; the semantics (accumulate, first queue wins, highest priority,
+union of tags, ``stop``) are `mailgate.pipeline.rules.decide`'s and are documented there and
+in ``docs/rules.md``. Webhook targets are always the message tenant's: a rule's ``webhooks``
+only narrows them, so one tenant's mail never reaches another tenant's endpoint.
+"""
+
+from __future__ import annotations
+
+from mailgate.config import Config
+from mailgate.envelope import Envelope
+from mailgate.pipeline.base import Context, Quarantine, Verdict
+from mailgate.pipeline.rules import Facts, decide
+from mailgate.pipeline.stages.extract import entities_for
+from mailgate.pipeline.view import EnvView
+
+
+def tenant_targets(cfg: Config, tenant: str) -> tuple[str, ...]:
+    """Target ids (``name``, or the URL when unnamed) of the tenant's enabled webhooks."""
+    return tuple(w.name or w.url for w in cfg.webhooks if w.enabled and w.tenant == tenant)
+
+
+class RouteStage:
+    name = "route"
+    description = "queue, tags, priority and webhook targets from the rule hits"
+
+    async def run(self, env: Envelope, ctx: Context) -> Verdict | None:
+        hits = ctx.hits
+        if hits is None:  # classify not in the configured order: evaluate here
+            hits = ctx.rules.evaluate(Facts(env, entities=lambda: entities_for(env, ctx)))
+            ctx.hits = hits
+        decision = decide(hits, ctx.config.default_queue)
+        env["queue"] = decision.queue
+        env["tags"] = decision.tags
+        env["priority"] = decision.priority
+        env["route"] = {
+            "rule": decision.rule,
+            "confidence": decision.confidence,
+            "reasons": decision.reasons,
+        }
+        tenant = EnvView(env).tenant
+        own = tenant_targets(ctx.root, tenant)
+        if decision.webhooks is None:
+            ctx.targets = own
+        else:
+            ctx.targets = tuple(t for t in decision.webhooks if t in own)
+            for t in decision.webhooks:
+                if t not in own:
+                    ctx.note(f"webhook {t!r} is not a target of tenant {tenant!r}: not used")
+        ctx.reply = decision.reply
+        if decision.quarantine is not None:
+            ctx.quarantine.append(Quarantine(*decision.quarantine))
+        ctx.note(
+            f"queue={decision.queue} rule={decision.rule} priority={decision.priority}"
+            f" targets={len(ctx.targets)}"
+        )
+        return None
+
+
+STAGE = RouteStage()
