@@ -30,6 +30,12 @@ log = logging.getLogger("mailgate.api")
 
 AUTH: web.AppKey[TokenAuth] = web.AppKey("auth", TokenAuth)
 PROTECTED_PREFIX = "/v1/messages"
+# Query parameters each route takes; anything else is a client mistake worth a 400 (a typo
+# such as ?limt=10 would otherwise be silently ignored).
+QUERY_PARAMS: dict[str, frozenset[str]] = {
+    "/v1/messages": frozenset({"cursor", "limit"}),
+    "/v1/attachments/{id}": frozenset({"expires", "sig"}),
+}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -38,6 +44,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def _errors_and_metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
     route = request.match_info.route.resource
     name = route.canonical if route is not None else "unmatched"
+    resp: web.StreamResponse
     try:
         resp = await handler(request)
     except web.HTTPException as exc:
@@ -51,6 +58,16 @@ async def _errors_and_metrics(request: web.Request, handler: Handler) -> web.Str
         resp = error(503, "store_unavailable", "the store is not available; retry later")
     API_REQUESTS.labels(route=name, status=str(resp.status)).inc()
     return resp
+
+
+@web.middleware
+async def _strict_query(request: web.Request, handler: Handler) -> web.StreamResponse:
+    route = request.match_info.route.resource
+    if route is not None:
+        unknown = sorted(set(request.query) - QUERY_PARAMS.get(route.canonical, frozenset()))
+        if unknown:
+            return error(400, "unknown_parameter", f"unknown query parameter {unknown[0]!r}")
+    return await handler(request)
 
 
 def _auth_middleware(auth: TokenAuth) -> Middleware:
@@ -87,7 +104,7 @@ def create_api(
     """The API application (see the module docstring); generates the quick-start token if needed."""
     auth = TokenAuth(cfg.tokens, data_dir)
     app = web.Application(
-        middlewares=[_errors_and_metrics, _auth_middleware(auth)],
+        middlewares=[_errors_and_metrics, _auth_middleware(auth), _strict_query],
         client_max_size=64 * 1024,  # the API takes no large bodies
     )
     app[messages.STORE] = store

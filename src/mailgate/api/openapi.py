@@ -34,6 +34,14 @@ _NULL_TIME = {"type": "string", "format": "date-time", "nullable": True}
 
 
 def document() -> dict[str, Any]:
+    doc = _document()
+    for item in doc["paths"].values():
+        for op in item.values():
+            op["responses"].setdefault("400", _err("Unknown query parameter or bad value"))
+    return doc
+
+
+def _document() -> dict[str, Any]:
     return {
         "openapi": "3.0.3",
         "info": {
