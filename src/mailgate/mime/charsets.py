@@ -110,7 +110,6 @@ _UNKNOWN = frozenset(
 
 _CLEAN_LABEL = re.compile(r"[\s\"'<>]+")
 _SURROGATES = re.compile("[\ud800-\udfff]")
-_ASCII_BYTES = bytes(range(128))
 # Codecs whose text legitimately has NUL bytes in its encoding.
 _WIDE = frozenset({"utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"})
 
@@ -210,13 +209,13 @@ def decode_bytes(data: bytes, label: str | None = None) -> tuple[str, bool]:
 def mostly_utf8(data: bytes) -> str | None:
     """UTF-8 with U+FFFD for a few damaged sequences (a name cut mid-character), else None.
 
-    Accepted when at most one in twenty non-ASCII bytes is in a bad sequence: cp1252 text almost
-    never forms valid multi-byte UTF-8 sequences, so a high valid share means UTF-8.
+    Accepted when the bytes hold at least two well-formed multi-byte characters and at most one
+    bad sequence per four good ones: cp1252 text almost never forms valid UTF-8 sequences.
     """
     text = data.decode("utf-8", "replace")
     bad = text.count("\ufffd") - data.count(b"\xef\xbf\xbd")
-    high = len(data.translate(None, _ASCII_BYTES))
-    if bad * 20 <= high:
+    good = len(text) - len(text.encode("ascii", "ignore")) - bad
+    if good >= 2 and bad * 4 <= good:
         return text
     return None
 

@@ -27,6 +27,7 @@ _STRAY_EOL = re.compile(r"[\r\n]+")
 # RFC 2047 section 2: =?charset?encoding?encoded-text?= ; charset may carry an RFC 2231
 # language suffix. Tolerate spaces inside Q text (seen from broken mailers) but bound length.
 _EWORD = re.compile(rb"=\?([^?\s]{1,64})\?([bBqQ])\?([^?]{0,2000}?)\?=")
+_B64_TEXT = re.compile(rb"[A-Za-z0-9+/]*=*")
 _Q_HEX = re.compile(rb"=([0-9A-Fa-f]{2})")
 _WSP_ONLY = re.compile(rb"[ \t\r\n]*")
 
@@ -106,6 +107,9 @@ def raw_text(value: bytes) -> str:
 def _decode_eword_bytes(enc: bytes, text: bytes) -> bytes | None:
     if enc in (b"b", b"B"):
         data = text.strip()
+        if _B64_TEXT.fullmatch(data) is None:
+            return None
+        data = data.rstrip(b"=")
         data += b"=" * (-len(data) % 4)
         try:
             return base64.b64decode(data)
@@ -153,10 +157,10 @@ def decode_words(value: bytes, errors: ErrorLog | None = None) -> str:
 
     for m in _EWORD.finditer(value):
         between = value[pos : m.start()]
-        if not pending or _WSP_ONLY.fullmatch(between) is None:
+        decoded = _decode_eword_bytes(m.group(2), m.group(3))
+        if decoded is None or not pending or _WSP_ONLY.fullmatch(between) is None:
             flush()
             out.append(decode_8bit_header(between))
-        decoded = _decode_eword_bytes(m.group(2), m.group(3))
         if decoded is None:
             flush()
             bad = True
