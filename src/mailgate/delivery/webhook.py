@@ -166,6 +166,9 @@ class WebhookWorker:
         if self._wake is not None:
             self._wake.set()
 
+    # the ingest worker's ``on_processed`` hook (``app.py``)
+    notify = wake
+
     # ------------------------------------------------------------------ dispatch
 
     async def _refresh_disabled(self) -> None:
