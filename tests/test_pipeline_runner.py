@@ -101,7 +101,11 @@ async def test_auth_quarantine_reason(store: SqliteStore) -> None:
 
 async def test_rule_quarantine_and_reply(store: SqliteStore) -> None:
     rules = [
-        {"name": "legal", "if": {"subject": "/subpoena/i"}, "then": {"quarantine": "legal", "reply": False}}
+        {
+            "name": "legal",
+            "if": {"subject": "/subpoena/i"},
+            "then": {"quarantine": "legal", "reply": False},
+        }
     ]
     runner = PipelineRunner(make_config(rules), store)
     env = make_env(subject="SUBPOENA attached")
@@ -153,17 +157,20 @@ async def test_one_log_line_per_stage(caplog: pytest.LogCaptureFixture) -> None:
         await runner.process(env)
     lines = [r.getMessage() for r in caplog.records if r.name == "mailgate.pipeline"]
     stages = [ln.split()[1] for ln in lines]
-    assert stages == [
-        "stage=dedup",
-        "stage=intent",
-        "stage=thread",
-        "stage=scan",
-        "stage=classify",
-        "stage=extract",
-        "stage=route",
-        "stage=quarantine",
-        "stage=respond",
-    ][: len(stages)]
+    assert (
+        stages
+        == [
+            "stage=dedup",
+            "stage=intent",
+            "stage=thread",
+            "stage=scan",
+            "stage=classify",
+            "stage=extract",
+            "stage=route",
+            "stage=quarantine",
+            "stage=respond",
+        ][: len(stages)]
+    )
     assert all(ln.startswith(env["id"] + " stage=") for ln in lines)
     assert all(r.msg_id == env["id"] for r in caplog.records if r.name == "mailgate.pipeline")  # type: ignore[attr-defined]
 

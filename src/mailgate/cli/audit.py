@@ -1,0 +1,57 @@
+"""``mailgate audit list``: who did what to which message, and when (operator actions)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import click
+
+from mailgate.cli.common import (
+    config_option,
+    json_option,
+    load_cli_config,
+    open_store,
+    print_json,
+    run,
+)
+from mailgate.store.pipeline import AuditRecord
+
+
+@click.group("audit")
+def audit_group() -> None:
+    """The operator audit log (quarantine release/delete, replay)."""
+
+
+@audit_group.command("list")
+@config_option
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100000))
+@click.option("--action", default=None, help="Only this action, e.g. quarantine.release.")
+@json_option
+def list_cmd(config_path: str | None, limit: int, action: str | None, as_json: bool) -> None:
+    """Newest first."""
+    cfg = load_cli_config(config_path)
+
+    async def body() -> list[AuditRecord]:
+        async with open_store(cfg) as store:
+            return await store.list_audit(limit=limit, action=action)
+
+    records = run(body)
+    items: list[dict[str, Any]] = [
+        {
+            "id": r.id,
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(r.at)),
+            "actor": r.actor,
+            "action": r.action,
+            "target": r.target,
+            "detail": r.detail,
+        }
+        for r in records
+    ]
+    if as_json:
+        print_json(items)
+        return
+    if not items:
+        click.echo("audit log is empty")
+    for i in items:
+        click.echo(f"{i['at']}  {i['actor']:<12} {i['action']:<20} {i['target']}  {i['detail']}")
