@@ -183,3 +183,31 @@ async def test_malformed_signature_is_permerror(checker: AuthChecker) -> None:
     report = await check(checker, raw)
     assert report.dkim.result == "permerror"
     assert sigs(report)[0]["domain"] == "example.com"
+
+
+def test_openssl_rsa_primitive_agrees_with_dkimpy() -> None:
+    """The OpenSSL RSASSA-PKCS1-v1_5 verify gives dkimpy's own answer, valid or not."""
+    import hashlib
+
+    import dkim.crypto
+
+    from mailgate.auth.dkim import openssl_rsa_verify
+
+    key = rsa_key()
+    private = dkim.crypto.parse_pem_private_key(key.private)
+    public = {"modulus": private["modulus"], "publicExponent": private["publicExponent"]}
+    other = dkim.crypto.parse_pem_private_key(rsa_key(n=1).private)
+    other_public = {"modulus": other["modulus"], "publicExponent": other["publicExponent"]}
+    for algo in ("sha256", "sha1"):
+        digest = hashlib.new(algo, b"signed header block")
+        signature = dkim.crypto.RSASSA_PKCS1_v1_5_sign(digest, private)
+        tampered = bytes([signature[0] ^ 1]) + signature[1:]
+        for sig, pub in (
+            (signature, public),
+            (tampered, public),
+            (signature, other_public),
+            (signature[:-1], public),
+        ):
+            expected = dkim.crypto.RSASSA_PKCS1_v1_5_verify(digest, sig, pub)
+            assert openssl_rsa_verify(digest, sig, pub) == expected
+        assert openssl_rsa_verify(digest, signature, public) is True

@@ -22,6 +22,17 @@ from mailgate.auth.orgdomain import normalize_domain
 from mailgate.envelope import AuthResult
 
 _INSTANCE_PREFIX = re.compile(rb"^\s*i\s*=\s*\d+\s*;\s*", re.IGNORECASE)
+_ARC_FIELD = re.compile(
+    rb"^arc-(?:seal|message-signature|authentication-results)[ \t]*:", re.IGNORECASE | re.MULTILINE
+)
+
+
+def has_arc_headers(raw: bytes) -> bool:
+    """Whether the header section has any ARC field (cheap; avoids a second full parse)."""
+    end = raw.find(b"\r\n\r\n")
+    if end < 0:
+        end = raw.find(b"\n\n")
+    return _ARC_FIELD.search(raw if end < 0 else raw[:end]) is not None
 
 
 def _text(value: Any) -> str:
@@ -38,6 +49,8 @@ def _aar_text(value: bytes | None) -> str:
 
 def verify_arc_sync(raw: bytes, bridge: SyncBridge, *, minkey: int = 1024) -> AuthResult:
     """Validate the ARC chain of ``raw``. Never raises."""
+    if not has_arc_headers(raw):
+        return AuthResult("none", None, "message not ARC sealed", {"chain": [], "instances": 0})
     try:
         arc = dkimpy.ARC(raw, minkey=minkey)
         cv, instances, reason = arc.verify(dnsfunc=bridge.dkim_txt)

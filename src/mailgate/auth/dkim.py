@@ -13,14 +13,22 @@ bool-or-exception answer into a per-signature verdict *with a reason* (RFC 8601 
 The message's result is ``pass`` when one signature passes; its ``domain`` is a passing ``d=``,
 preferring one aligned with the From domain. Runs in a worker thread: DNS goes through the
 :class:`~mailgate.auth.dns.SyncBridge` (``dnsfunc``), never a resolver of dkimpy's own.
+
+Performance: dkimpy's pure-Python RSA verification is swapped for OpenSSL's through
+:func:`install_rsa_accelerator` (same primitive, same answers; see the comment there).
 """
 
 from __future__ import annotations
 
 import logging
+from functools import lru_cache
 from typing import Any
 
 import dkim as dkimpy
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from dkim.canonicalization import CanonicalizationPolicy
 from dkim.util import InvalidTagValueList, parse_tag_value
 
@@ -29,6 +37,47 @@ from mailgate.auth.orgdomain import aligned, normalize_domain
 from mailgate.envelope import AuthResult
 
 log = logging.getLogger("mailgate.auth")
+
+# --------------------------------------------------------------------------- RSA primitive
+# dkimpy verifies RSASSA-PKCS1-v1_5 (RFC 8017 section 8.2.2) in pure Python (dkim.crypto):
+# about 0.3 ms per signature, over half the cost of a warm-cache message check. The primitive
+# below gives the same answer for the same inputs through OpenSSL (the ``cryptography``
+# package). Everything DKIM-specific (tags, canonicalization, hashing, key policy) stays
+# dkimpy's; inputs it does not cover (non-SHA-256, keys under 1024 bits) go to dkimpy's own.
+# tests/test_auth_dkim.py checks both agree.
+_DKIMPY_RSA_VERIFY = dkimpy.RSASSA_PKCS1_v1_5_verify
+
+
+@lru_cache(maxsize=256)
+def _public_key(exponent: int, modulus: int) -> rsa.RSAPublicKey:
+    return rsa.RSAPublicNumbers(exponent, modulus).public_key()
+
+
+def openssl_rsa_verify(digest: Any, signature: bytes, public_key: dict[str, int]) -> bool:
+    """``dkim.crypto.RSASSA_PKCS1_v1_5_verify`` (same signature and result), via OpenSSL."""
+    modulus = public_key.get("modulus", 0)
+    exponent = public_key.get("publicExponent", 0)
+    if str(getattr(digest, "name", "")).lower() != "sha256" or modulus.bit_length() < 1024:
+        return bool(_DKIMPY_RSA_VERIFY(digest, signature, public_key))
+    try:
+        key = _public_key(exponent, modulus)
+        key.verify(
+            bytes(signature), digest.digest(), padding.PKCS1v15(), Prehashed(hashes.SHA256())
+        )
+    except InvalidSignature:
+        return False
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return bool(_DKIMPY_RSA_VERIFY(digest, signature, public_key))
+    return True
+
+
+def install_rsa_accelerator() -> None:
+    """Route dkimpy's RSA verification through :func:`openssl_rsa_verify` (idempotent)."""
+    if dkimpy.RSASSA_PKCS1_v1_5_verify is _DKIMPY_RSA_VERIFY:
+        dkimpy.RSASSA_PKCS1_v1_5_verify = openssl_rsa_verify
+
+
+install_rsa_accelerator()
 
 MIN_KEY_BITS = 1024  # RFC 8301 section 3.2: smaller RSA keys MUST NOT be considered valid
 _RANK = {"pass": 0, "temperror": 1, "fail": 2, "permerror": 3, "neutral": 4}

@@ -217,13 +217,18 @@ async def check_dmarc(
     spf: AuthResult,
     dkim: AuthResult,
     rng: random.Random,
+    *,
+    domains: list[str] | None = None,
 ) -> AuthResult:
     """DMARC for a message given its From header values and the SPF/DKIM results.
 
     Several author domains (RFC 7489 section 6.6.1) are each evaluated; the worst result and
     the strictest disposition win, so adding a second From cannot dodge a reject policy.
+    ``domains`` may pass :func:`author_domains` already computed by the caller.
     """
-    domains, problem = author_domains(from_values)
+    problem: str | None = None
+    if domains is None or not domains:
+        domains, problem = author_domains(from_values)
     if problem is not None:
         result = "none" if problem == "no From header" else "permerror"
         return AuthResult(result, None, problem, {"disposition": "none"})

@@ -50,6 +50,14 @@ MAX_NEGATIVE_TTL = 900.0
 MAX_CNAME_CHAIN = 8
 
 
+class CacheMiss(BaseException):
+    """Raised by a cache-only :class:`SyncBridge` when an answer is not cached.
+
+    A ``BaseException`` so that library code catching ``Exception`` lets it through; the
+    bridge also records every miss (``bridge.missed``) so a swallowed one is still noticed.
+    """
+
+
 class DnsTempError(Exception):
     """A transient DNS failure (timeout, SERVFAIL, unreachable server, budget spent).
 
@@ -347,11 +355,15 @@ class Resolver:
             current = target
         raise DnsTempError(f"CNAME chain too long at {name}")
 
-    def bridge(self, deadline: Deadline) -> SyncBridge:
-        """Sync access for a worker thread, bounded by ``deadline``."""
+    def bridge(self, deadline: Deadline, *, cache_only: bool = False) -> SyncBridge:
+        """Sync access for a worker thread, bounded by ``deadline``.
+
+        ``cache_only`` makes a bridge usable on the event loop thread itself: it never waits,
+        it raises :class:`CacheMiss` for anything not cached.
+        """
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
-        return SyncBridge(self, self._loop, deadline)
+        return SyncBridge(self, self._loop, deadline, cache_only=cache_only)
 
     async def close(self) -> None:
         for fut in self._inflight.values():
@@ -367,10 +379,19 @@ class SyncBridge:
     with :class:`DnsTempError`, so an abandoned thread finishes quickly.
     """
 
-    def __init__(self, resolver: Resolver, loop: asyncio.AbstractEventLoop, deadline: Deadline):
+    def __init__(
+        self,
+        resolver: Resolver,
+        loop: asyncio.AbstractEventLoop,
+        deadline: Deadline,
+        *,
+        cache_only: bool = False,
+    ):
         self.resolver = resolver
         self.loop = loop
         self.deadline = deadline
+        self.cache_only = cache_only
+        self.missed = False
         self.lookups: list[tuple[str, str, str]] = []  # (name, type, outcome) for reasons/debug
 
     def query(self, name: str | bytes, rdtype: str) -> Answer:
@@ -378,6 +399,9 @@ class SyncBridge:
         if hit is not None:
             self.lookups.append((_normalize(name), rdtype, hit.rcode))
             return hit
+        if self.cache_only:
+            self.missed = True
+            raise CacheMiss(f"{_normalize(name)} {rdtype}")
         left = self.deadline.check()
         timeout = min(self.resolver.timeout, left)
         fut = asyncio.run_coroutine_threadsafe(
