@@ -64,14 +64,14 @@ def test_error_inline_names_config_line(tmp_path: Path) -> None:
 
 def test_missing_rules_file(tmp_path: Path) -> None:
     (tmp_path / "m.toml").write_text(MAIN)
-    with pytest.raises(ConfigError, match="pipeline.rules_file = 'rules.toml': file not found"):
+    with pytest.raises(ConfigError, match=r"pipeline\.rules_file = 'rules\.toml': file not found"):
         load_config(tmp_path / "m.toml", env={})
 
 
 def test_bad_toml_in_rules_file(tmp_path: Path) -> None:
     (tmp_path / "m.toml").write_text(MAIN)
     (tmp_path / "rules.toml").write_text("[[rules]\nname=")
-    with pytest.raises(ConfigError, match="rules.toml: invalid TOML"):
+    with pytest.raises(ConfigError, match=r"rules\.toml: invalid TOML"):
         load_config(tmp_path / "m.toml", env={})
 
 

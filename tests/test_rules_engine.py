@@ -270,5 +270,5 @@ def test_rule_errors_name_the_key(rule: dict[str, Any], message: str) -> None:
 
 
 def test_duplicate_names_refused() -> None:
-    with pytest.raises(ConfigError, match="rules\\[1\\].name = 'a': expected a unique rule name"):
+    with pytest.raises(ConfigError, match=r"rules\[1\]\.name = 'a': expected a unique rule name"):
         ruleset({"name": "a", "then": {"queue": "q"}}, {"name": "a", "then": {"queue": "r"}})
