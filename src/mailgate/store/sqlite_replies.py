@@ -1,9 +1,411 @@
-"""SQLite methods and intent appliers of the replies area (see `store/replies.py` for the records)."""
+"""SQLite methods and intent appliers of the replies area (see `store/replies.py` for the records).
+
+Owns ``reply_outbox``, ``reply_attempts`` and ``reply_banners`` (``migrations/004_replies.sql``).
+The `ReplyIntent` applier runs inside ``SqliteStore.complete``: it is idempotent (one reply per
+message) and enforces the rate limits again with the committed rows in view, since the single
+writer serializes every applier. Claims go through the writer as well, so a claim always sees
+every committed reply; the applier wakes registered SMTP workers (``add_reply_waker``) so an
+acknowledgement leaves within milliseconds instead of at the next poll.
+"""
 
 from __future__ import annotations
 
-from mailgate.store.sqlite_base import SqliteBase
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from mailgate.store.base import NotFound
+from mailgate.store.replies import (
+    Banner,
+    ReplyAttempt,
+    ReplyIntent,
+    ReplyItem,
+    ReplyRecord,
+    ReplyUsage,
+)
+from mailgate.store.sqlite_base import SqliteBase, applies
+
+# ---------------------------------------------------------------------------- wake-ups
+
+_WAKERS: set[Callable[[], None]] = set()
+_WAKERS_LOCK = threading.Lock()
+
+
+def add_reply_waker(fn: Callable[[], None]) -> None:
+    """Call ``fn`` (from the writer thread: it must be thread-safe) whenever a reply is queued."""
+    with _WAKERS_LOCK:
+        _WAKERS.add(fn)
+
+
+def remove_reply_waker(fn: Callable[[], None]) -> None:
+    with _WAKERS_LOCK:
+        _WAKERS.discard(fn)
+
+
+def _wake() -> None:
+    with _WAKERS_LOCK:
+        wakers = list(_WAKERS)
+    for fn in wakers:
+        try:
+            fn()
+        except RuntimeError:
+            pass  # a worker whose loop already closed
+
+
+# ---------------------------------------------------------------------------- limits
+
+_COUNTED = "state <> 'suppressed'"
+
+
+def limit_reason(conn: sqlite3.Connection, intent: ReplyIntent, now: float) -> str | None:
+    """The first rate limit this reply would exceed, with the committed rows in view."""
+    if intent.per_thread_limit > 0 and intent.thread_id:
+        (n,) = conn.execute(
+            f"SELECT COUNT(*) FROM reply_outbox WHERE thread_id = ? AND {_COUNTED}",
+            (intent.thread_id,),
+        ).fetchone()
+        if n >= intent.per_thread_limit:
+            return "thread-limit"
+    if intent.per_sender_limit > 0:
+        (n,) = conn.execute(
+            "SELECT COUNT(*) FROM reply_outbox WHERE tenant = ? AND recipient = ?"
+            f" AND created_at >= ? AND {_COUNTED}",
+            (intent.tenant, intent.recipient, now - intent.per_sender_window),
+        ).fetchone()
+        if n >= intent.per_sender_limit:
+            return "sender-limit"
+    if intent.global_hourly_cap > 0:
+        (n,) = conn.execute(
+            f"SELECT COUNT(*) FROM reply_outbox WHERE created_at >= ? AND {_COUNTED}",
+            (now - 3600.0,),
+        ).fetchone()
+        if n >= intent.global_hourly_cap:
+            return "global-cap"
+    return None
+
+
+# ---------------------------------------------------------------------------- applier
+
+
+@applies(ReplyIntent)
+def apply_reply(
+    conn: sqlite3.Connection, msg_id: str, envelope: dict[str, Any], intent: ReplyIntent
+) -> None:
+    """Queue the reply unless this message already has one; over a limit it is kept suppressed."""
+    if conn.execute("SELECT 1 FROM reply_outbox WHERE msg_id = ?", (msg_id,)).fetchone():
+        return
+    now = intent.at or time.time()
+    reason = limit_reason(conn, intent, now)
+    state = "pending" if reason is None else "suppressed"
+    conn.execute(
+        "INSERT INTO reply_outbox (id, msg_id, tenant, thread_id, ticket, queue, template,"
+        " recipient, mail_from, message_id, subject, message, smtputf8, state, reason,"
+        " next_attempt_at, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            intent.reply_id,
+            msg_id,
+            intent.tenant,
+            intent.thread_id,
+            intent.ticket,
+            intent.queue,
+            intent.template,
+            intent.recipient,
+            intent.mail_from,
+            intent.message_id,
+            intent.subject,
+            intent.message,
+            int(intent.smtputf8),
+            state,
+            reason,
+            now,
+            now,
+        ),
+    )
+    if state == "pending":
+        _wake()
+
+
+# ---------------------------------------------------------------------------- helpers
+
+_RECORD_COLS = (
+    "id, msg_id, tenant, thread_id, ticket, queue, template, recipient, mail_from, message_id,"
+    " subject, state, reason, attempts, created_at, next_attempt_at, sent_at, dead_at,"
+    " last_code, last_error"
+)
+
+
+def _record(row: sqlite3.Row, history: list[dict[str, Any]] | None = None) -> ReplyRecord:
+    return ReplyRecord(
+        id=row["id"],
+        msg_id=row["msg_id"],
+        tenant=row["tenant"],
+        thread_id=row["thread_id"],
+        ticket=row["ticket"],
+        queue=row["queue"],
+        template=row["template"],
+        recipient=row["recipient"],
+        mail_from=row["mail_from"],
+        message_id=row["message_id"],
+        subject=row["subject"],
+        state=row["state"],
+        reason=row["reason"],
+        attempts=row["attempts"],
+        created_at=row["created_at"],
+        next_attempt_at=row["next_attempt_at"] if row["state"] == "pending" else None,
+        sent_at=row["sent_at"],
+        dead_at=row["dead_at"],
+        last_code=row["last_code"],
+        last_error=row["last_error"],
+        history=history or [],
+    )
+
+
+def _banner(row: sqlite3.Row) -> Banner:
+    return Banner(queue=row["queue"], text=row["text"], set_at=row["set_at"], set_by=row["set_by"])
 
 
 class ReplyStoreMixin(SqliteBase):
-    """The replies part of `SqliteStore`."""
+    """The replies part of `SqliteStore` (implements `ReplyPorts` and `ReplyStore`)."""
+
+    # ------------------------------------------------------------------ ReplyPorts
+
+    async def reply_usage(
+        self,
+        msg_id: str,
+        tenant: str,
+        recipient: str,
+        thread_id: str | None,
+        *,
+        sender_since: float,
+        hour_since: float,
+    ) -> ReplyUsage:
+        """See `ReplyPorts.reply_usage` (one read: four indexed counts)."""
+        row = await self._read_one(
+            "SELECT"
+            f" (SELECT COUNT(*) FROM reply_outbox WHERE thread_id = ? AND {_COUNTED}) AS thread,"
+            " (SELECT COUNT(*) FROM reply_outbox WHERE tenant = ? AND recipient = ?"
+            f"   AND created_at >= ? AND {_COUNTED}) AS sender,"
+            f" (SELECT COUNT(*) FROM reply_outbox WHERE created_at >= ? AND {_COUNTED}) AS hour,"
+            " (SELECT state FROM reply_outbox WHERE msg_id = ?) AS existing",
+            (thread_id or "", tenant, recipient, sender_since, hour_since, msg_id),
+        )
+        if row is None:  # pragma: no cover - a SELECT without FROM always yields one row
+            return ReplyUsage(0, 0, 0)
+        return ReplyUsage(
+            thread=row["thread"] if thread_id else 0,
+            sender=row["sender"],
+            hour=row["hour"],
+            existing=row["existing"],
+        )
+
+    async def reply_banners(self, queue: str | None) -> list[Banner]:
+        """See `ReplyPorts.reply_banners`."""
+        rows = await self._read(
+            "SELECT queue, text, set_at, set_by FROM reply_banners WHERE queue IN (?, '')"
+            " ORDER BY queue = '' , queue",
+            (queue or "",),
+        )
+        return [_banner(r) for r in rows]
+
+    # ------------------------------------------------------------------ SMTP worker
+
+    async def claim_replies(
+        self, limit: int, *, owner: str, lease: float, now: float | None = None
+    ) -> list[ReplyItem]:
+        """See `ReplyStore.claim_replies`."""
+        at = time.time() if now is None else now
+
+        def write(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT id FROM reply_outbox WHERE state = 'pending' AND next_attempt_at <= ?"
+                    " AND locked_until <= ? ORDER BY next_attempt_at, rowid LIMIT ?",
+                    (at, at, limit),
+                )
+            ]
+            if not ids:
+                return []
+            marks = ",".join("?" * len(ids))
+            conn.execute(
+                f"UPDATE reply_outbox SET locked_until = ?, lock_owner = ? WHERE id IN ({marks})",
+                (at + lease, owner, *ids),
+            )
+            return list(
+                conn.execute(
+                    "SELECT id, msg_id, tenant, recipient, mail_from, message, message_id,"
+                    f" attempts, smtputf8 FROM reply_outbox WHERE id IN ({marks})"
+                    " ORDER BY next_attempt_at, rowid",
+                    ids,
+                )
+            )
+
+        rows: list[sqlite3.Row] = await self._write(write)
+        return [
+            ReplyItem(
+                id=r["id"],
+                msg_id=r["msg_id"],
+                tenant=r["tenant"],
+                recipient=r["recipient"],
+                mail_from=r["mail_from"],
+                message=bytes(r["message"]),
+                message_id=r["message_id"],
+                attempts=r["attempts"],
+                smtputf8=bool(r["smtputf8"]),
+            )
+            for r in rows
+        ]
+
+    async def finish_reply(self, item: ReplyItem, result: ReplyAttempt, *, owner: str) -> None:
+        """See `ReplyStore.finish_reply`."""
+        now = time.time()
+        attempt = item.attempts + 1
+        error = result.error[:2000] if result.error else None
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO reply_attempts (reply_id, attempt, at, code, error, outcome)"
+                " VALUES (?,?,?,?,?,?)",
+                (item.id, attempt, now, result.code, error, result.outcome),
+            )
+            owned = "id = ? AND state = 'pending' AND (lock_owner = ? OR lock_owner IS NULL)"
+            if result.outcome == "sent":
+                conn.execute(
+                    "UPDATE reply_outbox SET state = 'sent', attempts = ?, sent_at = ?,"
+                    " last_code = ?, last_error = NULL, locked_until = 0, lock_owner = NULL"
+                    f" WHERE {owned}",
+                    (attempt, now, result.code, item.id, owner),
+                )
+            elif result.outcome == "retry":
+                conn.execute(
+                    "UPDATE reply_outbox SET attempts = ?, next_attempt_at = ?, last_code = ?,"
+                    f" last_error = ?, locked_until = 0, lock_owner = NULL WHERE {owned}",
+                    (
+                        attempt,
+                        result.next_attempt_at if result.next_attempt_at is not None else now,
+                        result.code,
+                        error,
+                        item.id,
+                        owner,
+                    ),
+                )
+            elif result.outcome == "dead":
+                conn.execute(
+                    "UPDATE reply_outbox SET state = 'dead', attempts = ?, dead_at = ?,"
+                    " last_code = ?, last_error = ?, locked_until = 0, lock_owner = NULL"
+                    f" WHERE {owned}",
+                    (attempt, now, result.code, error, item.id, owner),
+                )
+            else:
+                raise ValueError(f"unknown reply attempt outcome {result.outcome!r}")
+
+        await self._write(write)
+
+    async def release_reply_leases(self, owner: str) -> int:
+        def write(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "UPDATE reply_outbox SET locked_until = 0, lock_owner = NULL"
+                " WHERE lock_owner = ? AND state = 'pending'",
+                (owner,),
+            )
+            return cur.rowcount
+
+        n: int = await self._write(write)
+        return n
+
+    async def next_reply_due_at(self) -> float | None:
+        row = await self._read_one(
+            "SELECT MIN(MAX(next_attempt_at, locked_until)) AS due FROM reply_outbox"
+            " WHERE state = 'pending'"
+        )
+        return None if row is None or row["due"] is None else float(row["due"])
+
+    # ------------------------------------------------------------------ operators
+
+    async def list_replies(self, *, state: str | None = None, limit: int = 50) -> list[ReplyRecord]:
+        sql = f"SELECT {_RECORD_COLS} FROM reply_outbox"
+        params: list[Any] = []
+        if state:
+            sql += " WHERE state = ?"
+            params.append(state)
+        sql += " ORDER BY rowid DESC LIMIT ?"
+        params.append(limit)
+        return [_record(r) for r in await self._read(sql, params)]
+
+    async def get_reply(self, reply_id: str) -> ReplyRecord:
+        """By outbox id (``rpl_…``) or by the acknowledged message's id (``msg_…``)."""
+        row = await self._read_one(
+            f"SELECT {_RECORD_COLS} FROM reply_outbox WHERE id = ? OR msg_id = ?",
+            (reply_id, reply_id),
+        )
+        if row is None:
+            raise NotFound(f"reply {reply_id}")
+        history = await self._read(
+            "SELECT attempt, at, code, error, outcome FROM reply_attempts WHERE reply_id = ?"
+            " ORDER BY id",
+            (row["id"],),
+        )
+        return _record(row, [dict(h) for h in history])
+
+    async def get_reply_message(self, reply_id: str) -> bytes:
+        row = await self._read_one(
+            "SELECT message FROM reply_outbox WHERE id = ? OR msg_id = ?", (reply_id, reply_id)
+        )
+        if row is None:
+            raise NotFound(f"reply {reply_id}")
+        return bytes(row["message"])
+
+    async def retry_replies(self, reply_ids: list[str] | None) -> int:
+        now = time.time()
+
+        def write(conn: sqlite3.Connection) -> int:
+            sql = (
+                "UPDATE reply_outbox SET state = 'pending', attempts = 0, next_attempt_at = ?,"
+                " dead_at = NULL, locked_until = 0, lock_owner = NULL WHERE state = 'dead'"
+            )
+            params: list[Any] = [now]
+            if reply_ids is not None:
+                if not reply_ids:
+                    return 0
+                marks = ",".join("?" * len(reply_ids))
+                sql += f" AND (id IN ({marks}) OR msg_id IN ({marks}))"
+                params.extend(reply_ids)
+                params.extend(reply_ids)
+            return conn.execute(sql, params).rowcount
+
+        n: int = await self._write(write)
+        if n:
+            _wake()
+        return n
+
+    async def reply_stats(self) -> dict[str, int]:
+        rows = await self._read("SELECT state, COUNT(*) AS n FROM reply_outbox GROUP BY state")
+        return {r["state"]: r["n"] for r in rows}
+
+    async def set_banner(self, queue: str, text: str, *, by: str) -> None:
+        now = time.time()
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO reply_banners (queue, text, set_at, set_by) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT(queue) DO UPDATE SET text = excluded.text,"
+                " set_at = excluded.set_at, set_by = excluded.set_by",
+                (queue, text, now, by),
+            )
+
+        await self._write(write)
+
+    async def clear_banner(self, queue: str) -> bool:
+        def write(conn: sqlite3.Connection) -> bool:
+            return conn.execute("DELETE FROM reply_banners WHERE queue = ?", (queue,)).rowcount > 0
+
+        cleared: bool = await self._write(write)
+        return cleared
+
+    async def list_banners(self) -> list[Banner]:
+        rows = await self._read(
+            "SELECT queue, text, set_at, set_by FROM reply_banners ORDER BY queue"
+        )
+        return [_banner(r) for r in rows]

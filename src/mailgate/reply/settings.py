@@ -1,0 +1,161 @@
+"""``[reply]`` as the responder uses it: addresses, the templates directory, SLA and links.
+
+Also the config validator (`validate_reply_config`, registered with ``register_validator``):
+with ``[reply] enabled = true``, ``check-config`` and ``serve`` refuse an unusable From address,
+an incomplete DKIM setting or unreadable key, a bad retry schedule, and any template that is
+missing or refused (see ``reply.templates``), naming the key and the reason.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mailgate.config import Config, ConfigError, ReplyConfig, register_validator
+from mailgate.reply.compose import parse_from
+from mailgate.reply.guard import is_valid_address
+from mailgate.reply.templates import ReplyTemplates, TemplateProblem
+
+_CACHE: dict[tuple[str | None, int], ReplyTemplates] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def templates_dir(cfg: Config) -> Path | None:
+    """``[reply] templates_dir``, relative to the config file's directory; None when absent."""
+    name = cfg.reply.templates_dir
+    if not name:
+        return None
+    path = Path(name).expanduser()
+    if not path.is_absolute() and cfg.source not in ("", "<defaults>"):
+        path = Path(cfg.source).parent / path
+    return path if path.is_dir() else None
+
+
+def templates_for(cfg: Config) -> ReplyTemplates:
+    """The (cached) templates of this config's ``templates_dir``."""
+    folder = templates_dir(cfg)
+    key = (str(folder) if folder else None, 0)
+    with _CACHE_LOCK:
+        found = _CACHE.get(key)
+        if found is None:
+            found = ReplyTemplates(folder)
+            _CACHE[key] = found
+        return found
+
+
+def from_for(reply: ReplyConfig, tenant: str | None) -> tuple[str, str]:
+    """(display name, address) of the reply's From for a tenant (``tenant_from`` or ``from``)."""
+    value = reply.from_
+    per_tenant = reply.tenant_from if isinstance(reply.tenant_from, dict) else {}
+    if tenant and isinstance(per_tenant.get(tenant), str):
+        value = per_tenant[tenant]
+    return parse_from(value)
+
+
+def own_addresses(reply: ReplyConfig) -> list[str]:
+    out = [parse_from(reply.from_)[1]]
+    if isinstance(reply.tenant_from, dict):
+        out.extend(parse_from(v)[1] for v in reply.tenant_from.values() if isinstance(v, str))
+    return [a for a in out if a]
+
+
+def per_queue(table: Any, queue: str | None) -> Any:
+    """The value for ``queue`` in a per-queue table, else its ``default`` (or ``*``) entry."""
+    if not isinstance(table, dict):
+        return None
+    for key in (queue, "default", "*"):
+        if key is not None and key in table:
+            return table[key]
+    return None
+
+
+def kb_links(reply: ReplyConfig, queue: str | None) -> list[dict[str, str]]:
+    """``kb_links`` for a queue as ``[{title, url}]`` (plain URL strings get the URL as title)."""
+    value = per_queue(reply.kb_links, queue)
+    if value is None:
+        return []
+    items = value if isinstance(value, list) else [value]
+    out = []
+    for item in items:
+        if isinstance(item, str):
+            out.append({"title": item, "url": item})
+        elif isinstance(item, dict) and isinstance(item.get("url"), str):
+            out.append({"title": str(item.get("title") or item["url"]), "url": item["url"]})
+    return out
+
+
+def sla_text(reply: ReplyConfig, queue: str | None) -> str:
+    value = per_queue(reply.sla, queue)
+    return value if isinstance(value, str) else ""
+
+
+def _rule_templates(cfg: Config, where: Callable[[str], str]) -> list[tuple[str, str | None]]:
+    """(template, tenant) named by ``then.reply`` in the rules (tenant None: any tenant)."""
+    try:
+        from mailgate.pipeline.rules import load_rules
+    except ImportError:  # pragma: no cover - the pipeline ships with mailgate
+        return []
+    out: list[tuple[str, str | None]] = []
+    for rule in load_rules(cfg, where).rules:
+        reply = rule.actions.reply
+        if isinstance(reply, str):
+            if rule.tenants:
+                out.extend((reply, t) for t in sorted(rule.tenants))
+            else:
+                out.append((reply, None))
+    return out
+
+
+@register_validator
+def validate_reply_config(cfg: Config, where: Callable[[str], str]) -> None:
+    """See the module docstring."""
+    reply = cfg.reply
+    if not reply.enabled:
+        return
+
+    def bad(key: str, value: Any, expected: str) -> ConfigError:
+        return ConfigError(f"{where('reply.' + key)}: reply.{key} = {value!r}: expected {expected}")
+
+    if not is_valid_address(parse_from(reply.from_)[1]):
+        raise bad("from", reply.from_, 'an address like "support@example.com" or "Name <addr>"')
+    if not isinstance(reply.tenant_from, dict):
+        raise bad("tenant_from", reply.tenant_from, "a table of tenant = address")
+    for tenant, value in reply.tenant_from.items():
+        if not isinstance(value, str) or not is_valid_address(parse_from(value)[1]):
+            raise bad(f"tenant_from.{tenant}", value, "an address")
+    dkim = (reply.dkim_domain, reply.dkim_selector, reply.dkim_key_file)
+    if any(dkim) and not all(dkim):
+        missing = [
+            k
+            for k, v in zip(("dkim_domain", "dkim_selector", "dkim_key_file"), dkim, strict=True)
+            if not v
+        ]
+        raise bad(missing[0], "", "all of dkim_domain, dkim_selector and dkim_key_file, or none")
+    if all(dkim):
+        from mailgate.reply.signing import SigningError, load_signer
+
+        try:
+            load_signer(*dkim)
+        except SigningError as exc:
+            raise bad(
+                "dkim_key_file", reply.dkim_key_file, f"a readable DKIM key ({exc})"
+            ) from None
+    from mailgate.delivery.schedule import RetrySchedule
+
+    try:
+        RetrySchedule.parse(reply.retry_schedule)
+    except ValueError as exc:
+        raise bad("retry_schedule", reply.retry_schedule, str(exc)) from None
+    for key in ("per_thread_limit", "per_sender_limit", "global_hourly_cap"):
+        if getattr(reply, key) < 0:
+            raise bad(key, getattr(reply, key), "0 (no limit) or a positive number")
+    templates = ReplyTemplates(templates_dir(cfg))
+    try:
+        templates.check_all()
+        templates.check(reply.default_template)
+        for name, tenant in _rule_templates(cfg, where):
+            templates.check(name, tenant)
+    except TemplateProblem as exc:
+        raise ConfigError(f"{where('reply.templates_dir')}: {exc}") from None
