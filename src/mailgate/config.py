@@ -108,7 +108,7 @@ class SmtpConfig:
     max_connections: int = 500
     max_connections_per_ip: int = 50
     max_messages_per_ip_per_minute: int = 6000
-    max_line_length: int = 1000
+    max_line_length: int = 65536
     max_command_length: int = 512
     idle_timeout: Duration = 300.0
     shutdown_grace: Duration = 10.0
@@ -253,6 +253,23 @@ class PipelineConfig:
         ]
     )
     entities: list[EntityConfig] = field(default_factory=list)
+    # Attachment types by *sniffed* content (globs like "application/x-*"): a denylist, and an
+    # allowlist that, when non-empty, quarantines every other detected type.
+    blocked_types: list[str] = field(
+        default_factory=lambda: [
+            "application/x-msdownload",
+            "application/x-dosexec",
+            "application/vnd.microsoft.portable-executable",
+            "application/x-executable",
+            "application/x-elf",
+            "application/x-mach-binary",
+            "application/x-sharedlib",
+            "application/x-msi",
+            "application/x-ms-shortcut",
+        ]
+    )
+    allowed_types: list[str] = field(default_factory=list)
+    max_compression_ratio: float = 100.0
 
 
 @dataclass(frozen=True)
@@ -284,6 +301,11 @@ class ReplyConfig:
     footer: str = ""
     sla: Raw = field(default_factory=dict)
     kb_links: Raw = field(default_factory=dict)
+    tenant_from: Raw = field(default_factory=dict)
+    retry_schedule: str = "0s, 1m, 5m, 15m, 1h, 2h, 4h*5"
+    timeout: Duration = 30.0
+    helo_name: str = ""
+    smarthost_ca_file: ExistingFile = ""
 
 
 @dataclass(frozen=True)
