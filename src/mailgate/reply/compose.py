@@ -16,8 +16,8 @@ Headers written (RFC 3834 section 3.1 and 5, RFC 5322 section 3.6.4):
   same id); ``Date``;
 - ``Reply-To``: the per-ticket alias ``support+T-1042@domain`` so the answer threads back;
 - ``Auto-Submitted: auto-replied``, ``X-Auto-Response-Suppress: All`` (stops Exchange/Outlook
-  out-of-office replies to the acknowledgement), ``Precedence`` is deliberately not written
-  (RFC 3834 section 3.1.8 discourages it).
+  out-of-office replies to the acknowledgement) and ``X-Mailgate-Loop`` (mailgate's own loop
+  marker); ``Precedence`` is deliberately not written (RFC 3834 section 3.1.8 discourages it).
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, getaddresses, parseaddr
+
+from mailgate.pipeline.stages.intent import LOOP_HEADER
 
 _CTL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]+")
 _WS = re.compile(r"\s+")
@@ -167,6 +169,8 @@ def build_message(
     msg["Reply-To"] = Address(display_name=headers.from_name, addr_spec=headers.reply_to)
     msg["Auto-Submitted"] = "auto-replied"  # RFC 3834 section 5.1
     msg["X-Auto-Response-Suppress"] = "All"
+    # mailgate's own loop marker: a mailgate receiving this classifies it as own-notification
+    msg[LOOP_HEADER] = headers.from_address.rpartition("@")[2] or "mailgate"
     if headers.ticket:
         msg["X-Mailgate-Ticket"] = clean(headers.ticket, 40)
     msg.set_content(text, subtype="plain", charset="utf-8", cte="quoted-printable")

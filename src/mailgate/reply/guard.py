@@ -16,7 +16,7 @@ added, and returns the first reason found (a stable token for ``env.reply.reason
   another responder's marker header (``X-Autoreply``, ``X-Autorespond``…);
 - ``role-sender``: MAILER-DAEMON, postmaster, noreply-style, list owner/request addresses;
 - ``own-address``: a sender in one of our own domains (we would be answering ourselves);
-- ``loop``: ``X-Loop`` naming one of our domains;
+- ``loop``: ``X-Mailgate-Loop`` (another mailgate's reply), ``X-Loop`` naming one of our domains;
 - ``dmarc-fail``: DMARC failed, so the From is forged (configurable);
 - ``not-human``: the intent stage classified the message as something other than ``human``;
 - ``duplicate``: a redelivery of a message already seen.
@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 from mailgate.config import DomainConfig
 from mailgate.envelope import Envelope
+from mailgate.pipeline.stages.intent import LOOP_HEADER
 from mailgate.pipeline.view import EnvView, emails
 
 _COMMENT = re.compile(r"\([^()]*\)")
@@ -220,6 +221,8 @@ class Guard:
         return None
 
     def _loop(self, env: Envelope, view: EnvView) -> Skip | None:
+        if view.header(LOOP_HEADER):
+            return Skip("loop", f"{LOOP_HEADER} present (sent by a mailgate)")
         for value in view.header("X-Loop"):
             for word in re.split(r"[\s,<>]+", value.lower()):
                 domain = word.rpartition("@")[2]
