@@ -34,6 +34,7 @@ import aiohttp
 from mailgate import __version__
 from mailgate.config import DeliveryConfig, WebhookConfig
 from mailgate.delivery import metrics as dm
+from mailgate.delivery import settings as _settings  # noqa: F401  (config validator)
 from mailgate.delivery.breaker import CircuitBreaker
 from mailgate.delivery.schedule import RetrySchedule, parse_retry_after
 from mailgate.delivery.signing import Signer
