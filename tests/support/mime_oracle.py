@@ -28,7 +28,8 @@ def manifest() -> list[str]:
 
 def norm_text(text: str | None) -> str:
     text = unicodedata.normalize("NFC", text or "")
-    return _WS.sub(" ", text).strip()[:2000]
+    # The oracle collapsed white space and kept the first 2000 characters.
+    return _WS.sub(" ", text).strip()[:2000].rstrip()
 
 
 def _addrs(items: list[dict[str, Any]]) -> list[str]:

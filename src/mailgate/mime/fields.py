@@ -8,7 +8,7 @@ angle brackets as written on the wire; an id written without them is bracketed s
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from email.utils import parsedate_tz
 
 _MSGID = re.compile(r"<([^<>\s]*)>")
@@ -38,7 +38,11 @@ def parse_date(value: str) -> str | None:
         return None
     if not 1 <= when.year <= 9999:
         return None
-    return when.replace(tzinfo=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # Formatted by hand: strftime does not zero-pad years below 1000 on glibc.
+    return (
+        f"{when.year:04d}-{when.month:02d}-{when.day:02d}"
+        f"T{when.hour:02d}:{when.minute:02d}:{when.second:02d}Z"
+    )
 
 
 def msg_ids(value: str, limit: int = 500) -> list[str]:

@@ -211,7 +211,8 @@ def headers_object(fields: list[RawHeader], errors: ErrorLog) -> dict[str, Any]:
     """The envelope's ``headers``: every field by its first-seen name, values decoded.
 
     ``Message-ID``, ``In-Reply-To`` and ``References`` are always present (null when absent).
-    A field seen once is a string; a repeated field (Received) is a list in message order.
+    A field seen once is a string; a repeated field (Received) is a list in message order,
+    except the three id fields, which stay one string (the first) for threading consumers.
     """
     out: dict[str, Any] = {}
     spelled: dict[str, str] = {}
@@ -229,6 +230,9 @@ def headers_object(fields: list[RawHeader], errors: ErrorLog) -> dict[str, Any]:
         current = out[first]
         if current is None:
             out[first] = value
+        elif first in _ALWAYS:
+            # RFC 5322 3.6 allows one of each; consumers get a string. Keep the first.
+            errors.add("header.duplicate", f"repeated {first} header; the first one is used")
         elif isinstance(current, list):
             current.append(value)
         else:

@@ -38,6 +38,7 @@ from mailgate.mime.html import html_to_text, sanitize_html
 from mailgate.mime.limits import DEFAULT_LIMITS, Limits
 from mailgate.mime.structure import Collected, LeafMessage, Walker
 from mailgate.mime.text import normalize_newlines, reply_text
+from mailgate.mime.transfer import children
 
 __all__ = ["BlobSink", "parse_message"]
 
@@ -83,9 +84,7 @@ def _collect_defects(msg: Message, errors: ErrorLog, limit: int) -> None:
         for defect in getattr(part, "defects", ()):
             name = type(defect).__name__
             errors.add(f"defect.{name}", str(defect.__doc__ or name).strip().split("\n")[0])
-        payload = part.get_payload()
-        if isinstance(payload, list):
-            stack.extend(p for p in payload if isinstance(p, Message))
+        stack.extend(children(part) or ())
 
 
 def _addresses(hs: HeaderSet, name: str, errors: ErrorLog, limits: Limits) -> list[Address]:

@@ -37,7 +37,7 @@ from mailgate.mime.limits import Limits
 from mailgate.mime.params import header_text, parse_structured
 from mailgate.mime.text import normalize_newlines, unflow
 from mailgate.mime.tnef import extract_tnef, is_tnef
-from mailgate.mime.transfer import decode_body
+from mailgate.mime.transfer import children, decode_body
 
 _MESSAGE_TYPES = frozenset({"message/rfc822", "message/global"})
 _REPORT_TYPES = frozenset(
@@ -46,6 +46,8 @@ _REPORT_TYPES = frozenset(
 _BODY_TYPES = frozenset({"text/plain", "text/html"})
 _FREE_AFTER = 64 * 1024
 _MAX_EPILOGUE_PARTS = 100
+# RFC 2045 section 5.1: type "/" subtype, both tokens.
+_MEDIA_TYPE = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]+/[a-z0-9!#$%&'*+.^_`|~-]+")
 
 
 class LeafMessage(Message):
@@ -120,7 +122,7 @@ class Walker:
 
     def _content_type(self, part: Message, parent_type: str) -> tuple[str, dict[str, str]]:
         ctype, params = parse_structured(header_text(part, "content-type"))
-        if "/" not in ctype:
+        if _MEDIA_TYPE.fullmatch(ctype) is None:
             if ctype:
                 self.errors.add("header.content-type", f"invalid Content-Type {ctype[:60]!r}")
             # RFC 2045 section 5.2 default; RFC 2046 section 5.1.5 for multipart/digest.
@@ -181,8 +183,8 @@ class Walker:
             )
             return
         ctype, params = self._content_type(part, parent_type)
-        payload = part.get_payload()
-        if isinstance(payload, list):
+        payload = children(part)
+        if payload is not None:
             if not ctype.startswith("multipart/"):
                 self.errors.add("structure.unexpected-children", f"{ctype} part had sub-parts")
             if ctype == "multipart/report" and params.get("report-type") == "delivery-status":
@@ -191,8 +193,6 @@ class Walker:
             boundary = params.get("boundary")
             reused = False
             for child in payload:
-                if not isinstance(child, Message):
-                    continue
                 if not (boundary and _reuses_boundary(child, boundary)):
                     self._visit(child, depth + 1, group, ctype)
                 else:
@@ -308,8 +308,7 @@ def _reuses_boundary(child: Message, boundary: str) -> bool:
     ctype, params = parse_structured(header_text(child, "content-type"))
     if not ctype.startswith("multipart/") or params.get("boundary") != boundary:
         return False
-    payload = child.get_payload()
-    return not isinstance(payload, list) or not payload
+    return not children(child)
 
 
 def _epilogue_parts(part: Message, boundary: str) -> list[Message]:

@@ -75,6 +75,14 @@ def raw_payload(part: Message) -> str | bytes:
     return ""
 
 
+def children(part: Message) -> list[Message] | None:
+    """Sub-parts of a multipart as parsed, or None for a leaf (never re-decodes anything)."""
+    payload = part._payload  # type: ignore[attr-defined]
+    if isinstance(payload, list):
+        return [p for p in payload if isinstance(p, Message)]
+    return None
+
+
 def to_bytes(payload: str | bytes) -> bytes:
     if isinstance(payload, bytes):
         return payload
@@ -94,7 +102,10 @@ def decode_body(part: Message, cte: str) -> tuple[bytes, str | None]:
     if cte == "quoted-printable":
         return decode_qp(payload), None
     if cte in ("x-uuencode", "uuencode", "x-uue", "uue"):
-        decoded = part.get_payload(decode=True)
+        try:
+            decoded = part.get_payload(decode=True)
+        except (ValueError, TypeError, LookupError):
+            decoded = None
         if isinstance(decoded, bytes):
             return decoded, None
         return to_bytes(payload), "uuencoded body could not be decoded"
