@@ -90,10 +90,14 @@ async def test_metrics_show_deliveries_dlq_and_lag(tmp_path: Path) -> None:
             assert r.status == 200
             assert r.headers["Content-Type"].startswith("text/plain")
             text = await r.text()
-    assert 'mailgate_webhook_deliveries_total{outcome="delivered",target="metrics-hook"}' in text
+    assert (
+        'mailgate_webhook_deliveries_total{outcome="delivered",target="metrics-hook"} 1.0' in text
+    )
+    assert 'mailgate_webhook_attempt_seconds_count{target="metrics-hook"} 1.0' in text
+    assert 'mailgate_accept_to_delivered_seconds_bucket{le="+Inf"} 1.0' in text
+    assert "mailgate_accept_to_delivered_seconds_count 1.0" in text
     assert "mailgate_dlq_depth 0.0" in text
-    assert "mailgate_outbox_lag_seconds" in text
-    assert "mailgate_accept_to_delivered_seconds_bucket" in text
+    assert "mailgate_outbox_lag_seconds 0.0" in text
     assert "mailgate_smtp_sessions_total" in text  # the shared registry
 
 

@@ -75,5 +75,10 @@ async def test_smtp_message_reaches_the_webhook_and_the_api(mailgate_server: Any
             # consumed by the webhook: not offered again by the polling list
             async with http.get(f"{srv.api_base}/v1/messages", headers=auth) as r:
                 assert [m["id"] for m in (await r.json())["data"]] == []
+            # the front serves /metrics; the delivery happened in the worker process
+            async with http.get(f"{srv.api_base}/metrics") as r:
+                text = await r.text()
+            assert 'mailgate_webhook_deliveries_total{outcome="delivered",target="app"} 1.0' in text
+            assert "mailgate_accept_to_delivered_seconds_count 1.0" in text
         assert base64.b64decode(req.header("webhook-signature").split(",", 1)[1])  # type: ignore[union-attr]
         await asyncio.to_thread(srv.stop)

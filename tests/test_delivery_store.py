@@ -140,3 +140,41 @@ async def test_attachment_index(tmp_path: Path) -> None:
         msg_id = await publish(store, attachments=[att])
         rec = await store.get_attachment("att_1")
         assert rec.msg_id == msg_id and rec.sha256 == "a" * 64 and rec.filename == "a.pdf"
+
+
+async def test_delivery_metrics_are_kept_in_the_store(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from mailgate.delivery.metrics import DeliveryCollector
+
+    async with open_store(tmp_path) as store:
+        for _ in range(3):
+            await publish(store)
+        items = await store.claim_outbox("hook", 10, owner="w", lease=30)
+        await store.finish_attempt(
+            items[0], AttemptOutcome("delivered", status=200, latency=0.003), owner="w"
+        )
+        await store.finish_attempt(
+            items[1], AttemptOutcome("retry", status=503, latency=0.2, next_attempt_at=0), owner="w"
+        )
+        await store.finish_attempt(
+            items[2], AttemptOutcome("dead", status=400, latency=50.0), owner="w"
+        )
+        await store.set_delivery_metric("webhook_breaker_open", {"target": "hook"}, 1.0)
+        collector = DeliveryCollector()
+        collector.stored = await store.delivery_metrics()
+        collector.stats = await store.outbox_stats()
+    registry = CollectorRegistry()
+    registry.register(collector)
+    text = generate_latest(registry).decode()
+    for outcome in ("delivered", "retry", "dead"):
+        assert f'mailgate_webhook_deliveries_total{{outcome="{outcome}",target="hook"}} 1.0' in text
+    # cumulative buckets: 3 ms <= 5 ms; 200 ms <= 250 ms; 50 s only in +Inf
+    assert 'mailgate_webhook_attempt_seconds_bucket{le="0.005",target="hook"} 1.0' in text
+    assert 'mailgate_webhook_attempt_seconds_bucket{le="0.25",target="hook"} 2.0' in text
+    assert 'mailgate_webhook_attempt_seconds_bucket{le="30.0",target="hook"} 2.0' in text
+    assert 'mailgate_webhook_attempt_seconds_bucket{le="+Inf",target="hook"} 3.0' in text
+    assert 'mailgate_webhook_attempt_seconds_sum{target="hook"} 50.203' in text
+    assert "mailgate_accept_to_delivered_seconds_count 1.0" in text
+    assert 'mailgate_webhook_breaker_open{target="hook"} 1.0' in text
+    assert "mailgate_dlq_depth 1.0" in text

@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from mailgate.api.common import json_response
 from mailgate.api.messages import STORE
 from mailgate.config import ApiConfig
-from mailgate.delivery.metrics import refresh_gauges
+from mailgate.delivery.metrics import refresh
 from mailgate.metrics import REGISTRY
 from mailgate.store.base import StoreError
 
@@ -69,7 +69,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     try:
-        await refresh_gauges(request.app[STORE])
+        await refresh(request.app[STORE])
     except StoreError:
         pass  # still serve the counters; /readyz reports the store
     return web.Response(

@@ -33,7 +33,6 @@ import aiohttp
 
 from mailgate import __version__
 from mailgate.config import DeliveryConfig, WebhookConfig
-from mailgate.delivery import metrics as dm
 from mailgate.delivery import settings as _settings  # noqa: F401  (config validator)
 from mailgate.delivery.breaker import CircuitBreaker
 from mailgate.delivery.schedule import RetrySchedule, parse_retry_after
@@ -177,8 +176,6 @@ class WebhookWorker:
         if now - self._disabled_read_at >= self.cfg.poll_interval:
             self._disabled = await self.store.disabled_targets()
             self._disabled_read_at = now
-            for tid in self.targets:
-                dm.TARGET_DISABLED.labels(target=tid).set(1 if tid in self._disabled else 0)
 
     async def _claim_round(self) -> int:
         await self._refresh_disabled()
@@ -292,10 +289,12 @@ class WebhookWorker:
         except OSError as exc:
             error = f"{type(exc).__name__}: {exc}"[:500]
         latency = time.monotonic() - started
-        dm.ATTEMPT_SECONDS.labels(target=target.id).observe(latency)
+        was_open = target.breaker.opened_at is not None
         result = self._classify(target, item, status, retry_after, error, latency)
         await self._finish(target, item, result)
-        dm.DELIVERIES.labels(target=target.id, outcome=result.outcome).inc()
+        is_open = target.breaker.opened_at is not None
+        if is_open != was_open:
+            await self._breaker_gauge(target, is_open)
         fields = {
             "event": item.event_id,
             "target": target.id,
@@ -305,7 +304,6 @@ class WebhookWorker:
             "outcome": result.outcome,
         }
         if result.outcome == "delivered":
-            dm.ACCEPT_TO_DELIVERED.observe(max(0.0, time.time() - item.received_at))
             log.info("webhook delivered", extra=log_fields(item.msg_id, item.trace_id, **fields))
         else:
             if result.next_attempt_at is not None:
@@ -331,12 +329,10 @@ class WebhookWorker:
         now = time.time()
         if status is not None and 200 <= status < 300:
             target.breaker.success()
-            dm.BREAKER_OPEN.labels(target=target.id).set(0)
             return AttemptOutcome("delivered", status=status, latency=latency)
         if status == 410:
             target.breaker.success()
             self._disabled[target.id] = error or "410 Gone"
-            dm.TARGET_DISABLED.labels(target=target.id).set(1)
             log.warning(
                 "webhook target answered 410 Gone: disabled until re-enabled"
                 " (mailgate dlq enable-target)",
@@ -346,7 +342,6 @@ class WebhookWorker:
         retryable = status is None or status in RETRYABLE_STATUS or status >= 500
         if retryable:
             if target.breaker.failure():
-                dm.BREAKER_OPEN.labels(target=target.id).set(1)
                 log.warning(
                     "circuit breaker open",
                     extra=log_fields(target=target.id, cooldown_s=target.breaker.cooldown),
@@ -373,6 +368,15 @@ class WebhookWorker:
             next_attempt_at=now + delay,
             counts_as_client_error=True,
         )
+
+    async def _breaker_gauge(self, target: _Target, is_open: bool) -> None:
+        """Store the breaker state for ``/metrics`` (served by another process)."""
+        try:
+            await self.store.set_delivery_metric(
+                "webhook_breaker_open", {"target": target.id}, 1.0 if is_open else 0.0
+            )
+        except StoreError:
+            log.warning("could not record the breaker state", extra=log_fields(target=target.id))
 
     async def _finish(self, target: _Target, item: OutboxItem, result: AttemptOutcome) -> None:
         try:

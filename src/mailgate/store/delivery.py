@@ -18,6 +18,27 @@ from mailgate.store.base import Intent
 
 OUTBOX_STATES = ("pending", "delivered", "dead", "skipped")
 
+# Histogram buckets (seconds, upper bounds) of the delivery metrics the store keeps.
+ATTEMPT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+ACCEPT_TO_DELIVERED_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    3600.0,
+    86400.0,
+)
+
 
 @dataclass(frozen=True)
 class PublishIntent(Intent):
@@ -197,3 +218,10 @@ class DeliveryStore(Protocol):
         """Delete dead rows that died before ``older_than`` (epoch seconds)."""
 
     async def outbox_stats(self, *, exclude_targets: list[str] | None = None) -> OutboxStats: ...
+
+    # ---- metrics (kept in the store: delivery and /metrics run in different processes)
+    async def delivery_metrics(self) -> list[tuple[str, dict[str, str], float]]:
+        """Every stored (name, labels, value): counters, gauges and histogram buckets."""
+
+    async def set_delivery_metric(self, name: str, labels: dict[str, str], value: float) -> None:
+        """Set a stored gauge (e.g. ``webhook_breaker_open``)."""

@@ -21,6 +21,8 @@ from typing import Any
 
 from mailgate.store.base import NotFound
 from mailgate.store.delivery import (
+    ACCEPT_TO_DELIVERED_BUCKETS,
+    ATTEMPT_BUCKETS,
     AttachmentRecord,
     AttemptOutcome,
     DlqEntry,
@@ -118,6 +120,44 @@ def apply_publish(
 
 
 # ---------------------------------------------------------------------------- helpers
+
+
+def _labels(**labels: str) -> str:
+    return json.dumps(labels, sort_keys=True, separators=(",", ":"))
+
+
+def _bump(conn: sqlite3.Connection, name: str, labels: str, by: float = 1.0) -> None:
+    conn.execute(
+        "INSERT INTO delivery_metrics (name, labels, value) VALUES (?, ?, ?)"
+        " ON CONFLICT(name, labels) DO UPDATE SET value = value + excluded.value",
+        (name, labels, by),
+    )
+
+
+def _observe(
+    conn: sqlite3.Connection, name: str, buckets: tuple[float, ...], value: float, **labels: str
+) -> None:
+    """One histogram observation: its (non-cumulative) bucket, the sum and the count."""
+    le = next((b for b in buckets if value <= b), None)
+    _bump(conn, f"{name}_bucket", _labels(**labels, le=repr(le) if le is not None else "+Inf"))
+    _bump(conn, f"{name}_sum", _labels(**labels), value)
+    _bump(conn, f"{name}_count", _labels(**labels))
+
+
+def _record_metrics(
+    conn: sqlite3.Connection, item: OutboxItem, result: AttemptOutcome, now: float
+) -> None:
+    _bump(conn, "webhook_deliveries", _labels(target=item.target, outcome=result.outcome))
+    if result.outcome in ("skipped", "released"):
+        return
+    _observe(conn, "webhook_attempt_seconds", ATTEMPT_BUCKETS, result.latency, target=item.target)
+    if result.outcome == "delivered":
+        _observe(
+            conn,
+            "accept_to_delivered_seconds",
+            ACCEPT_TO_DELIVERED_BUCKETS,
+            max(0.0, now - item.received_at),
+        )
 
 
 def _event(row: sqlite3.Row, deliveries: list[dict[str, Any]] | None = None) -> EventRecord:
@@ -236,6 +276,8 @@ class DeliveryStoreMixin(SqliteBase):
         error = result.error[:2000] if result.error else None
 
         def write(conn: sqlite3.Connection) -> None:
+            if result.outcome != "released":
+                _record_metrics(conn, item, result, now)
             if result.outcome not in ("skipped", "released"):
                 conn.execute(
                     "INSERT INTO delivery_attempts (outbox_id, attempt, at, status, latency, error,"
@@ -519,3 +561,21 @@ class DeliveryStoreMixin(SqliteBase):
             if row["oldest_pending"]
             else 0.0,
         )
+
+    # ------------------------------------------------------------------ metrics
+
+    async def delivery_metrics(self) -> list[tuple[str, dict[str, str], float]]:
+        rows = await self._read("SELECT name, labels, value FROM delivery_metrics")
+        return [(r["name"], json.loads(r["labels"]), float(r["value"])) for r in rows]
+
+    async def set_delivery_metric(self, name: str, labels: dict[str, str], value: float) -> None:
+        encoded = json.dumps(labels, sort_keys=True, separators=(",", ":"))
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO delivery_metrics (name, labels, value) VALUES (?, ?, ?)"
+                " ON CONFLICT(name, labels) DO UPDATE SET value = excluded.value",
+                (name, encoded, value),
+            )
+
+        await self._write(write)

@@ -69,3 +69,13 @@ CREATE TABLE attachments (
     size         INTEGER
 );
 CREATE INDEX attachments_msg ON attachments(msg_id);
+
+-- Delivery counters and histogram buckets, written in the transaction that records each
+-- attempt. Delivery runs in a worker process while /metrics is served by the front, so the
+-- figures travel through the store (and survive restarts, as Prometheus counters may).
+CREATE TABLE delivery_metrics (
+    name   TEXT NOT NULL,                            -- e.g. webhook_deliveries, …_bucket
+    labels TEXT NOT NULL,                            -- JSON object, sorted keys
+    value  REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (name, labels)
+);
