@@ -49,29 +49,34 @@ _FOLD = re.compile(rb"\r?\n(?=[ \t])")
 _STRUCTURE_FIELDS = frozenset({"content-type", "content-transfer-encoding", "content-disposition"})
 
 
-def _structure_source(fields: list[RawHeader], raw: bytes, body_start: int) -> list[bytes]:
-    """The bytes fed to the MIME parser: the Content-* fields, a blank line, then the body."""
+def _structure_head(fields: list[RawHeader]) -> bytes:
+    """The header block fed to the MIME parser: only the Content-* fields, then a blank line."""
     # Unfolded (RFC 5322 section 2.2.3): the stdlib keeps the line break inside a folded
     # parameter, so boundary="simple\r\n boundary" would never match the delimiter lines.
-    head = b"".join(
-        name.encode("ascii") + b": " + _FOLD.sub(b"", value).strip() + b"\r\n"
-        for name, value in fields
-        if name.lower() in _STRUCTURE_FIELDS
+    return (
+        b"".join(
+            name.encode("ascii") + b": " + _FOLD.sub(b"", value).strip() + b"\r\n"
+            for name, value in fields
+            if name.lower() in _STRUCTURE_FIELDS
+        )
+        + b"\r\n"
     )
-    return [head, b"\r\n"] if body_start >= len(raw) else [head, b"\r\n", raw[body_start:]]
 
 
-def _parse_structure(chunks: list[bytes], errors: ErrorLog) -> Message | None:
+def _parse_structure(head: bytes, raw: bytes, body_start: int, errors: ErrorLog) -> Message | None:
+    """Parse the MIME tree from ``head`` + ``raw[body_start:]``, fed in slices (no body copy)."""
     parser = BytesFeedParser(_factory=LeafMessage, policy=compat32)
+    view = memoryview(raw)
     try:
-        for chunk in chunks:
-            view = memoryview(chunk)
-            for start in range(0, len(chunk), _FEED_CHUNK):
-                parser.feed(bytes(view[start : start + _FEED_CHUNK]))
+        parser.feed(head)
+        for start in range(body_start, len(raw), _FEED_CHUNK):
+            parser.feed(bytes(view[start : start + _FEED_CHUNK]))
         msg = parser.close()
     except Exception as exc:  # the stdlib parser can raise on hostile input (deep nesting...)
         errors.add("parse.structure", f"MIME structure unreadable ({type(exc).__name__})")
         return None
+    finally:
+        view.release()
     return msg
 
 
@@ -211,7 +216,7 @@ def _parse(raw: bytes, blob_sink: BlobSink | None, limits: Limits, errors: Error
     except Exception as exc:  # keep going: the body may still be readable
         log.exception("- header decoding failed")
         errors.add("parse.headers", f"headers partly unreadable ({type(exc).__name__})")
-    msg = _parse_structure(_structure_source(fields, raw, body_start), errors)
+    msg = _parse_structure(_structure_head(fields), raw, body_start, errors)
     if msg is None:
         env.update(_fallback_body(raw, body_start, errors, limits))
         return env

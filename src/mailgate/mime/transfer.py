@@ -15,7 +15,6 @@ from email.message import Message
 _B64_JUNK = re.compile(rb"[^A-Za-z0-9+/=]+")
 _B64_BLOCKS = re.compile(rb"[A-Za-z0-9+/]+")
 _MAX_INFLATE = 50 * 1024 * 1024
-_B64_JUNK_STR = re.compile(r"[^A-Za-z0-9+/=\r\n]")
 
 
 def _b64_lenient(data: bytes) -> bytes:
@@ -33,23 +32,21 @@ def decode_base64(payload: str | bytes) -> tuple[bytes, bool]:
     """Base64 body to bytes; returns (data, clean)."""
     if isinstance(payload, str):
         if payload.isascii():
-            if _B64_JUNK_STR.search(payload) is None:
-                # Fast path: a2b_base64 accepts ASCII str and skips line breaks (no copy).
-                try:
-                    data = binascii.a2b_base64(payload)
-                except (binascii.Error, ValueError):
-                    return _b64_lenient(payload.encode("ascii")), False
-                stripped = payload.rstrip()
-                # a2b_base64 stops at the first padding: glued blocks need the slow path.
-                if "=" not in stripped.rstrip("=") or len(data) * 4 >= len(stripped) * 3 * 0.95:
-                    return data, True
+            # Fast path: a2b_base64 takes ASCII str and skips line breaks (no copy). It also
+            # skips junk and stops at the first padding, so compare the output length with
+            # the number of base64 characters to know whether a repair was needed.
+            try:
+                data = binascii.a2b_base64(payload)
+            except (binascii.Error, ValueError):
                 return _b64_lenient(payload.encode("ascii")), False
-            raw = payload.encode("ascii")
-        else:
-            raw = payload.encode("ascii", "surrogateescape")
-    else:
-        raw = payload
-    return _b64_lenient(raw), False
+            chars = len(payload) - sum(payload.count(c) for c in "\r\n \t")
+            tail = payload.rstrip()
+            pad = len(tail) - len(tail.rstrip("="))
+            if len(data) == (chars - pad) * 3 // 4:
+                return data, True
+            return _b64_lenient(payload.encode("ascii")), False
+        return _b64_lenient(payload.encode("ascii", "surrogateescape")), False
+    return _b64_lenient(payload), False
 
 
 def decode_qp(payload: str | bytes) -> bytes:
