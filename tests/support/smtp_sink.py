@@ -49,7 +49,7 @@ class _Handler:
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        envelope.mail_from = address
+        envelope.mail_from = address  # "<>" for the null reverse-path (aiosmtpd needs it truthy)
         envelope.mail_options.extend(options)
         return "250 2.1.0 OK"
 
@@ -66,13 +66,18 @@ class _Handler:
             return self.sink.data_reply
         content = envelope.original_content or envelope.content or b""
         data = content if isinstance(content, bytes) else content.encode()
-        login = session.login_data.decode() if isinstance(session.login_data, bytes) else None
+        auth = session.auth_data
+        login = auth.login.decode() if isinstance(auth, LoginPassword) else None
         msg = SinkMessage(
-            mail_from=envelope.mail_from or "",
+            mail_from="" if envelope.mail_from in (None, "<>") else envelope.mail_from,
             rcpt_tos=list(envelope.rcpt_tos),
             data=data,
             mail_options=list(envelope.mail_options),
-            tls=session.ssl is not None,
+            tls=session.ssl is not None
+            or (
+                server.transport is not None
+                and server.transport.get_extra_info("ssl_object") is not None
+            ),
             login=login,
             helo=session.host_name,
         )
@@ -142,10 +147,14 @@ class SmtpSink:
         if self.tls == "starttls":
             kwargs.update(tls_context=self.tls_context, require_starttls=True)
         if self.credentials is not None:
+            # Implicit TLS: aiosmtpd does not see the TLS layer, so it could only require AUTH
+            # "without TLS", which it warns about; there AUTH is offered, and the test checks
+            # that the client logged in.
+            implicit = self.tls == "tls"
             kwargs.update(
                 authenticator=self._authenticate,
-                auth_required=True,
-                auth_require_tls=self.tls != "none",
+                auth_required=not implicit,
+                auth_require_tls=self.tls == "starttls",
             )
         return SMTP(_Handler(self), **kwargs)
 
