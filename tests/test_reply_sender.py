@@ -24,9 +24,11 @@ from mailgate.auth.checker import AuthChecker
 from mailgate.config import AuthConfig
 from mailgate.delivery.smtp_out import ReplySender
 from tests.support.dkim_keys import ed25519_key, rsa_key
-from tests.support.dns_server import DnsTestServer, dns_server  # noqa: F401 - fixture
+from tests.support.dns_server import DnsTestServer, dns_server
 from tests.support.reply_harness import ReplyHarness, message
-from tests.support.smtp_sink import SmtpSink, smtp_sink  # noqa: F401 - fixture
+from tests.support.smtp_sink import SmtpSink, smtp_sink
+
+__all__ = ["dns_server", "smtp_sink"]
 
 RETURN_PATH = "alice.return@example.org"
 
@@ -57,7 +59,7 @@ async def wait_until(predicate, timeout: float = 15.0) -> None:  # type: ignore[
 async def test_reply_arrives_signed_threaded_and_dkim_verifies(
     tmp_path: Path,
     smtp_sink: SmtpSink,
-    dns_server: DnsTestServer,  # noqa: F811
+    dns_server: DnsTestServer,
 ) -> None:
     key = rsa_key()
     key.publish(dns_server, "mg1", "example.test")
@@ -107,7 +109,7 @@ async def test_reply_arrives_signed_threaded_and_dkim_verifies(
 async def test_ed25519_seed_key_signs_and_verifies(
     tmp_path: Path,
     smtp_sink: SmtpSink,
-    dns_server: DnsTestServer,  # noqa: F811
+    dns_server: DnsTestServer,
 ) -> None:
     key = ed25519_key()
     key.publish(dns_server, "ed", "example.test")
@@ -129,7 +131,7 @@ async def test_ed25519_seed_key_signs_and_verifies(
 
 async def test_smarthost_down_then_up_nothing_lost(
     tmp_path: Path,
-    smtp_sink: SmtpSink,  # noqa: F811
+    smtp_sink: SmtpSink,
 ) -> None:
     async with ReplyHarness(
         tmp_path, smarthost=smtp_sink.address, retry_schedule="0s, 50ms*100", timeout=5
@@ -172,7 +174,7 @@ async def _detail(tmp_path: Path, reply_id: str) -> list[dict[str, object]]:
 
 async def test_permanent_failure_goes_to_the_dlq_and_can_be_retried(
     tmp_path: Path,
-    smtp_sink: SmtpSink,  # noqa: F811
+    smtp_sink: SmtpSink,
 ) -> None:
     async with ReplyHarness(tmp_path, smarthost=smtp_sink.address) as h:
         await h.deliver(message(), mail_from=RETURN_PATH)
@@ -191,7 +193,7 @@ async def test_permanent_failure_goes_to_the_dlq_and_can_be_retried(
     assert len(smtp_sink.wait_for(1)) == 1
 
 
-async def test_temporary_failure_is_retried(tmp_path: Path, smtp_sink: SmtpSink) -> None:  # noqa: F811
+async def test_temporary_failure_is_retried(tmp_path: Path, smtp_sink: SmtpSink) -> None:
     async with ReplyHarness(
         tmp_path, smarthost=smtp_sink.address, retry_schedule="0s, 0s, 0s"
     ) as h:
@@ -207,7 +209,7 @@ async def test_temporary_failure_is_retried(tmp_path: Path, smtp_sink: SmtpSink)
         assert (row.state, row.attempts) == ("sent", 2)
 
 
-async def test_spent_retries_go_to_the_dlq(tmp_path: Path, smtp_sink: SmtpSink) -> None:  # noqa: F811
+async def test_spent_retries_go_to_the_dlq(tmp_path: Path, smtp_sink: SmtpSink) -> None:
     async with ReplyHarness(tmp_path, smarthost=smtp_sink.address, retry_schedule="0s, 0s") as h:
         await h.deliver(message(), mail_from=RETURN_PATH)
         smtp_sink.stop()
