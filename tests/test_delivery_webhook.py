@@ -297,3 +297,26 @@ async def test_events_acked_through_the_api_are_not_pushed(
             await rx.wait_for(1)
             await wait_until(lambda: _settled(store))
         assert [r.header("webhook-id") for r in rx.requests] == [event_id_for(kept)]
+
+
+async def test_leases_of_a_crashed_worker_are_recovered_at_start(
+    tmp_path: Path, rx: HttpReceiver
+) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead_owner = f"{socket.gethostname()}:{int(gone.stdout)}:deadbeef"
+    async with open_store(tmp_path) as store:
+        msg_id = await publish(store)
+        # a worker that claimed the row and was SIGKILLed: its lease would hold for 5 minutes
+        assert len(await store.claim_outbox("hook", 1, owner=dead_owner, lease=300)) == 1
+        async with running_worker(store, [hook(rx.url())], fast_delivery(), tmp_path):
+            (req,) = await rx.wait_for(1)
+        assert req.header("webhook-id") == event_id_for(msg_id)

@@ -50,6 +50,18 @@ STOP_GRACE = 3.0
 LEASE_MARGIN = 30.0
 
 
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
 def encode_payload(env: dict[str, Any]) -> bytes:
     """The exact body bytes that are signed and sent (compact UTF-8 JSON)."""
     try:
@@ -129,11 +141,25 @@ class WebhookWorker:
             auto_decompress=False,
         )
         self._stopping = False
+        await self._recover_leases()
         self._task = asyncio.create_task(self._dispatch(), name="mailgate-webhook-dispatch")
         log.info(
             "webhook worker started",
             extra=log_fields(targets=len(self.targets), attempts=self.schedule.attempts),
         )
+
+    async def _recover_leases(self) -> None:
+        """Release leases of workers on this host that no longer run (a crash, a SIGKILL), so
+        their deliveries go out now rather than when the lease expires."""
+        host = socket.gethostname()
+        for owner in await self.store.lease_owners():
+            parts = owner.rsplit(":", 2)  # host:pid:nonce
+            if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
+                continue
+            if _pid_alive(int(parts[1])):
+                continue
+            n = await self.store.release_leases(owner)
+            log.info("released deliveries of a stopped worker", extra=log_fields(count=n))
 
     async def stop(self) -> None:
         self._stopping = True

@@ -181,6 +181,9 @@ class DeliveryStore(Protocol):
     async def release_leases(self, owner: str) -> int:
         """Give back every lease ``owner`` holds (worker shutdown)."""
 
+    async def lease_owners(self) -> list[str]:
+        """Owners holding leases on pending rows now (to find those of crashed workers)."""
+
     async def next_due_at(self, targets: list[str]) -> float | None:
         """When the earliest pending row of these targets becomes due (None: nothing pending)."""
 

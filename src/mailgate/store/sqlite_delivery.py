@@ -362,6 +362,14 @@ class DeliveryStoreMixin(SqliteBase):
         n: int = await self._write(write)
         return n
 
+    async def lease_owners(self) -> list[str]:
+        rows = await self._read(
+            "SELECT DISTINCT lock_owner FROM outbox WHERE state = 'pending'"
+            " AND lock_owner IS NOT NULL AND locked_until > ?",
+            (time.time(),),
+        )
+        return [r[0] for r in rows]
+
     async def next_due_at(self, targets: list[str]) -> float | None:
         if not targets:
             return None
