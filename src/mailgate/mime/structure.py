@@ -231,7 +231,11 @@ class Walker:
             part._payload = ""  # type: ignore[attr-defined]  # drop the encoded copy early
         if ctype in _BODY_TYPES and disp != "attachment":
             self._body(data, ctype, params, alt)
-            return
+            # Inline text with an explicit Content-Disposition filename is a file the sender
+            # attached (Netscape, Apple Mail): mail clients show it inline *and* list it, so
+            # it is body text and an attachment. A bare Content-Type name= alone is not.
+            if not dparams.get("filename"):
+                return
         if ctype in _MESSAGE_TYPES:
             summary = forwarded_summary(data, self.limits, self.errors)
             self.out.forwarded.append(summary)
