@@ -31,7 +31,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import aiosmtplib  # noqa: E402
-
 from tests.support.dkim_keys import rsa_key  # noqa: E402
 from tests.support.dns_server import DnsTestServer  # noqa: E402
 from tests.support.server import MailgateServer  # noqa: E402
@@ -81,9 +80,7 @@ async def load(srv: MailgateServer, messages: list[bytes], count: int, sessions:
             )
             await smtp.connect()
             try:
-                _, reply = await smtp.sendmail(
-                    SENDER, ["support@example.test"], messages[i % len(messages)]
-                )
+                await smtp.sendmail(SENDER, ["support@example.test"], messages[i % len(messages)])
             except aiosmtplib.SMTPException as exc:
                 failures.append(str(exc))
             finally:
@@ -139,6 +136,12 @@ async def main() -> None:
     ap.add_argument("--sessions", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--size", type=int, default=4096, help="approximate body bytes")
+    ap.add_argument(
+        "--verify-processes",
+        type=int,
+        default=None,
+        help="[auth] verify_processes for the auth side (default: the config default)",
+    )
     args = ap.parse_args()
 
     print(f"signing {min(args.count, 100)} messages (RSA 2048, dkimpy)...", flush=True)
@@ -149,6 +152,8 @@ async def main() -> None:
     with DnsTestServer() as dns, tempfile.TemporaryDirectory(prefix="auth-bench-") as tmpdir:
         publish_zone(dns)
         auth_extra = f'nameservers = ["{dns.address}"]\ntimeout = "1s"\nbudget = "8s"'
+        if args.verify_processes is not None:
+            auth_extra += f"\nverify_processes = {args.verify_processes}"
         tmp = Path(tmpdir)
         for r in range(args.rounds):
             off, _ = await one_side(tmp, f"off{r}", None, messages, args)

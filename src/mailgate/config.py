@@ -155,6 +155,7 @@ class AuthConfig:
     spf_fail: Literal["tag", "quarantine", "reject"] = "tag"
     temperror: Literal["accept", "quarantine", "defer"] = "accept"
     arc_trusted_sealers: list[str] = field(default_factory=list)
+    verify_processes: int = 0
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any
 
 import dkim as dkimpy
 
-from mailgate.auth.dns import DnsTempError, SyncBridge
+from mailgate.auth.dns import DnsTempError, KeySource
 from mailgate.auth.orgdomain import normalize_domain
 from mailgate.envelope import AuthResult
 
@@ -47,7 +47,7 @@ def _aar_text(value: bytes | None) -> str:
     return _text(_INSTANCE_PREFIX.sub(b"", value.strip())).strip()
 
 
-def verify_arc_sync(raw: bytes, bridge: SyncBridge, *, minkey: int = 1024) -> AuthResult:
+def verify_arc_sync(raw: bytes, bridge: KeySource, *, minkey: int = 1024) -> AuthResult:
     """Validate the ARC chain of ``raw``. Never raises."""
     if not has_arc_headers(raw):
         return AuthResult("none", None, "message not ARC sealed", {"chain": [], "instances": 0})

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from dkim.canonicalization import CanonicalizationPolicy
 from dkim.util import InvalidTagValueList, parse_tag_value
 
-from mailgate.auth.dns import DnsTempError, SyncBridge
+from mailgate.auth.dns import DnsTempError, KeySource
 from mailgate.auth.orgdomain import aligned, normalize_domain
 from mailgate.envelope import AuthResult
 
@@ -94,7 +94,7 @@ def _text(value: bytes | str | None) -> str:
 class _KeyProbe:
     """A dnsfunc that remembers what the key lookup returned, to explain a False verify."""
 
-    def __init__(self, bridge: SyncBridge) -> None:
+    def __init__(self, bridge: KeySource) -> None:
         self.bridge = bridge
         self.record: bytes | None = None
         self.looked_up = False
@@ -148,7 +148,7 @@ def _body_coverage(d: Any, tags: dict[bytes, bytes]) -> tuple[int, int] | None:
     return signed, total
 
 
-def verify_one(d: Any, idx: int, header_value: bytes, bridge: SyncBridge) -> dict[str, Any]:
+def verify_one(d: Any, idx: int, header_value: bytes, bridge: KeySource) -> dict[str, Any]:
     """Verify signature ``idx`` of the parsed message ``d``; never raises (but DnsTempError)."""
     sig: dict[str, Any] = {"domain": None, "selector": None, "algorithm": None}
     try:
@@ -198,7 +198,7 @@ def verify_one(d: Any, idx: int, header_value: bytes, bridge: SyncBridge) -> dic
 
 
 def verify_dkim_sync(
-    raw: bytes, bridge: SyncBridge, from_domain: str | None = None, *, minkey: int = MIN_KEY_BITS
+    raw: bytes, bridge: KeySource, from_domain: str | None = None, *, minkey: int = MIN_KEY_BITS
 ) -> AuthResult:
     """Verify every DKIM-Signature of ``raw`` (in a worker thread). Never raises."""
     try:

@@ -27,7 +27,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import dns.asyncresolver
 import dns.exception
@@ -64,6 +64,24 @@ class DnsTempError(Exception):
     Every check maps it to ``temperror`` (RFC 7208 section 2.6.6, RFC 6376 section 6.1.2,
     RFC 7489 section 6.6.3) with ``str(exc)`` as the reason.
     """
+
+
+class KeySource(Protocol):
+    """What dkimpy's ``dnsfunc`` needs: the TXT record of a key name, or None if absent.
+
+    Implemented by :class:`SyncBridge` (live, through the resolver) and by
+    ``pool.StaticKeys`` (records fetched beforehand, for a verification process).
+    """
+
+    def dkim_txt(self, name: bytes | str, timeout: float = 5) -> bytes | None: ...
+
+
+def pick_key_record(values: list[bytes]) -> bytes | None:
+    """Of the TXT records at a key name, the one that looks like a key (has ``p=``)."""
+    if not values:
+        return None
+    keyish = [v for v in values if b"p=" in v]
+    return (keyish or values)[0]
 
 
 @dataclass(frozen=True)
@@ -176,6 +194,11 @@ class _TTLCache:
 
     def __len__(self) -> int:
         return len(self._data)
+
+
+def normalize_name(name: str | bytes) -> str:
+    """A DNS name as the cache keys it: text, lower case, no trailing dot."""
+    return _normalize(name)
 
 
 def _normalize(name: str | bytes) -> str:
@@ -444,8 +467,7 @@ class SyncBridge:
             answer = self.query(current, "TXT")
             values = [b"".join(v) for v in answer.values()]
             if values:
-                keyish = [v for v in values if b"p=" in v]
-                return (keyish or values)[0]
+                return pick_key_record(values)
             target = answer.cname()
             if answer.rcode == "NXDOMAIN" or target is None:
                 return None
