@@ -11,7 +11,7 @@ import aiohttp
 import standardwebhooks
 
 from tests.support.delivery import SECRET
-from tests.support.http_receiver import HttpReceiver
+from tests.support.http_receiver import HttpReceiver, Reply
 
 API_TOKEN = "test-token"  # tests/support/server.py BASE_TOML
 
@@ -81,4 +81,28 @@ async def test_smtp_message_reaches_the_webhook_and_the_api(mailgate_server: Any
             assert 'mailgate_webhook_deliveries_total{outcome="delivered",target="app"} 1.0' in text
             assert "mailgate_accept_to_delivered_seconds_count 1.0" in text
         assert base64.b64decode(req.header("webhook-signature").split(",", 1)[1])  # type: ignore[union-attr]
+        await asyncio.to_thread(srv.stop)
+
+
+async def test_a_killed_server_delivers_after_restart_with_the_same_id(
+    mailgate_server: Any,
+) -> None:
+    async with HttpReceiver() as rx:
+        rx.script(Reply(200, delay=30))  # the first attempt hangs until the crash
+        srv = await asyncio.to_thread(mailgate_server, extra_toml=webhook_toml(rx.url()))
+        await asyncio.to_thread(
+            srv.send,
+            b"From: a@example.org\r\nTo: support@example.test\r\nSubject: crash\r\n\r\nhi\r\n",
+        )
+        for _ in range(400):  # bounded: until the attempt is in flight
+            if rx.inflight:
+                break
+            await asyncio.sleep(0.05)
+        assert rx.inflight == 1
+        await asyncio.to_thread(srv.kill)
+        await asyncio.to_thread(srv.start)
+        (redelivered,) = await rx.wait_for(1, where=lambda r: r.status == 200, timeout=30)
+        payload = standardwebhooks.Webhook(SECRET).verify(redelivered.body, redelivered.headers)
+        assert payload["subject"] == "crash"
+        assert redelivered.header("webhook-id") == "evt_" + payload["id"].split("_", 1)[1]
         await asyncio.to_thread(srv.stop)
