@@ -19,11 +19,15 @@ from dataclasses import dataclass
 
 from mailgate.config import ConfigError, EntityConfig, PipelineConfig
 from mailgate.envelope import Envelope
+from mailgate.pipeline.fastre import CiPattern, split_inline_flags
 
 TEXT_FIELDS = ("subject", "text", "replyText", "html")
 """Envelope fields an entity may be extracted from (``fields = [...]``)."""
 
 MASKED_FIELDS = ("subject", "text", "replyText", "html")
+SCAN_LIMIT = 256 * 1024
+"""Entities are extracted from the first 256 Ki characters of a field (as rules match);
+masking, a privacy promise, always covers the whole field."""
 
 
 def luhn_valid(digits: str) -> bool:
@@ -41,11 +45,47 @@ def luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
-def _luhn(value: str) -> bool:
-    return luhn_valid(re.sub(r"[ -]", "", value))
+_DIGITS = re.compile(r"[0-9]+")
 
 
-VALIDATORS: dict[str, Callable[[str], bool]] = {"luhn": _luhn}
+def luhn_spans(value: str) -> list[tuple[int, int]]:
+    """Card numbers inside a run of digit groups, as (start, end) spans of ``value``.
+
+    A run like ``4111 1111 1111 1111 2024`` holds a card number followed by something else;
+    groups joined by one space or dash are tried as windows of 13-19 digits (longest first,
+    left to right, not overlapping) and kept when the Luhn check passes.
+    """
+    groups = [(m.start(), m.end()) for m in _DIGITS.finditer(value)]
+    chains: list[list[tuple[int, int]]] = []
+    for g in groups:
+        if chains and g[0] - chains[-1][-1][1] == 1:
+            chains[-1].append(g)
+        else:
+            chains.append([g])
+    spans: list[tuple[int, int]] = []
+    for chain in chains:
+        i = 0
+        while i < len(chain):
+            # windows chain[i..j] of 13-19 digits; the longest Luhn-valid one wins
+            found = None
+            digits = ""
+            for j in range(i, len(chain)):
+                a, b = chain[j]
+                digits += value[a:b]
+                if len(digits) > 19:
+                    break
+                if len(digits) >= 13 and luhn_valid(digits):
+                    found = j
+            if found is None:
+                i += 1
+                continue
+            spans.append((chain[i][0], chain[found][1]))
+            i = found + 1
+    return spans
+
+
+VALIDATORS: dict[str, Callable[[str], list[tuple[int, int]]]] = {"luhn": luhn_spans}
+"""name -> function giving the valid spans of a matched value (empty: not valid)."""
 
 
 def mask_digits(value: str, keep: int = 4) -> str:
@@ -65,27 +105,29 @@ def mask_digits(value: str, keep: int = 4) -> str:
 @dataclass(frozen=True)
 class EntityPattern:
     name: str
-    regex: re.Pattern[str]
-    validator: Callable[[str], bool] | None = None
+    regex: CiPattern
+    validator: Callable[[str], list[tuple[int, int]]] | None = None
     mask: bool = False
     fields: tuple[str, ...] = ("subject", "text")
 
-    def values(self, text: str) -> list[str]:
+    def spans(self, text: str, lowered: str | None = None) -> list[tuple[int, int]]:
+        """(start, end) of every valid value in ``text``."""
         out = []
-        for m in self.regex.finditer(text):
-            value = _value_of(m)
-            if not value or (self.validator is not None and not self.validator(value)):
+        for m in self.regex.finditer(text, lowered):
+            group: str | int = "value" if "value" in m.re.groupindex else (1 if m.re.groups else 0)
+            value = m.group(group)
+            if not value:
                 continue
-            out.append(mask_digits(value) if self.mask else value)
+            start = m.start(group)
+            if self.validator is None:
+                out.append((start, start + len(value)))
+            else:
+                out.extend((start + a, start + b) for a, b in self.validator(value))
         return out
 
-
-def _value_of(m: re.Match[str]) -> str:
-    if "value" in m.re.groupindex:
-        return m.group("value") or ""
-    if m.re.groups:
-        return m.group(1) or ""
-    return m.group(0)
+    def values(self, text: str, lowered: str | None = None) -> list[str]:
+        vals = [text[a:b] for a, b in self.spans(text, lowered)]
+        return [mask_digits(v) for v in vals] if self.mask else vals
 
 
 _ORDER = (
@@ -97,7 +139,8 @@ _INVOICE = (
     r"(?i)\b(?:invoice|rechnung|facture)\s*(?:number|num\.?|no\.?|nr\.?|id|#)?\s*[:.]?\s*#?\s*"
     r"(?P<value>(?:[a-z]{2,5}-)?\d[\d-]{1,14}\d)\b"
 )
-_CARD = r"(?<![\d-])(?P<value>\d(?:[ -]?\d){12,18})(?![\d])"
+_CARD = r"(?P<value>[0-9][0-9 -]{11,}[0-9])"
+"""Runs of digits with single spaces or dashes; `luhn_spans` finds the card numbers in them."""
 
 
 def default_entities(ticket_prefix: str) -> list[EntityConfig]:
@@ -107,24 +150,19 @@ def default_entities(ticket_prefix: str) -> list[EntityConfig]:
         EntityConfig(name="poNumber", pattern=_PO),
         EntityConfig(name="invoiceId", pattern=_INVOICE),
         EntityConfig(name="ticketId", pattern=ticket),
-        EntityConfig(
-            name="cardNumber",
-            pattern=_CARD,
-            validator="luhn",
-            mask=True,
-            fields=["subject", "text", "replyText", "html"],
-        ),
+        EntityConfig(name="cardNumber", pattern=_CARD, validator="luhn", mask=True),
     ]
 
 
-def compile_pattern(pattern: str) -> re.Pattern[str]:
-    """A plain Python regex, or the rules' ``/regex/flags`` form."""
-    from mailgate.pipeline.rules import parse_regex_literal
+def compile_pattern(pattern: str) -> CiPattern:
+    """A plain Python regex (``(?i)`` prefix allowed), or the rules' ``/regex/flags`` form."""
+    from mailgate.pipeline.rules import regex_parts
 
-    literal = parse_regex_literal(pattern)
-    if literal is not None:
-        return literal
-    return re.compile(pattern)
+    parts = regex_parts(pattern)
+    if parts is not None:
+        return CiPattern.compile(*parts)
+    body, flags = split_inline_flags(pattern)
+    return CiPattern.compile(body, flags)
 
 
 def build_entities(
@@ -161,15 +199,33 @@ def build_entities(
     return out
 
 
-def extract(env: Envelope, patterns: Iterable[EntityPattern]) -> dict[str, list[str]]:
-    """Every entity found in its fields, values in order of appearance, without repeats."""
+def _lowered(env: Envelope, f: str, cache: dict[str, str]) -> str:
+    low = cache.get(f)
+    if low is None:
+        text = env.get(f)
+        low = text.lower() if isinstance(text, str) else ""
+        cache[f] = low
+    return low
+
+
+def extract(
+    env: Envelope, patterns: Iterable[EntityPattern], lowered: dict[str, str] | None = None
+) -> dict[str, list[str]]:
+    """Every entity found in its fields, values in order of appearance, without repeats.
+
+    ``lowered`` caches ``field -> text.lower()`` (shared with the rules' matchers).
+    """
+    cache = lowered if lowered is not None else {}
     found: dict[str, list[str]] = {}
     for p in patterns:
         values: list[str] = []
         for f in p.fields:
             text = env.get(f)
             if isinstance(text, str) and text:
-                for v in p.values(text):
+                low = _lowered(env, f, cache)
+                if len(text) > SCAN_LIMIT:
+                    text, low = text[:SCAN_LIMIT], low[:SCAN_LIMIT]
+                for v in p.values(text, low):
                     if v not in values:
                         values.append(v)
         if values:
@@ -183,20 +239,24 @@ def mask(env: Envelope, patterns: Iterable[EntityPattern]) -> int:
     for p in patterns:
         if not p.mask:
             continue
-
-        def repl(m: re.Match[str], p: EntityPattern = p) -> str:
-            nonlocal count
-            value = _value_of(m)
-            if not value or (p.validator is not None and not p.validator(value)):
-                return m.group(0)
-            count += 1
-            group: str | int = "value" if "value" in m.re.groupindex else (1 if m.re.groups else 0)
-            start = m.start(group) - m.start()
-            whole = m.group(0)
-            return whole[:start] + mask_digits(value) + whole[start + len(value) :]
-
+        clean_text = False
         for f in MASKED_FIELDS:
             text = env.get(f)
-            if isinstance(text, str) and text:
-                env[f] = p.regex.sub(repl, text)
+            if not isinstance(text, str) or not text:
+                continue
+            if f == "replyText" and clean_text and text in env["text"]:
+                continue  # the reply part of a text without any: nothing to mask
+            spans = p.spans(text)
+            if not spans:
+                clean_text = clean_text or f == "text"
+                continue
+            parts = []
+            last = 0
+            for a, b in spans:
+                parts.append(text[last:a])
+                parts.append(mask_digits(text[a:b]))
+                last = b
+            parts.append(text[last:])
+            env[f] = "".join(parts)
+            count += len(spans)
     return count

@@ -62,12 +62,20 @@ from typing import Any, Literal
 
 from mailgate.config import Config, ConfigError, parse_size, register_validator
 from mailgate.envelope import Envelope
+from mailgate.pipeline.fastre import CiPattern
 from mailgate.pipeline.view import EnvView, domain_of, emails, names
 
 PRIORITIES = ("low", "normal", "high", "urgent")
+HEADER_SCAN_LIMIT = 4096
+"""Subject regexes look at 4096 characters (RFC 5322 caps a line at 998)."""
+BODY_SCAN_LIMIT = 256 * 1024
+"""Body regexes look at the first 256 KiB of characters (SpamAssassin's body rules stop at
+50 KB, ``body_part_scan_size``): what support mail says is at the top, and a hostile 20 MB
+body must not cost 50 rules x 20 MB. Substring matches (plain strings) see the whole body."""
 THEN_KEYS = ("queue", "tags", "priority", "webhooks", "reply", "quarantine", "stop")
 RULE_KEYS = ("name", "description", "tenant", "confidence", "enabled", "if", "then")
 SNIPPET = 60
+SHORT = 256
 
 Kind = Literal["text", "address", "keyword", "bool", "number"]
 
@@ -78,19 +86,30 @@ Kind = Literal["text", "address", "keyword", "bool", "number"]
 class Facts:
     """What rules match on: the envelope (as filled by earlier stages) plus lazy entities."""
 
-    __slots__ = ("_entities", "_entities_fn", "_lower", "env", "view")
+    __slots__ = ("_entities", "_entities_fn", "_lower", "_scans", "_values", "env", "view")
 
     def __init__(
         self,
         env: Envelope,
         view: EnvView | None = None,
         entities: Callable[[], dict[str, list[str]]] | None = None,
+        lowered: dict[str, str] | None = None,
     ) -> None:
         self.env = env
         self.view = view or EnvView(env)
         self._entities_fn = entities
         self._entities: dict[str, list[str]] | None = None
-        self._lower: dict[str, str] = {}
+        self._lower: dict[str, str] = lowered if lowered is not None else {}
+        self._values: dict[str, list[Any]] = {}
+        self._scans: dict[str, tuple[str, str]] = {}
+
+    def values(self, name: str, spec: FieldSpec) -> list[Any]:
+        """The field's values for this message, computed once per run."""
+        got = self._values.get(name)
+        if got is None:
+            got = spec.get(self)
+            self._values[name] = got
+        return got
 
     @property
     def entities(self) -> dict[str, list[str]]:
@@ -101,6 +120,15 @@ class Facts:
                 found = self.env.get("entities")
                 self._entities = found if isinstance(found, dict) else {}
         return self._entities
+
+    def scan_text(self, key: str, value: str, limit: int) -> tuple[str, str]:
+        """(the first ``limit`` characters of a field, lower-cased copy), cached per run."""
+        cached = self._scans.get(key)
+        if cached is None:
+            low = self.lower(key, value)
+            cached = (value[:limit], low[:limit]) if limit and len(value) > limit else (value, low)
+            self._scans[key] = cached
+        return cached
 
     def lower(self, key: str, value: str) -> str:
         """A cached casefold of a (possibly large) text field."""
@@ -121,6 +149,8 @@ class FieldSpec:
     body: bool = False
     """A message body: reasons name the pattern but never quote the text."""
     cache_key: str | None = None
+    scan_limit: int = 0
+    """Regexes see only this many leading characters (0: all); see `BODY_SCAN_LIMIT`."""
 
 
 def _addr(key: str) -> Getter:
@@ -189,10 +219,10 @@ FIELDS: dict[str, FieldSpec] = {
     "replyTo": FieldSpec("address", _addr("replyTo")),
     "recipient": FieldSpec("address", lambda f: f.view.rcpt_to),
     "mailFrom": FieldSpec("address", lambda f: [f.view.mail_from] if f.view.mail_from else []),
-    "subject": FieldSpec("text", _text("subject"), cache_key="subject"),
-    "text": FieldSpec("text", _text("text"), body=True, cache_key="text"),
-    "replyText": FieldSpec("text", _text("replyText"), body=True, cache_key="replyText"),
-    "html": FieldSpec("text", _text("html"), body=True, cache_key="html"),
+    "subject": FieldSpec("text", _text("subject"), False, "subject", HEADER_SCAN_LIMIT),
+    "text": FieldSpec("text", _text("text"), True, "text", BODY_SCAN_LIMIT),
+    "replyText": FieldSpec("text", _text("replyText"), True, "replyText", BODY_SCAN_LIMIT),
+    "html": FieldSpec("text", _text("html"), True, "html", BODY_SCAN_LIMIT),
     "attachment.filename": FieldSpec("text", _attachments("filename")),
     "attachment.extension": FieldSpec("keyword", _extension),
     "attachment.type": FieldSpec("keyword", _attachments("contentType")),
@@ -239,10 +269,10 @@ _FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE
 _REGEX_LITERAL = re.compile(r"^/(.*)/([a-z]*)$", re.DOTALL)
 
 
-def parse_regex_literal(value: str) -> re.Pattern[str] | None:
-    """``"/invoice|refund/i"`` -> compiled regex; None when ``value`` is not in that form.
+def regex_parts(value: str) -> tuple[str, int] | None:
+    """``"/invoice|refund/i"`` -> (pattern, flags); None when ``value`` is not in that form.
 
-    Raises ``re.error`` for a bad pattern and ``ValueError`` for an unknown flag.
+    Raises ``ValueError`` for an unknown flag.
     """
     m = _REGEX_LITERAL.match(value)
     if m is None or len(value) < 2:
@@ -252,7 +282,16 @@ def parse_regex_literal(value: str) -> re.Pattern[str] | None:
         if ch not in _FLAGS:
             raise ValueError(f"unknown regex flag {ch!r} (use i, m, s, x, a)")
         flags |= _FLAGS[ch]
-    return re.compile(m.group(1), flags)
+    return m.group(1), flags
+
+
+def parse_regex_literal(value: str) -> re.Pattern[str] | None:
+    """``"/invoice|refund/i"`` -> compiled regex; None when ``value`` is not in that form.
+
+    Raises ``re.error`` for a bad pattern and ``ValueError`` for an unknown flag.
+    """
+    parts = regex_parts(value)
+    return None if parts is None else re.compile(parts[0], parts[1])
 
 
 _CMP = re.compile(r"^\s*(>=|<=|==|!=|>|<|=)?\s*([0-9.]+\s*[a-zA-Z]*)\s*$")
@@ -277,13 +316,20 @@ class Value:
 
 
 class RegexValue(Value):
-    def __init__(self, regex: re.Pattern[str], text: str) -> None:
+    def __init__(self, regex: CiPattern, text: str) -> None:
         self.regex = regex
         self.text = text
 
     def test(self, values: list[Any], facts: Facts, spec: FieldSpec) -> str | None:
         for v in values:
-            m = self.regex.search(str(v))
+            s = v if isinstance(v, str) else str(v)
+            if len(s) < SHORT:  # a short value: one IGNORECASE search beats lowering
+                m = self.regex.original.search(s)
+            elif spec.cache_key:
+                s, low = facts.scan_text(spec.cache_key, s, spec.scan_limit)
+                m = self.regex.search(s, low)
+            else:
+                m = self.regex.search(s[:BODY_SCAN_LIMIT])
             if m is not None:
                 return m.group(0)
         return None
@@ -401,11 +447,12 @@ def compile_value(spec: FieldSpec, value: Any) -> Value:
         except ValueError:
             number = float(parse_size(num_text))
         return CompareValue(m.group(1) or "==", number, f"{m.group(1) or '=='} {m.group(2)}")
-    try:
-        regex = parse_regex_literal(value)
-    except re.error as exc:
-        raise ValueError(f"a valid regex ({exc})") from None
-    if regex is not None:
+    parts = regex_parts(value)
+    if parts is not None:
+        try:
+            regex = CiPattern.compile(*parts)
+        except re.error as exc:
+            raise ValueError(f"a valid regex ({exc})") from None
         return RegexValue(regex, f"~ {value}")
     if not value:
         raise ValueError("a non-empty string")
@@ -432,9 +479,12 @@ class Match(Node):
         self.name = name
         self.spec = spec
         self.values = values
+        self.has_bool = any(isinstance(v, BoolValue) for v in values)
 
     def eval(self, facts: Facts) -> tuple[bool, list[str]]:
-        got = self.spec.get(facts)
+        got = facts.values(self.name, self.spec)
+        if not got and not self.has_bool:
+            return False, []
         for v in self.values:
             hit = v.test(got, facts, self.spec)
             if hit is not None:

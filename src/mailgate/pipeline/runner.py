@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,8 +159,7 @@ class PipelineRunner:
                 continue
             started = time.perf_counter()
             try:
-                async with asyncio.timeout(timeout):
-                    verdict = await stage.run(env, ctx)
+                verdict = await run_stage(stage, env, ctx, timeout)
             except TimeoutError:
                 log.warning(
                     "%s stage=%s verdict=error reason=timeout after %ss",
@@ -228,6 +227,64 @@ class PipelineRunner:
         ordering = thread.get("id") if isinstance(thread, dict) else None
         intents.append(PublishIntent(targets=tuple(targets), ordering_key=ordering))
         return outcome("processed")
+
+
+def _resume(coro: Coroutine[Any, Any, Any], first: Any) -> Generator[Any, Any, Any]:
+    """Drive ``coro`` on from a suspension point it already reached (``first``).
+
+    The same delegation ``yield from`` does: what it yields goes to the task, what the task
+    sends or throws (a cancellation) goes back into it.
+    """
+    value = first
+    while True:
+        try:
+            sent = yield value
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:
+            try:
+                value = coro.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                value = coro.send(sent)
+            except StopIteration as stop:
+                return stop.value
+
+
+class _Resumed:
+    def __init__(self, coro: Coroutine[Any, Any, Any], first: Any) -> None:
+        self.coro = coro
+        self.first = first
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        return _resume(self.coro, self.first)
+
+
+async def run_stage(
+    stage: Stage, env: Envelope, ctx: Context, timeout: float | None
+) -> Verdict | None:
+    """``stage.run`` under ``asyncio.timeout(timeout)``, paying for the timer only if needed.
+
+    An asyncio timeout can only fire while the coroutine is suspended. Most stages finish
+    without suspending (their lookups are synchronous key reads), so the stage is first run up
+    to its first suspension point; only a stage that really waits on I/O continues under the
+    timer. Arming a timer costs ~8 us, as much as several whole stages.
+    """
+    coro = stage.run(env, ctx)
+    try:
+        first = coro.send(None)
+    except StopIteration as done:
+        result: Verdict | None = done.value
+        return result
+    except BaseException:
+        coro.close()
+        raise
+    async with asyncio.timeout(timeout):
+        resumed: Verdict | None = await _Resumed(coro, first)
+        return resumed
 
 
 def _short(text: str, limit: int = 200) -> str:

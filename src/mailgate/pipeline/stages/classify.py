@@ -11,7 +11,7 @@ from __future__ import annotations
 from mailgate.envelope import Envelope
 from mailgate.pipeline.base import Context, Verdict
 from mailgate.pipeline.rules import Facts
-from mailgate.pipeline.stages.extract import entities_for
+from mailgate.pipeline.stages.extract import entities_for, lowered_cache
 
 
 class ClassifyStage:
@@ -19,7 +19,7 @@ class ClassifyStage:
     description = "evaluate the routing rules; record every hit and miss with its reasons"
 
     async def run(self, env: Envelope, ctx: Context) -> Verdict | None:
-        facts = Facts(env, entities=lambda: entities_for(env, ctx))
+        facts = Facts(env, entities=lambda: entities_for(env, ctx), lowered=lowered_cache(ctx))
         hits = ctx.rules.evaluate(facts)
         ctx.hits = hits
         matched = [h.rule.name for h in hits if h.matched]

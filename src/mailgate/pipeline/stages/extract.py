@@ -24,11 +24,17 @@ def patterns_for(ctx: Context) -> list[EntityPattern]:
     return list(cached)
 
 
+def lowered_cache(ctx: Context) -> dict[str, str]:
+    """``field -> text.lower()`` for this run, shared by rule matchers and entity patterns."""
+    cache: dict[str, str] = ctx.memo.setdefault("lowered", {})
+    return cache
+
+
 def entities_for(env: Envelope, ctx: Context) -> dict[str, list[str]]:
     """Entities of this message, extracted once per run (rules and this stage share them)."""
     found = ctx.memo.get(_FOUND)
     if found is None:
-        found = extract(env, patterns_for(ctx))
+        found = extract(env, patterns_for(ctx), lowered_cache(ctx))
         ctx.memo[_FOUND] = found
     return dict(found)
 
@@ -40,6 +46,8 @@ class ExtractStage:
     async def run(self, env: Envelope, ctx: Context) -> Verdict | None:
         found = entities_for(env, ctx)
         masked = mask(env, patterns_for(ctx))
+        if masked:
+            lowered_cache(ctx).clear()  # the cached copies still hold the unmasked values
         env["entities"] = found
         summary = ", ".join(f"{k}={len(v)}" for k, v in found.items()) or "none"
         ctx.note(f"entities: {summary}" + (f"; {masked} value(s) masked" if masked else ""))

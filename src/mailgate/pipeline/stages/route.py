@@ -12,7 +12,7 @@ from mailgate.config import Config
 from mailgate.envelope import Envelope
 from mailgate.pipeline.base import Context, Quarantine, Verdict
 from mailgate.pipeline.rules import Facts, decide
-from mailgate.pipeline.stages.extract import entities_for
+from mailgate.pipeline.stages.extract import entities_for, lowered_cache
 from mailgate.pipeline.view import EnvView
 
 
@@ -28,7 +28,9 @@ class RouteStage:
     async def run(self, env: Envelope, ctx: Context) -> Verdict | None:
         hits = ctx.hits
         if hits is None:  # classify not in the configured order: evaluate here
-            hits = ctx.rules.evaluate(Facts(env, entities=lambda: entities_for(env, ctx)))
+            hits = ctx.rules.evaluate(
+                Facts(env, entities=lambda: entities_for(env, ctx), lowered=lowered_cache(ctx))
+            )
             ctx.hits = hits
         decision = decide(hits, ctx.config.default_queue)
         env["queue"] = decision.queue
