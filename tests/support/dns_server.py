@@ -46,7 +46,7 @@ from dnslib import (
 )
 from dnslib.server import DNSHandler, DNSLogger, DNSServer
 
-__all__ = ["DnsTestServer", "dns_server", "split_txt"]
+__all__ = ["DnsTestServer", "SilentUdpPort", "dns_server", "split_txt"]
 
 _TYPES = ("A", "AAAA", "MX", "PTR", "CNAME", "TXT", "SPF")
 

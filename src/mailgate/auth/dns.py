@@ -287,7 +287,7 @@ class Resolver:
         if hit is not None:
             return hit
         pending = self._inflight.get(key)
-        if pending is not None:
+        if pending is not None and pending.get_loop() is self._loop:
             return await asyncio.shield(pending)
         fut: asyncio.Future[Answer] = self._loop.create_future()
         self._inflight[key] = fut
@@ -384,8 +384,7 @@ class Resolver:
         ``cache_only`` makes a bridge usable on the event loop thread itself: it never waits,
         it raises :class:`CacheMiss` for anything not cached.
         """
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
+        self._loop = asyncio.get_running_loop()  # the loop the bridge's misses run on
         return SyncBridge(self, self._loop, deadline, cache_only=cache_only)
 
     async def close(self) -> None:
