@@ -88,7 +88,7 @@ async def test_a_killed_server_delivers_after_restart_with_the_same_id(
     mailgate_server: Any,
 ) -> None:
     async with HttpReceiver() as rx:
-        rx.script(Reply(200, delay=30))  # the first attempt hangs until the crash
+        rx.script(Reply(200, delay=300))  # the first attempt hangs past the test
         srv = await asyncio.to_thread(mailgate_server, extra_toml=webhook_toml(rx.url()))
         await asyncio.to_thread(
             srv.send,

@@ -27,6 +27,7 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
@@ -53,6 +54,12 @@ LEASE_MARGIN = 30.0
 def _pid_alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
+    try:
+        # a SIGKILLed worker whose parent died too may linger as a zombie nobody reaps
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
