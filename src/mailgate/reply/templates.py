@@ -5,7 +5,8 @@ Templates are operator input, so they are rendered with Jinja2's
 checked before first use:
 
 - statically, on the parsed template: any ``_``-prefixed attribute, item or name
-  (``{{ ''.__class__.__mro__ }}``), an ``attr`` filter with such or a computed name, and
+  (``{{ ''.__class__.__mro__ }}``), an ``attr`` filter with such or a computed name, a
+  ``str.format`` field reaching one (``'{0.__class__}'``), and
   dynamic ``include``/``extends``/``import`` targets are refused, recursively through the
   templates a template includes;
 - dynamically, by a trial render with sample values: a ``SecurityError`` or any other error
@@ -53,6 +54,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_OUTPUT = 64 * 1024
 BUILTIN = ("ack",)
+# str.format fields reaching a private attribute or item: "{0.__class__}", "{x[_y]}"
+_FORMAT_PRIVATE = re.compile(r"\{[^{}]*[.\[]\s*_")
 _BODY_OPEN = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
 _BODY_CLOSE = re.compile(r"</body\s*>", re.IGNORECASE)
 
@@ -203,6 +206,7 @@ class ReplyTemplates:
             (
                 nodes.Getattr,
                 nodes.Getitem,
+                nodes.Const,
                 nodes.Name,
                 nodes.Filter,
                 nodes.Include,
@@ -221,6 +225,12 @@ class ReplyTemplates:
                     and arg.value.startswith("_")
                 ):
                     return f"{name}: access to the private item {arg.value!r} is refused"
+            if (
+                isinstance(node, nodes.Const)
+                and isinstance(node.value, str)
+                and _FORMAT_PRIVATE.search(node.value)
+            ):
+                return f"{name}: a format string reaching a private attribute is refused"
             if isinstance(node, nodes.Name) and node.name.startswith("_"):
                 return f"{name}: the private name {node.name!r} is refused"
             if isinstance(node, nodes.Filter) and node.name == "attr":
