@@ -190,3 +190,24 @@ def test_unparseable_input_still_gives_an_envelope(tmp_path: Path) -> None:
     empty = parse_message(b"")
     assert_valid_envelope(empty)
     assert empty["headers"] == {"Message-ID": None, "In-Reply-To": None, "References": None}
+
+
+def test_plain_text_bounce_is_recognized() -> None:
+    bounce = parse_message(fixture("bounce_plain.eml"))["bounce"]
+    assert bounce is not None and bounce["heuristic"] is True
+    assert (bounce["status"], bounce["kind"], bounce["originalRecipient"]) == (
+        "5.1.1",
+        "permanent",
+        "gone@example.org",
+    )
+
+
+def test_ordinary_mail_is_not_a_bounce() -> None:
+    for case in ("reply_gmail.eml", "nested.eml", "forward_calendar.eml"):
+        assert parse_message(fixture(case))["bounce"] is None
+
+
+def test_winmail_dat_with_only_a_body() -> None:
+    env = parse_message(fixture("winmail_body_only.eml"))
+    assert env["text"] == "Rich-text body from Outlook: Grüße\n"
+    assert env["attachments"] == []

@@ -80,3 +80,76 @@ def parse_delivery_status(text: str) -> dict[str, Any] | None:
         else None,
         "recipients": recipients,
     }
+
+
+# -- bounces without a delivery-status part ----------------------------------------------------
+# Older MTAs (qmail "failure notice", Gmail's plain-text DSNs, Exchange/Domino "Undeliverable")
+# send a human-readable bounce only. It is recognized by its sender (RFC 5321 section 4.5.5
+# null-path senders use MAILER-DAEMON/postmaster) and its wording, and the RFC 3463 status code
+# or SMTP reply code is read from the text before the returned message.
+
+_DAEMON = re.compile(r"^(?:mailer-daemon|postmaster|mail-daemon|mailerdaemon)@", re.IGNORECASE)
+_BOUNCE_WORDS = re.compile(
+    r"undeliver|delivery status notification|delivery (?:has )?fail|failure notice"
+    r"|returned mail|could not be delivered|delivery failed|non-?delivery|unzustellbar"
+    r"|failed permanently|permanent (?:fatal )?error|message not delivered",
+    re.IGNORECASE,
+)
+_ORIGINAL = re.compile(
+    r"^[ \t-]*(?:original message|this is a copy of|below this line is a copy|"
+    r"original message follows|the original message|message headers follow)",
+    re.IGNORECASE | re.MULTILINE,
+)
+_SMTP_CODE = re.compile(r"\b([45])\d\d[ -]")
+_EMAIL = re.compile(r"[\w.+'=-]+@[\w-]+(?:\.[\w-]+)+")
+_TRANSIENT = re.compile(r"temporar|delayed|will (?:retry|try again)|not yet been delivered", re.I)
+_SCAN_CHARS = 8000
+
+
+def guess_bounce(
+    sender: str | None, subject: str | None, text: str | None
+) -> dict[str, Any] | None:
+    """A ``bounce`` object for a plain-text bounce from a mailer daemon, or None."""
+    if not sender or not text or _DAEMON.match(sender) is None:
+        return None
+    if _BOUNCE_WORDS.search(subject or "") is None and _BOUNCE_WORDS.search(text[:2000]) is None:
+        return None
+    head = text[:_SCAN_CHARS]
+    cut = _ORIGINAL.search(head)
+    if cut is not None:
+        head = head[: cut.start()]
+    status_m = _STATUS.search(head)
+    if status_m is not None:
+        status: str | None = status_m.group(0)
+    else:
+        code = _SMTP_CODE.search(head)
+        status = f"{code.group(1)}.0.0" if code else None
+    transient = _TRANSIENT.search(head) is not None
+    kind = {"2": "success", "4": "transient", "5": "permanent"}.get(
+        (status or "")[:1], "transient" if transient else "permanent"
+    )
+    daemon_domain = sender.rsplit("@", 1)[-1].lower()
+    recipient = next(
+        (
+            m.group(0)
+            for m in _EMAIL.finditer(head)
+            if not m.group(0).lower().endswith(daemon_domain)
+        ),
+        None,
+    )
+    diagnostic = None
+    for line in head.splitlines():
+        if status is not None and (
+            status in line or (status_m is None and _SMTP_CODE.search(line))
+        ):
+            diagnostic = line.strip()
+            break
+    entry = {
+        "status": status,
+        "action": "delayed" if kind == "transient" else "failed",
+        "finalRecipient": recipient,
+        "originalRecipient": recipient,
+        "diagnostic": diagnostic,
+        "remoteMta": None,
+    }
+    return {**entry, "kind": kind, "reportingMta": None, "recipients": [entry], "heuristic": True}

@@ -24,6 +24,7 @@ from typing import Any
 from mailgate.envelope import Address, Envelope
 from mailgate.mime.addresses import parse_address_list
 from mailgate.mime.attachments import BlobSink
+from mailgate.mime.bounce import guess_bounce
 from mailgate.mime.charsets import decode_bytes, scrub
 from mailgate.mime.errors import ErrorLog
 from mailgate.mime.fields import first_msg_id, msg_ids, parse_date
@@ -233,8 +234,11 @@ def _parse(raw: bytes, blob_sink: BlobSink | None, limits: Limits, errors: Error
     env["attachments"] = found.attachments
     env["forwarded"] = found.forwarded or None
     env["bounce"] = found.bounce
-    if found.is_report and found.bounce is None:
-        errors.add("bounce.unreadable", "delivery-status report without readable recipients")
+    if found.bounce is None:
+        if found.is_report:
+            errors.add("bounce.unreadable", "delivery-status report without readable recipients")
+        sender = env["from"]["email"] if env.get("from") else None
+        env["bounce"] = guess_bounce(sender, env.get("subject"), env.get("text"))
     if env["subject"] is not None:
         env["subject"] = scrub(env["subject"])
     return env

@@ -251,7 +251,10 @@ class Walker:
                 self.out.texts.append(report)
             return
         if is_tnef(ctype, filename):
-            files = extract_tnef(data, self.limits.max_tnef_files)
+            unpacked = extract_tnef(data, self.limits.max_tnef_files)
+            files, tnef_body = unpacked if unpacked is not None else ([], None)
+            if tnef_body and not self.out.texts and alt is None:
+                self.out.texts.append(normalize_newlines(tnef_body))
             if files:
                 for name, blob in files:
                     self._attach(
@@ -262,7 +265,10 @@ class Walker:
                         content_id=None,
                     )
                 return
-            self.errors.add("attachment.tnef", "winmail.dat could not be unpacked; kept as is")
+            if unpacked is None:
+                self.errors.add("attachment.tnef", "winmail.dat could not be unpacked; kept as is")
+            elif tnef_body:
+                return  # readable TNEF that only carried the (now extracted) body
         if disp not in ("inline", "attachment"):
             # No disposition: a part referenced by Content-ID (multipart/related) is shown inline.
             disp = "inline" if content_id else "attachment"

@@ -13,8 +13,9 @@ def is_tnef(content_type: str, filename: str | None) -> bool:
     )
 
 
-def extract_tnef(data: bytes, max_files: int) -> list[tuple[str, bytes]] | None:
-    """(filename, bytes) of each file in a TNEF blob; None if it is not readable TNEF."""
+def extract_tnef(data: bytes, max_files: int) -> tuple[list[tuple[str, bytes]], str | None] | None:
+    """((filename, bytes) of each file, plain-text body or None) of a TNEF blob; None if the
+    blob is not readable TNEF. Outlook puts the body there when it sent "rich text" mail."""
     try:
         tnef = TNEF(data, do_checksum=False)
     except Exception:  # tnefparse raises bare ValueError/struct.error/IndexError on bad input
@@ -30,4 +31,7 @@ def extract_tnef(data: bytes, max_files: int) -> list[tuple[str, bytes]] | None:
             name = decode_8bit_header(name)
         data_bytes = att.data if isinstance(att.data, bytes) else b""
         files.append((str(name or "").strip("\x00"), data_bytes))
-    return files
+    body = tnef.body
+    if isinstance(body, bytes):
+        body = decode_8bit_header(body.rstrip(b"\x00"))
+    return files, (body.rstrip("\x00") if isinstance(body, str) and body.strip() else None)
