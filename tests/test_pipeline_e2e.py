@@ -133,7 +133,7 @@ def by_subject(srv: MailgateServer) -> dict[str, dict[str, Any]]:
 def test_quarantine_reasons_and_operator_cli(mailgate_server: Factory) -> None:
     srv = mailgate_server(extra_toml=EXTRA, max_size="10MB")
     ids: dict[str, str] = {}
-    for reason, raw in CASES.items():
+    for _reason, raw in CASES.items():
         srv.send(raw)
     clean = mail("Refund for invoice #4721", message_id="<clean@example.org>")
     srv.send(clean)
@@ -155,7 +155,7 @@ def test_quarantine_reasons_and_operator_cli(mailgate_server: Factory) -> None:
     assert "statement.pdf" in shown["detail"] and shown["size"] > 300
     with srv.db() as conn:
         held_events = conn.execute(
-            "SELECT COUNT(*) FROM events WHERE msg_id IN (%s)" % ",".join("?" * len(ids)),
+            "SELECT COUNT(*) FROM events WHERE msg_id IN ({})".format(",".join("?" * len(ids))),
             list(ids.values()),
         ).fetchone()[0]
     assert held_events == 0  # nothing quarantined was delivered
