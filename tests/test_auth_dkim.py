@@ -211,3 +211,21 @@ def test_openssl_rsa_primitive_agrees_with_dkimpy() -> None:
             expected = dkim.crypto.RSASSA_PKCS1_v1_5_verify(digest, sig, pub)
             assert openssl_rsa_verify(digest, sig, pub) == expected
         assert openssl_rsa_verify(digest, signature, public) is True
+
+
+async def test_unparseable_headers(checker: AuthChecker) -> None:
+    broken = b"From: alice@example.com\r\nnot a header line\r\n\r\nbody\r\n"
+    assert (await check(checker, broken)).dkim.result == "none"
+    signed_broken = b"DKIM-Signature: v=1; d=example.com; s=s\r\n" + broken
+    report = await check(checker, signed_broken)
+    assert report.dkim.result == "permerror"
+    assert "not parseable" in report.dkim.reason
+
+
+async def test_lf_line_endings_verify(dns_server: DnsTestServer, checker: AuthChecker) -> None:
+    # A message saved to disk with LF endings verifies as it did on the wire (CRLF).
+    key = rsa_key()
+    key.publish(dns_server, "sel", "example.com")
+    signed = key.sign(MSG, "sel", "example.com")
+    report = await check(checker, signed.replace(b"\r\n", b"\n"))
+    assert report.dkim.result == "pass"

@@ -21,6 +21,7 @@ Performance: dkimpy's pure-Python RSA verification is swapped for OpenSSL's thro
 from __future__ import annotations
 
 import logging
+import re
 from functools import lru_cache
 from typing import Any
 
@@ -81,6 +82,16 @@ install_rsa_accelerator()
 
 MIN_KEY_BITS = 1024  # RFC 8301 section 3.2: smaller RSA keys MUST NOT be considered valid
 _RANK = {"pass": 0, "temperror": 1, "fail": 2, "permerror": 3, "neutral": 4}
+
+
+_DKIM_FIELD = re.compile(rb"^dkim-signature[ \t]*:", re.IGNORECASE | re.MULTILINE)
+
+
+def _header_end(raw: bytes) -> int:
+    end = raw.find(b"\r\n\r\n")
+    if end < 0:
+        end = raw.find(b"\n\n")
+    return len(raw) if end < 0 else end
 
 
 def _text(value: bytes | str | None) -> str:
@@ -204,6 +215,8 @@ def verify_dkim_sync(
     try:
         d = dkimpy.DKIM(raw, minkey=minkey)
     except dkimpy.DKIMException as exc:
+        if not _DKIM_FIELD.search(raw[: _header_end(raw)]):
+            return AuthResult("none", None, "message not signed", {"signatures": []})
         return AuthResult(
             "permerror", None, f"message not parseable for DKIM: {exc}", {"signatures": []}
         )
