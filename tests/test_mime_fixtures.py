@@ -211,3 +211,18 @@ def test_winmail_dat_with_only_a_body() -> None:
     env = parse_message(fixture("winmail_body_only.eml"))
     assert env["text"] == "Rich-text body from Outlook: Grüße\n"
     assert env["attachments"] == []
+
+
+def test_html_meta_charset_and_bom() -> None:
+    html = '<html><head><meta http-equiv="Content-Type" content="text/html; charset=windows-1251">'
+    raw = (
+        b"From: a@example.com\r\nReferences: <a@x> <b@x>\r\nReferences: <a@x>\r\n"
+        b"Content-Type: text/html\r\n\r\n"
+        + html.encode()
+        + "</head><body><p>Привет</p></body></html>".encode("cp1251")
+    )
+    env = parse_message(raw)
+    assert env["text"] == "Привет"
+    assert env["references"] == ["<a@x>", "<b@x>"]
+    bom = b"Content-Type: text/plain; charset=utf-8\r\n\r\n\xef\xbb\xbfhello"
+    assert parse_message(bom)["text"] == "hello"

@@ -14,7 +14,7 @@ import threading
 from html.parser import HTMLParser
 
 import bleach
-from bleach.css_sanitizer import CSSSanitizer
+from bleach.css_sanitizer import ALLOWED_CSS_PROPERTIES, CSSSanitizer
 from bleach.html5lib_shim import convert_entities
 
 ALLOWED_TAGS = frozenset(
@@ -32,13 +32,22 @@ _COMMON_ATTRS = frozenset(
      "nowrap", "start", "type", "span"}
 )  # fmt: skip
 _TAG_ATTRS = {
-    "a": frozenset({"href", "name", "target", "rel"}),
+    # no "target": a consumer rendering target=_blank links would allow reverse tabnabbing
+    "a": frozenset({"href", "name"}),
     "img": frozenset({"src", "alt", "hspace", "vspace"}),
     "td": frozenset({"background"}),
     "table": frozenset({"background", "summary"}),
     "blockquote": frozenset({"cite", "type"}),
     "q": frozenset({"cite"}),
 }
+# bleach's defaults minus "cursor" (takes url()), plus the box model e-mail layouts rely on.
+CSS_PROPERTIES = (ALLOWED_CSS_PROPERTIES - {"cursor"}) | frozenset(
+    {"margin", "margin-top", "margin-right", "margin-bottom", "margin-left", "padding",
+     "padding-top", "padding-right", "padding-bottom", "padding-left", "border", "border-top",
+     "border-right", "border-bottom", "border-left", "border-width", "border-style",
+     "border-radius", "max-width", "min-width", "max-height", "min-height", "text-transform",
+     "list-style-type", "word-break", "word-wrap", "overflow-wrap", "table-layout"}
+)  # fmt: skip
 _URI_ATTRS = frozenset({"href", "src", "background", "cite"})
 PROTOCOLS = frozenset({"http", "https", "mailto", "tel", "cid", "data", "ftp", "callto", "sms"})
 _DATA_IMAGE = re.compile(r"^data:image/(?:png|gif|jpe?g|webp|bmp);")
@@ -78,7 +87,7 @@ def _cleaner() -> bleach.Cleaner:
             protocols=PROTOCOLS,
             strip=True,
             strip_comments=True,
-            css_sanitizer=CSSSanitizer(),
+            css_sanitizer=CSSSanitizer(allowed_css_properties=CSS_PROPERTIES),
         )
         _local.cleaner = cleaner
     return cleaner

@@ -46,6 +46,7 @@ __all__ = ["BlobSink", "parse_message"]
 log = logging.getLogger("mailgate.mime")
 
 _FEED_CHUNK = 256 * 1024
+_MAX_REFERENCES = 500
 _FOLD = re.compile(rb"\r?\n(?=[ \t])")
 _STRUCTURE_FIELDS = frozenset({"content-type", "content-transfer-encoding", "content-disposition"})
 
@@ -120,7 +121,9 @@ def _header_envelope(hs: HeaderSet, errors: ErrorLog, limits: Limits) -> Envelop
     refs = hs.all("references")
     references: list[str] = []
     for value in refs:
-        references.extend(msg_ids(decode_words(value)))
+        for ref in msg_ids(decode_words(value)):
+            if ref not in references and len(references) < _MAX_REFERENCES:
+                references.append(ref)
     return {
         "from": senders[0] if senders else None,
         "replyTo": _addresses(hs, "reply-to", errors, limits),

@@ -28,7 +28,7 @@ from mailgate.envelope import Address, Attachment
 from mailgate.mime.addresses import parse_address_list
 from mailgate.mime.attachments import BlobSink, make_attachment, type_for_filename
 from mailgate.mime.bounce import parse_delivery_status
-from mailgate.mime.charsets import decode_bytes
+from mailgate.mime.charsets import codec_for, decode_bytes
 from mailgate.mime.errors import ErrorLog
 from mailgate.mime.fields import first_msg_id, parse_date
 from mailgate.mime.headers import HeaderSet, decode_words, split_header_block
@@ -46,6 +46,10 @@ _REPORT_TYPES = frozenset(
 _BODY_TYPES = frozenset({"text/plain", "text/html"})
 _FREE_AFTER = 64 * 1024
 _MAX_EPILOGUE_PARTS = 100
+_META_SCAN = 4096
+_META_CHARSET = re.compile(
+    rb"<meta[^>]{0,200}?charset\s*=\s*[\"']?\s*([A-Za-z0-9._:-]{1,40})", re.I
+)
 # RFC 2045 section 5.1: type "/" subtype, both tokens.
 _MEDIA_TYPE = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]+/[a-z0-9!#$%&'*+.^_`|~-]+")
 
@@ -275,7 +279,15 @@ class Walker:
         self._attach(data, filename=filename, ctype=ctype, disposition=disp, content_id=content_id)
 
     def _body(self, data: bytes, ctype: str, params: dict[str, str], alt: int | None) -> None:
-        text, clean = decode_bytes(data, params.get("charset"))
+        charset = params.get("charset")
+        if ctype == "text/html" and codec_for(charset) is None:
+            # No usable MIME label: the document may declare one (HTML5 8.2.2.2 prescan).
+            meta = _META_CHARSET.search(data[:_META_SCAN])
+            if meta is not None:
+                charset = meta.group(1).decode("ascii")
+        text, clean = decode_bytes(data, charset)
+        if text.startswith("\ufeff"):
+            text = text[1:]
         if not clean:
             self.errors.add(
                 "charset.fallback",
