@@ -93,3 +93,19 @@ def test_webhook_of_other_tenant_refused_for_tenant_rule(tmp_path: Path) -> None
     )
     with pytest.raises(ConfigError, match="belongs to tenant 'default'"):
         load_config(tmp_path / "m.toml", env={})
+
+
+def test_dotted_keys_in_toml(tmp_path: Path) -> None:
+    """``dmarc.result = "fail"`` in TOML is a nested table; both spellings work."""
+    (tmp_path / "m.toml").write_text(
+        '[[rules]]\nname = "a"\n'
+        'if.all = [{ dmarc.result = "fail" }, { header.X-Priority = "/^1/" }, { "dkim.passed" = false }]\n'
+        'then = { queue = "q" }\n'
+        '[[rules]]\nname = "b"\n'
+        'if = { entities.orderId = true, attachment.extension = "pdf" }\n'
+        'then = { queue = "r" }\n'
+    )
+    rs = load_rules(load_config(tmp_path / "m.toml", env={}))
+    assert "dmarc.result = fail" in rs.rules[0].condition.describe()
+    assert "header.X-Priority ~ /^1/" in rs.rules[0].condition.describe()
+    assert "entities.orderId = true" in rs.rules[1].condition.describe()

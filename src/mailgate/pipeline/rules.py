@@ -556,13 +556,25 @@ class Always(Node):
         return "always"
 
 
+def _flatten(table: dict[str, Any]) -> dict[str, Any]:
+    """TOML dotted keys (``dmarc.result = "fail"``) arrive as nested tables; join them back."""
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, dict) and key not in ("any", "all", "not"):
+            for sub, inner in _flatten(value).items():
+                out[f"{key}.{sub}"] = inner
+        else:
+            out[key] = value
+    return out
+
+
 def _compile_condition(table: Any, path: str) -> Node:
     if not isinstance(table, dict):
         raise _RuleError(path, table, "a table of matchers (or any/all/not)")
     if not table:
         raise _RuleError(path, table, "at least one matcher")
     parts: list[Node] = []
-    for key, value in table.items():
+    for key, value in _flatten(table).items():
         sub = f"{path}.{key}"
         if key in ("any", "all"):
             if not isinstance(value, list) or not value:
