@@ -251,3 +251,46 @@ def test_rules_eval_bad_line(tmp_path: Path, setup: dict[str, Any]) -> None:
     bad.write_text('{"path": "missing.eml", "queue": "x"}\n')
     res = CliRunner().invoke(rules_group, ["eval", "-c", setup["path"], str(bad)])
     assert res.exit_code == 1 and "missing.eml: file not found" in res.output
+
+
+def test_replay_requeues_dead_messages(setup: dict[str, Any]) -> None:
+    cfg_path, ids = setup["path"], setup["ids"]
+
+    async def kill() -> str:
+        from mailgate.store.base import SpoolRecord
+
+        async with SqliteStore(setup["cfg"].store.data_dir) as store:
+            await store.spool(
+                SpoolRecord(
+                    id="msg_01DEAD00000000000000000000",
+                    received_at=1.0,
+                    mail_from="a@b.test",
+                    rcpt_to=["support@example.test"],
+                    client_ip="",
+                    helo="",
+                    tls=False,
+                    raw=b"x",
+                )
+            )
+            state = await store.fail("msg_01DEAD00000000000000000000", "boom", max_attempts=1)
+            assert state == "dead"
+        return "msg_01DEAD00000000000000000000"
+
+    dead_id = asyncio.run(kill())
+    res = invoke(replay_cmd, "-c", cfg_path, "--dead", "--dry-run", "--json")
+    assert json.loads(res.output)["requeued"] == [dead_id]
+    assert db_query(setup["cfg"], "SELECT state FROM messages WHERE id = ?", (dead_id,)) == [
+        ("dead",)
+    ]
+    res = invoke(replay_cmd, "-c", cfg_path, dead_id, "--actor", "ops")
+    assert f"{dead_id}  dead -> requeued" in res.output
+    assert db_query(
+        setup["cfg"], "SELECT state, attempts FROM messages WHERE id = ?", (dead_id,)
+    ) == [("spooled", 0)]
+    audit = json.loads(invoke(audit_group, "list", "-c", cfg_path, "--json").output)
+    assert (audit[0]["action"], audit[0]["target"], audit[0]["actor"]) == (
+        "replay.requeue",
+        dead_id,
+        "ops",
+    )
+    assert ids  # the processed ones were examined but unchanged

@@ -17,7 +17,10 @@ from typing import Any
 
 import pytest
 
+from tests.support.dns_server import dns_server
 from tests.support.server import MailgateServer
+
+__all__ = ["dns_server"]
 
 pytestmark = pytest.mark.slow
 
@@ -242,3 +245,25 @@ def test_dedup_cc_threading_and_tenants(mailgate_server: Factory) -> None:
     assert per_msg[multi["id"]] == 1
     assert [t[0] for t in targets] == ["acme-hook"]
     assert [t[0] for t in multi_targets] == ["default-hook"]
+
+
+def test_dmarc_quarantine_through_serve_and_release(
+    mailgate_server: Factory, dns_server: Any
+) -> None:
+    """DMARC p=reject with ``dmarc_enforce = "quarantine"``: held as ``dmarc``; released by CLI."""
+    dns_server.add_txt("example.com", "v=spf1 ip4:192.0.2.0/24 -all")  # not 127.0.0.1
+    dns_server.add_txt("_dmarc.example.com", "v=DMARC1; p=reject")
+    auth_extra = (
+        f'nameservers = ["{dns_server.address}"]\ntimeout = "500ms"\ndmarc_enforce = "quarantine"'
+    )
+    srv = mailgate_server(extra_toml=EXTRA, auth=True, auth_extra=auth_extra)
+    spoof = mail(
+        "Wire the refund today", sender="ceo@example.com", message_id="<spoof@attacker.example>"
+    )
+    srv.send(spoof, mail_from="billing@attacker.example")
+    (row,) = srv.wait_processed(1)
+    assert row["state"] == "quarantined"
+    (held,) = json.loads(srv.cli("quarantine", "list", "--json", "--reason", "dmarc").stdout)
+    assert held["id"] == row["id"]
+    released = json.loads(srv.cli("quarantine", "release", row["id"], "--json").stdout)
+    assert released["delivered"] is True and released["queue"] == "billing"

@@ -6,8 +6,10 @@ are kept, routing is recomputed. ``--dry-run`` prints, per message that would ch
 and new queue, tags, priority, rule and intent (and quarantine decision) and writes nothing.
 Without it the new routing is stored with an audit entry; ``--redeliver`` also publishes a
 ``message.rerouted`` event to the tenant's targets. Replay never changes a message's state:
-a quarantined message leaves quarantine only by ``mailgate quarantine release``. With a
-terminal on stdout a progress bar shows how far it is.
+a quarantined message leaves quarantine only by ``mailgate quarantine release``. Dead-lettered
+messages (processing failed ``pipeline.max_attempts`` times) named by id, or all of them with
+``--dead``, go back to the spool and the ingest worker runs them again (Mailman's
+``unshunt``). With a terminal on stdout a progress bar shows how far it is.
 """
 
 from __future__ import annotations
@@ -90,6 +92,12 @@ def _fmt(value: Any) -> str:
 @click.option(
     "--redeliver", is_flag=True, help="Publish a message.rerouted event for changed messages."
 )
+@click.option(
+    "--dead",
+    "include_dead",
+    is_flag=True,
+    help="Also put dead-lettered messages back in the spool.",
+)
 @click.option("--limit", default=100000, show_default=True, type=click.IntRange(1, 10_000_000))
 @actor_option
 @json_option
@@ -100,6 +108,7 @@ def replay_cmd(
     tenant: str | None,
     dry_run: bool,
     redeliver: bool,
+    include_dead: bool,
     limit: int,
     actor: str | None,
     as_json: bool,
@@ -119,9 +128,15 @@ def replay_cmd(
             targets = await store.list_replayable(
                 since=since_ts, ids=ids, tenant=tenant, limit=limit
             )
-            missing = sorted(set(ids) - set(targets))
+            dead: list[str] = []
+            if ids or include_dead:
+                dead = await store.list_dead(since=since_ts, ids=ids, tenant=tenant, limit=limit)
+            missing = sorted(set(ids) - set(targets) - set(dead))
             if missing:
                 raise NotFound(f"{missing[0]} (no processed envelope to replay)")
+            if not dry_run:
+                for msg_id in dead:
+                    await store.requeue_dead(msg_id, actor=who)
             changes: list[dict[str, Any]] = []
             progress = None
             task = None
@@ -171,6 +186,7 @@ def replay_cmd(
             "changed": len(changes),
             "dryRun": dry_run,
             "messages": changes,
+            "requeued": dead,
         }
 
     result = run(body)
@@ -180,5 +196,7 @@ def replay_cmd(
     for m in result["messages"]:
         parts = [f"{k} {_fmt(v['old'])} -> {_fmt(v['new'])}" for k, v in m["changes"].items()]
         click.echo(f"{m['id']}  " + "  ".join(parts))
+    for msg_id in result["requeued"]:
+        click.echo(f"{msg_id}  dead -> " + ("would be requeued" if dry_run else "requeued"))
     verb = "would change" if dry_run else "changed"
     click.echo(f"{result['examined']} messages examined, {result['changed']} {verb}")

@@ -405,6 +405,53 @@ class PipelineStoreMixin(SqliteBase):
         )
         return [r["id"] for r in rows]
 
+    async def list_dead(
+        self,
+        *,
+        since: float | None = None,
+        ids: Sequence[str] = (),
+        tenant: str | None = None,
+        limit: int = 100_000,
+    ) -> list[str]:
+        """Ids of dead-lettered messages (processing failed ``max_attempts`` times), oldest first."""
+        where = ["state = 'dead'"]
+        params: list[Any] = []
+        if since is not None:
+            where.append("received_at >= ?")
+            params.append(since)
+        if tenant:
+            where.append("tenant = ?")
+            params.append(tenant)
+        if ids:
+            where.append(f"id IN ({','.join('?' * len(ids))})")
+            params.extend(ids)
+        rows = await self._read(
+            f"SELECT id FROM messages WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?",
+            [*params, limit],
+        )
+        return [r["id"] for r in rows]
+
+    async def requeue_dead(self, msg_id: str, *, actor: str) -> None:
+        """Put a dead message back in the spool for the ingest worker, with an audit entry."""
+        now = time.time()
+
+        def write(conn: sqlite3.Connection) -> None:
+            cur = conn.execute(
+                "UPDATE messages SET state = 'spooled', attempts = 0, last_error = NULL"
+                " WHERE id = ? AND state = 'dead'",
+                (msg_id,),
+            )
+            if cur.rowcount == 0:
+                raise NotFound(f"{msg_id} is not dead")
+            apply_audit(
+                conn,
+                msg_id,
+                {},
+                AuditIntent(actor=actor, action="replay.requeue", target=msg_id, at=now),
+            )
+
+        await self._write(write)
+
     async def update_decision(
         self,
         msg_id: str,
