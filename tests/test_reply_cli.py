@@ -112,8 +112,8 @@ def test_banner_set_show_clear_and_used_in_replies(tmp_path: Path) -> None:
             a = await h.deliver(message("Cannot login"), mail_from="a@example.org")
             b = await h.deliver(message("Other"), mail_from="b@example.org")
             return (
-                (await h.store.get_reply_message(a["reply"]["outboxId"])).decode(),
-                (await h.store.get_reply_message(b["reply"]["outboxId"])).decode(),
+                (await h.reply_bytes(a["reply"]["outboxId"])).decode(),
+                (await h.reply_bytes(b["reply"]["outboxId"])).decode(),
             )
 
     status_reply, other_reply = asyncio.run(deliver())

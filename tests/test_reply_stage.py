@@ -22,7 +22,7 @@ def parsed(raw: bytes) -> EmailMessage:
 
 
 async def reply_bytes(h: ReplyHarness, env: dict[str, Any]) -> bytes:
-    return await h.store.get_reply_message(env["reply"]["outboxId"])
+    return await h.reply_bytes(env["reply"]["outboxId"])
 
 
 async def test_human_message_is_acknowledged_with_rfc3834_headers(tmp_path: Path) -> None:

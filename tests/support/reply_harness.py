@@ -21,6 +21,7 @@ from mailgate.envelope import Envelope, new_id
 from mailgate.mime.parse import parse_message
 from mailgate.pipeline.ingest import build_envelope
 from mailgate.pipeline.runner import Outcome, PipelineRunner
+from mailgate.reply.compose import ReplyDraft
 from mailgate.store.base import SpoolRecord
 from mailgate.store.replies import ReplyRecord
 from mailgate.store.sqlite import SqliteStore
@@ -129,6 +130,10 @@ class ReplyHarness:
         outcome = await self.run(env)
         await self.complete(env, outcome)
         return env
+
+    async def reply_bytes(self, reply_id: str) -> bytes:
+        """The reply as the SMTP worker would build it (unsigned)."""
+        return ReplyDraft.from_json(await self.store.get_reply_draft(reply_id)).build()
 
     async def outbox(self, state: str | None = None) -> list[ReplyRecord]:
         return list(reversed(await self.store.list_replies(state=state, limit=1000)))

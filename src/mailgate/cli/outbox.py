@@ -23,6 +23,7 @@ from mailgate.cli.common import (
     print_json,
     run,
 )
+from mailgate.reply.compose import ReplyDraft
 from mailgate.store.replies import REPLY_STATES, ReplyRecord
 
 
@@ -85,7 +86,7 @@ def list_cmd(config_path: str | None, state: str | None, limit: int, as_json: bo
 @outbox_group.command("show")
 @config_option
 @click.argument("reply_id")
-@click.option("--raw", is_flag=True, help="Print the reply as queued (RFC 5322, unsigned).")
+@click.option("--raw", is_flag=True, help="Print the reply as it is sent (RFC 5322, unsigned).")
 @json_option
 def show_cmd(config_path: str | None, reply_id: str, raw: bool, as_json: bool) -> None:
     """One reply with every attempt (an outbox id ``rpl_…`` or the message id ``msg_…``)."""
@@ -94,7 +95,8 @@ def show_cmd(config_path: str | None, reply_id: str, raw: bool, as_json: bool) -
     async def body() -> tuple[ReplyRecord, bytes | None]:
         async with open_store(cfg) as store:
             record = await store.get_reply(reply_id)
-            return record, (await store.get_reply_message(record.id)) if raw else None
+            draft = (await store.get_reply_draft(record.id)) if raw else None
+            return record, ReplyDraft.from_json(draft).build() if draft is not None else None
 
     record, message = run(body)
     if message is not None:

@@ -37,7 +37,7 @@ from prometheus_client import Counter
 from mailgate.config import ReplyConfig, parse_hostport
 from mailgate.delivery.schedule import RetrySchedule
 from mailgate.metrics import REGISTRY
-from mailgate.reply.compose import parse_from
+from mailgate.reply.compose import ReplyDraft, parse_from
 from mailgate.reply.signing import DkimSigner, SigningError, load_signer
 from mailgate.store.base import StoreError
 from mailgate.store.replies import ReplyAttempt, ReplyItem, ReplyStore
@@ -220,7 +220,12 @@ class ReplySender:
 
     async def _send(self, client: aiosmtplib.SMTP, item: ReplyItem) -> ReplyAttempt:
         try:
-            message = self.signer.sign(item.message) if self.signer else item.message
+            message = ReplyDraft.from_json(item.draft).build()
+        except (ValueError, TypeError, KeyError) as exc:
+            return ReplyAttempt("dead", None, f"unusable draft: {_text(exc)}")
+        try:
+            if self.signer is not None:
+                message = self.signer.sign(message)
         except SigningError as exc:
             # a key problem is the operator's to fix; keep the reply until it is fixed
             return self._retry(item, None, str(exc))

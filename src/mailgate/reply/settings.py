@@ -18,31 +18,35 @@ from mailgate.reply.compose import parse_from
 from mailgate.reply.guard import is_valid_address
 from mailgate.reply.templates import ReplyTemplates, TemplateProblem
 
-_CACHE: dict[tuple[str | None, int], ReplyTemplates] = {}
+_CACHE: dict[tuple[str, str], ReplyTemplates] = {}
 _CACHE_LOCK = threading.Lock()
 
 
 def templates_dir(cfg: Config) -> Path | None:
-    """``[reply] templates_dir``, relative to the config file's directory; None when absent."""
+    """``[reply] templates_dir``, relative to the config file's directory (None: not set).
+
+    The directory may not exist (yet): only the built-ins are found until it does.
+    """
     name = cfg.reply.templates_dir
     if not name:
         return None
     path = Path(name).expanduser()
     if not path.is_absolute() and cfg.source not in ("", "<defaults>"):
         path = Path(cfg.source).parent / path
-    return path if path.is_dir() else None
+    return path
 
 
 def templates_for(cfg: Config) -> ReplyTemplates:
     """The (cached) templates of this config's ``templates_dir``."""
-    folder = templates_dir(cfg)
-    key = (str(folder) if folder else None, 0)
-    with _CACHE_LOCK:
-        found = _CACHE.get(key)
-        if found is None:
-            found = ReplyTemplates(folder)
-            _CACHE[key] = found
-        return found
+    key = (cfg.reply.templates_dir, cfg.source)
+    found = _CACHE.get(key)
+    if found is None:
+        with _CACHE_LOCK:
+            found = _CACHE.get(key)
+            if found is None:
+                found = ReplyTemplates(templates_dir(cfg))
+                _CACHE[key] = found
+    return found
 
 
 def from_for(reply: ReplyConfig, tenant: str | None) -> tuple[str, str]:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import html as htmlmod
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
@@ -53,6 +54,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_OUTPUT = 64 * 1024
+REVALIDATE = 2.0
 BUILTIN = ("ack",)
 # str.format fields reaching a private attribute or item: "{0.__class__}", "{x[_y]}"
 _FORMAT_PRIVATE = re.compile(r"\{[^{}]*[.\[]\s*_")
@@ -119,7 +121,7 @@ class ReplyTemplates:
         self.dir = templates_dir
         self.max_output = max_output
         loaders: list[Any] = []
-        if templates_dir is not None and templates_dir.is_dir():
+        if templates_dir is not None:
             loaders.append(FileSystemLoader(str(templates_dir)))
         loaders.append(FunctionLoader(_builtin_source))
         loader = ChoiceLoader(loaders)
@@ -132,6 +134,9 @@ class ReplyTemplates:
         self.text_env = ImmutableSandboxedEnvironment(autoescape=False, **common)
         self.html_env = ImmutableSandboxedEnvironment(autoescape=True, **common)
         self._checked: dict[int, str | None] = {}
+        self._loaded: dict[
+            tuple[str, str | None], tuple[float, tuple[JinjaTemplate, JinjaTemplate | None]]
+        ] = {}
 
     # ------------------------------------------------------------------ lookup
 
@@ -174,7 +179,23 @@ class ReplyTemplates:
     def load(
         self, name: str, tenant: str | None = None
     ) -> tuple[JinjaTemplate, JinjaTemplate | None]:
-        """The checked text template and optional HTML template; raises `TemplateProblem`."""
+        """The checked text template and optional HTML template; raises `TemplateProblem`.
+
+        Look-ups are remembered for ``REVALIDATE`` seconds, so a template changed on disk is
+        used (and checked) within seconds without a file system probe for every reply.
+        """
+        key = (name, tenant)
+        now = time.monotonic()
+        hit = self._loaded.get(key)
+        if hit is not None and now - hit[0] < REVALIDATE:
+            return hit[1]
+        found = self._load(name, tenant)
+        if len(self._loaded) > 1024:
+            self._loaded.clear()
+        self._loaded[key] = (now, found)
+        return found
+
+    def _load(self, name: str, tenant: str | None) -> tuple[JinjaTemplate, JinjaTemplate | None]:
         if not NAME_RE.match(name):
             raise TemplateMissing(name, "not a template name (letters, digits, . _ -)")
         text = self._find(self.text_env, name, tenant, "txt")

@@ -33,7 +33,10 @@ def reply_id_for(msg_id: str) -> str:
 
 @dataclass(frozen=True)
 class ReplyIntent(Intent):
-    """Queue one rendered acknowledgement (unsigned RFC 5322 bytes) for the SMTP outbox.
+    """Queue one rendered acknowledgement for the SMTP outbox.
+
+    ``draft`` is the reply as ``reply.compose.ReplyDraft`` JSON (headers and rendered bodies);
+    the SMTP worker builds, signs and sends the RFC 5322 message from it.
 
     ``recipient`` is the envelope return path of the acknowledged message (RFC 3834 section
     4: never a From or Reply-To the sender chose); ``mail_from`` is the envelope sender of the
@@ -45,7 +48,7 @@ class ReplyIntent(Intent):
     tenant: str
     recipient: str
     mail_from: str
-    message: bytes
+    draft: str
     message_id: str
     template: str
     subject: str = ""
@@ -93,7 +96,7 @@ class ReplyItem:
     tenant: str
     recipient: str
     mail_from: str
-    message: bytes
+    draft: str
     message_id: str
     attempts: int
     smtputf8: bool = False
@@ -205,7 +208,8 @@ class ReplyStore(Protocol):
 
     async def get_reply(self, reply_id: str) -> ReplyRecord: ...
 
-    async def get_reply_message(self, reply_id: str) -> bytes: ...
+    async def get_reply_draft(self, reply_id: str) -> str:
+        """The stored draft (``ReplyDraft`` JSON) by outbox id or message id."""
 
     async def retry_replies(self, reply_ids: list[str] | None) -> int:
         """Dead rows back to pending, due now; ``None`` retries every dead row."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from mailgate.store.base import NotFound
@@ -101,7 +101,7 @@ def apply_reply(
     state = "pending" if reason is None else "suppressed"
     conn.execute(
         "INSERT INTO reply_outbox (id, msg_id, tenant, thread_id, ticket, queue, template,"
-        " recipient, mail_from, message_id, subject, message, smtputf8, state, reason,"
+        " recipient, mail_from, message_id, subject, draft, smtputf8, state, reason,"
         " next_attempt_at, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (
             intent.reply_id,
@@ -115,7 +115,7 @@ def apply_reply(
             intent.mail_from,
             intent.message_id,
             intent.subject,
-            intent.message,
+            intent.draft,
             int(intent.smtputf8),
             state,
             reason,
@@ -169,6 +169,16 @@ def _banner(row: sqlite3.Row) -> Banner:
 class ReplyStoreMixin(SqliteBase):
     """The replies part of `SqliteStore` (implements `ReplyPorts` and `ReplyStore`)."""
 
+    async def _port_read(self, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
+        """A look-up made on every processed message: through the pipeline's synchronous
+        read-only connection when the store has one (microseconds, no thread hop), else
+        through the shared reader."""
+        lookup = getattr(self, "_lookup", None)
+        if lookup is not None:
+            rows: list[sqlite3.Row] = lookup(sql, params)
+            return rows
+        return await self._read(sql, params)
+
     # ------------------------------------------------------------------ ReplyPorts
 
     async def reply_usage(
@@ -182,7 +192,7 @@ class ReplyStoreMixin(SqliteBase):
         hour_since: float,
     ) -> ReplyUsage:
         """See `ReplyPorts.reply_usage` (one read: four indexed counts)."""
-        row = await self._read_one(
+        rows = await self._port_read(
             "SELECT"
             f" (SELECT COUNT(*) FROM reply_outbox WHERE thread_id = ? AND {_COUNTED}) AS thread,"
             " (SELECT COUNT(*) FROM reply_outbox WHERE tenant = ? AND recipient = ?"
@@ -191,8 +201,9 @@ class ReplyStoreMixin(SqliteBase):
             " (SELECT state FROM reply_outbox WHERE msg_id = ?) AS existing",
             (thread_id or "", tenant, recipient, sender_since, hour_since, msg_id),
         )
-        if row is None:  # pragma: no cover - a SELECT without FROM always yields one row
+        if not rows:  # pragma: no cover - a SELECT without FROM always yields one row
             return ReplyUsage(0, 0, 0)
+        row = rows[0]
         return ReplyUsage(
             thread=row["thread"] if thread_id else 0,
             sender=row["sender"],
@@ -202,7 +213,7 @@ class ReplyStoreMixin(SqliteBase):
 
     async def reply_banners(self, queue: str | None) -> list[Banner]:
         """See `ReplyPorts.reply_banners`."""
-        rows = await self._read(
+        rows = await self._port_read(
             "SELECT queue, text, set_at, set_by FROM reply_banners WHERE queue IN (?, '')"
             " ORDER BY queue = '' , queue",
             (queue or "",),
@@ -235,7 +246,7 @@ class ReplyStoreMixin(SqliteBase):
             )
             return list(
                 conn.execute(
-                    "SELECT id, msg_id, tenant, recipient, mail_from, message, message_id,"
+                    "SELECT id, msg_id, tenant, recipient, mail_from, draft, message_id,"
                     f" attempts, smtputf8 FROM reply_outbox WHERE id IN ({marks})"
                     " ORDER BY next_attempt_at, rowid",
                     ids,
@@ -250,7 +261,7 @@ class ReplyStoreMixin(SqliteBase):
                 tenant=r["tenant"],
                 recipient=r["recipient"],
                 mail_from=r["mail_from"],
-                message=bytes(r["message"]),
+                draft=r["draft"],
                 message_id=r["message_id"],
                 attempts=r["attempts"],
                 smtputf8=bool(r["smtputf8"]),
@@ -349,13 +360,13 @@ class ReplyStoreMixin(SqliteBase):
         )
         return _record(row, [dict(h) for h in history])
 
-    async def get_reply_message(self, reply_id: str) -> bytes:
+    async def get_reply_draft(self, reply_id: str) -> str:
         row = await self._read_one(
-            "SELECT message FROM reply_outbox WHERE id = ? OR msg_id = ?", (reply_id, reply_id)
+            "SELECT draft FROM reply_outbox WHERE id = ? OR msg_id = ?", (reply_id, reply_id)
         )
         if row is None:
             raise NotFound(f"reply {reply_id}")
-        return bytes(row["message"])
+        return str(row["draft"])
 
     async def retry_replies(self, reply_ids: list[str] | None) -> int:
         now = time.time()

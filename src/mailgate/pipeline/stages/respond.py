@@ -28,9 +28,9 @@ from mailgate.pipeline.base import Context, Verdict
 from mailgate.pipeline.view import EnvView, names, parse_time
 from mailgate.reply.compose import (
     MAX_NAME,
+    ReplyDraft,
     ReplyHeaders,
     alias_address,
-    build_message,
     clean,
     msg_ids,
     needs_smtputf8,
@@ -179,7 +179,7 @@ class RespondStage:
             ),
             ticket=ticket,
         )
-        message = build_message(headers, rendered.text, rendered.html, now=now)
+        draft = ReplyDraft(headers, rendered.text, rendered.html)
         reply_id = reply_id_for(ctx.msg_id)
         if ctx.mode == "dry-run":
             env["reply"] = {
@@ -197,7 +197,7 @@ class RespondStage:
                 tenant=tenant,
                 recipient=recipient,
                 mail_from="" if reply.null_sender else from_address,
-                message=message,
+                draft=draft.to_json(),
                 message_id=message_id,
                 template=template,
                 subject=headers.subject,

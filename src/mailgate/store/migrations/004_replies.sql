@@ -14,7 +14,8 @@ CREATE TABLE reply_outbox (
     mail_from       TEXT NOT NULL DEFAULT '',        -- '' = MAIL FROM:<> (RFC 3834 section 3.3)
     message_id      TEXT NOT NULL,                   -- Message-ID of the reply
     subject         TEXT,
-    message         BLOB NOT NULL,                   -- RFC 5322 bytes, DKIM-signed when sent
+    draft           TEXT NOT NULL,                   -- headers + rendered bodies (JSON); built,
+                                                     -- DKIM-signed and sent by the SMTP worker
     smtputf8        INTEGER NOT NULL DEFAULT 0,
     state           TEXT NOT NULL DEFAULT 'pending', -- pending | sent | dead | suppressed
     reason          TEXT,                            -- why suppressed (a limit hit at commit)
