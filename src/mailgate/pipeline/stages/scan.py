@@ -222,6 +222,31 @@ def type_findings(name: str, sniffed: str, declared: str, cfg: PipelineConfig) -
     return out
 
 
+_CONTAINER_TYPES = (
+    "",
+    "application/octet-stream",
+    "application/zip",
+    "application/x-zip-compressed",
+    "application/gzip",
+    "application/x-gzip",
+    "application/java-archive",
+    "application/msword",
+    "application/vnd.ms-*",
+    "application/vnd.openxmlformats-officedocument.*",
+    "application/x-ole-storage",
+    "application/x-cfb",
+    "application/cdfv2",
+)
+
+
+def _needs_bytes(sniffed: str, name: str) -> bool:
+    """Only archives and Office containers (or unknown content) are opened; a PDF or a JPEG
+    of 20 MB is not read back from disk for nothing."""
+    if _matches(sniffed, _CONTAINER_TYPES):
+        return True
+    return name.lower().endswith((".zip", ".gz", ".doc", ".xls", ".ppt", ".docx", ".xlsx", ".pptx"))
+
+
 def _size(att: dict[str, Any]) -> int:
     size = att.get("size")
     return size if isinstance(size, int) and not isinstance(size, bool) else 0
@@ -246,7 +271,12 @@ class ScanStage:
             declared = str(att.get("contentType") or "")
             data: bytes | None = None
             sha = att.get("sha256")
-            if isinstance(sha, str) and sha and size <= max(cfg.max_attachment_size, 1) * 2:
+            if (
+                isinstance(sha, str)
+                and sha
+                and size <= max(cfg.max_attachment_size, 1) * 2
+                and _needs_bytes(sniffed, name)
+            ):
                 data = await ctx.ports.attachment_bytes(sha)
             if data is not None and not sniffed:
                 kind = filetype.guess(data[:8192])
