@@ -406,3 +406,13 @@ async def test_tenant_from_address_is_used_for_that_tenant(tmp_path: Path) -> No
     ticket = env["thread"]["ticket"]
     assert msg["From"].addresses[0].addr_spec == "help@acme.support.example.test"
     assert msg["Reply-To"].addresses[0].addr_spec == f"help+{ticket}@acme.support.example.test"
+
+
+async def test_return_path_case_is_kept_but_limits_ignore_case(tmp_path: Path) -> None:
+    srs = "SRS0=HhAb=XY=example.org=Alice@forwarder.example.net"
+    async with ReplyHarness(tmp_path, per_sender_limit=1) as h:
+        env = await h.deliver(message("one"), mail_from=srs)
+        assert env["reply"]["to"] == srs
+        assert (await h.outbox())[0].recipient == srs
+        again = await h.deliver(message("two"), mail_from=srs.lower())
+        assert again["reply"]["reason"] == "sender-limit"

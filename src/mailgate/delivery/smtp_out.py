@@ -167,7 +167,9 @@ class ReplySender:
 
     async def run_once(self) -> int:
         """Claim due replies and attempt each once; returns how many were attempted."""
-        lease = self.cfg.timeout * 4 * self.batch + LEASE_MARGIN
+        # One sender runs per store (the first worker) and works its batch in order, so the
+        # lease only decides how soon rows of a crashed sender are taken up again.
+        lease = self.cfg.timeout * 3 + LEASE_MARGIN
         items = await self.store.claim_replies(self.batch, owner=self.owner, lease=lease)
         if not items:
             return 0

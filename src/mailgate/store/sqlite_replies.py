@@ -70,9 +70,9 @@ def limit_reason(conn: sqlite3.Connection, intent: ReplyIntent, now: float) -> s
             return "thread-limit"
     if intent.per_sender_limit > 0:
         (n,) = conn.execute(
-            "SELECT COUNT(*) FROM reply_outbox WHERE tenant = ? AND recipient = ?"
+            "SELECT COUNT(*) FROM reply_outbox WHERE tenant = ? AND recipient_key = ?"
             f" AND created_at >= ? AND {_COUNTED}",
-            (intent.tenant, intent.recipient, now - intent.per_sender_window),
+            (intent.tenant, intent.recipient.lower(), now - intent.per_sender_window),
         ).fetchone()
         if n >= intent.per_sender_limit:
             return "sender-limit"
@@ -101,8 +101,8 @@ def apply_reply(
     state = "pending" if reason is None else "suppressed"
     conn.execute(
         "INSERT INTO reply_outbox (id, msg_id, tenant, thread_id, ticket, queue, template,"
-        " recipient, mail_from, message_id, subject, draft, smtputf8, state, reason,"
-        " next_attempt_at, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        " recipient, recipient_key, mail_from, message_id, subject, draft, smtputf8, state, reason,"
+        " next_attempt_at, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (
             intent.reply_id,
             msg_id,
@@ -112,6 +112,7 @@ def apply_reply(
             intent.queue,
             intent.template,
             intent.recipient,
+            intent.recipient.lower(),
             intent.mail_from,
             intent.message_id,
             intent.subject,
@@ -195,11 +196,11 @@ class ReplyStoreMixin(SqliteBase):
         rows = await self._port_read(
             "SELECT"
             f" (SELECT COUNT(*) FROM reply_outbox WHERE thread_id = ? AND {_COUNTED}) AS thread,"
-            " (SELECT COUNT(*) FROM reply_outbox WHERE tenant = ? AND recipient = ?"
+            " (SELECT COUNT(*) FROM reply_outbox WHERE tenant = ? AND recipient_key = ?"
             f"   AND created_at >= ? AND {_COUNTED}) AS sender,"
             f" (SELECT COUNT(*) FROM reply_outbox WHERE created_at >= ? AND {_COUNTED}) AS hour,"
             " (SELECT state FROM reply_outbox WHERE msg_id = ?) AS existing",
-            (thread_id or "", tenant, recipient, sender_since, hour_since, msg_id),
+            (thread_id or "", tenant, recipient.lower(), sender_since, hour_since, msg_id),
         )
         if not rows:  # pragma: no cover - a SELECT without FROM always yields one row
             return ReplyUsage(0, 0, 0)

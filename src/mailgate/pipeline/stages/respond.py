@@ -95,7 +95,9 @@ class RespondStage:
             return None
 
         tenant = view.tenant
-        recipient = view.mail_from  # RFC 3834 section 4: the return path, never From/Reply-To
+        # RFC 3834 section 4: the return path, never From/Reply-To. Its case is kept: local
+        # parts may be case-sensitive (SRS and VERP addresses carry base64 hashes).
+        recipient = return_path(env)
         raw_thread = env.get("thread")
         thread: dict[str, Any] = raw_thread if isinstance(raw_thread, dict) else {}
         thread_id = thread.get("id") if isinstance(thread.get("id"), str) else None
@@ -233,6 +235,12 @@ class RespondStage:
         }
         ctx.note(f"acknowledgement queued ({template}) to the return path")
         return None
+
+
+def return_path(env: Envelope) -> str:
+    smtp = env.get("envelope")
+    value = smtp.get("mailFrom") if isinstance(smtp, dict) else None
+    return value.strip().strip("<>").strip() if isinstance(value, str) else ""
 
 
 def _entities(value: Any) -> dict[str, list[str]]:

@@ -11,6 +11,7 @@ CREATE TABLE reply_outbox (
     queue           TEXT,
     template        TEXT NOT NULL,
     recipient       TEXT NOT NULL,                   -- envelope return path of the original
+    recipient_key   TEXT NOT NULL,                   -- lower-cased: what the sender limit counts
     mail_from       TEXT NOT NULL DEFAULT '',        -- '' = MAIL FROM:<> (RFC 3834 section 3.3)
     message_id      TEXT NOT NULL,                   -- Message-ID of the reply
     subject         TEXT,
@@ -30,7 +31,7 @@ CREATE TABLE reply_outbox (
     last_error      TEXT
 );
 CREATE INDEX reply_outbox_due ON reply_outbox(state, next_attempt_at);
-CREATE INDEX reply_outbox_recipient ON reply_outbox(tenant, recipient, created_at);
+CREATE INDEX reply_outbox_recipient ON reply_outbox(tenant, recipient_key, created_at);
 CREATE INDEX reply_outbox_thread ON reply_outbox(thread_id);
 CREATE INDEX reply_outbox_created ON reply_outbox(created_at);
 
