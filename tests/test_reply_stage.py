@@ -416,3 +416,18 @@ async def test_return_path_case_is_kept_but_limits_ignore_case(tmp_path: Path) -
         assert (await h.outbox())[0].recipient == srs
         again = await h.deliver(message("two"), mail_from=srs.lower())
         assert again["reply"]["reason"] == "sender-limit"
+
+
+async def test_dry_run_reports_what_would_be_sent_without_queueing(tmp_path: Path) -> None:
+    from mailgate.pipeline.runner import EmptyPorts, PipelineRunner
+    from mailgate.pipeline.stages import registry
+    from mailgate.store.replies import ReplyIntent
+
+    assert "respond" in registry()
+    async with ReplyHarness(tmp_path) as h:
+        env = await h.spool(message(), mail_from=RETURN_PATH)
+        outcome = await PipelineRunner(h.cfg, EmptyPorts()).process(env, mode="dry-run")
+    assert env["reply"]["reason"] == "dry-run" and env["reply"]["template"] == "ack"
+    assert not [i for i in outcome.intents if isinstance(i, ReplyIntent)]
+    respond = next(r for r in outcome.results if r.stage == "respond")
+    assert any("would acknowledge" in n for n in respond.reasons)
