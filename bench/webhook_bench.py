@@ -203,6 +203,7 @@ async def burst(srv: MailgateServer, rx: Receiver, count: int, concurrency: int)
 async def drain(srv: MailgateServer, rx: Receiver, count: int, concurrency: int) -> dict[str, Any]:
     """Delivery capacity alone: queue ``count`` events with the target disabled, then enable it."""
     await asyncio.to_thread(srv.cli, "dlq", "disable-target", "bench")
+    await asyncio.sleep(1.5)  # a running worker notices within [delivery] poll_interval
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(count):
         queue.put_nowait(i)
