@@ -83,21 +83,23 @@ def clean(value: object, limit: int = 998) -> str:
     return text
 
 
+@functools.lru_cache(maxsize=64)
 def ticket_token_re(prefix: str) -> re.Pattern[str]:
+    """``[Ticket T-1042]`` tokens (any number) of a ticket prefix; the thread stage reads them."""
     return re.compile(r"\s*\[\s*ticket\s*[:#]?\s*" + re.escape(prefix) + r"\d+\s*\]", re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=256)
+def _exact_token_re(ticket: str) -> re.Pattern[str]:
+    return re.compile(r"\s*\[\s*ticket\s*[:#]?\s*" + re.escape(ticket) + r"\s*\]", re.IGNORECASE)
 
 
 def reply_subject(original: object, ticket: str | None, ticket_prefix: str = "T-") -> str:
     """``Re: <original> [Ticket T-1042]``, never ``Re: Re: … [Ticket T-1042] [Ticket T-1042]``."""
     base = clean(original)
     token = ticket_token_re(ticket_prefix)
-    if ticket:
-        base = re.sub(
-            r"\s*\[\s*ticket\s*[:#]?\s*" + re.escape(ticket) + r"\s*\]",
-            " ",
-            base,
-            flags=re.IGNORECASE,
-        )
+    if ticket and not token.search(f"[Ticket {ticket}]"):
+        token = _exact_token_re(ticket)  # a ticket outside the configured prefix (rare)
     base = token.sub(" ", base)
     previous = None
     while previous != base:  # "Re: [Ticket T-1] Fwd: x" -> "x"
@@ -184,7 +186,9 @@ class ReplyDraft:
     html: str | None = None
 
     def to_json(self) -> str:
-        data = {"headers": dataclasses.asdict(self.headers), "text": self.text, "html": self.html}
+        h = self.headers
+        headers = {f.name: getattr(h, f.name) for f in dataclasses.fields(h)}
+        data = {"headers": headers, "text": self.text, "html": self.html}
         return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
     @classmethod

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 from mailgate.envelope import Envelope
 from mailgate.pipeline.base import Context, Verdict
@@ -61,6 +61,21 @@ class RespondStage:
 
     def __init__(self) -> None:
         self._guards: dict[int, Guard] = {}
+        self._ports_ok: dict[int, bool] = {}
+
+    def _reply_ports(self, ports: object) -> ReplyPorts | None:
+        """The ports as `ReplyPorts` when they offer the reply look-ups, else None.
+
+        A runtime Protocol check costs tens of microseconds, so it is made once per ports object.
+        """
+        key = id(ports)
+        known = self._ports_ok.get(key)
+        if known is None:
+            known = isinstance(ports, ReplyPorts)
+            if len(self._ports_ok) > 64:
+                self._ports_ok.clear()
+            self._ports_ok[key] = known
+        return cast(ReplyPorts, ports) if known else None
 
     def _guard(self, ctx: Context) -> Guard:
         key = id(ctx.root)
@@ -105,9 +120,9 @@ class RespondStage:
         queue = env.get("queue") if isinstance(env.get("queue"), str) else None
         now = time.time()
 
-        ports = ctx.ports
+        ports = self._reply_ports(ctx.ports)
         banners: list[str] = []
-        if isinstance(ports, ReplyPorts):
+        if ports is not None:
             usage = await ports.reply_usage(
                 ctx.msg_id,
                 tenant,
