@@ -26,10 +26,10 @@ sys.path.insert(0, str(REPO))
 
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
-
-from mailgate.delivery.smtp_out import ReplySender  # noqa: E402
 from tests.support.reply_harness import ReplyHarness, message  # noqa: E402
 from tests.support.smtp_sink import SmtpSink  # noqa: E402
+
+from mailgate.delivery.smtp_out import ReplySender  # noqa: E402
 
 
 async def main(n: int, use_dkim: bool) -> None:
@@ -57,9 +57,9 @@ async def main(n: int, use_dkim: bool) -> None:
                     message(f"Question {i} about order {100000 + i}"),
                     mail_from=f"customer{i}@example.org",
                 )
-            respond = [
-                r.seconds for o in h.outcomes for r in o.results if r.stage == "respond"
-            ][10:]
+            respond = [r.seconds for o in h.outcomes for r in o.results if r.stage == "respond"][
+                10:
+            ]
             total = [sum(r.seconds for r in o.results) for o in h.outcomes][10:]
             print(f"messages: {n}, acknowledged: {len(await h.outbox('pending'))}")
             print(
