@@ -431,3 +431,16 @@ async def test_dry_run_reports_what_would_be_sent_without_queueing(tmp_path: Pat
     assert not [i for i in outcome.intents if isinstance(i, ReplyIntent)]
     respond = next(r for r in outcome.results if r.stage == "respond")
     assert any("would acknowledge" in n for n in respond.reasons)
+
+
+async def test_undecodable_text_in_the_envelope_does_not_break_the_commit(tmp_path: Path) -> None:
+    async with ReplyHarness(tmp_path) as h:
+        env = await h.spool(message(), mail_from=RETURN_PATH)
+        env["subject"] = "broken \udcff subject"
+        env["from"] = {"email": "alice@example.org", "name": "Al\udcffice"}
+        outcome = await h.run(env)
+        env["subject"] = "stored"  # the envelope itself is not this stage's to clean
+        env["from"]["name"] = "Alice"
+        await h.complete(env, outcome)
+        msg = parsed(await reply_bytes(h, env))
+    assert msg["Subject"].startswith("Re: broken \ufffd subject")

@@ -115,6 +115,13 @@ def test_built_message_has_exactly_our_headers(subject: str, text: str) -> None:
     assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
 
 
+def test_clean_makes_one_encodable_line() -> None:
+    assert clean("a\r\nb\x00c\u2028d") == "a b c d"
+    assert clean("bad \udcff byte") == "bad \ufffd byte"
+    assert clean(None) == "" and clean(42) == ""
+    assert len(clean("x" * 2000, 100)) == 100
+
+
 def test_threading_headers() -> None:
     refs = [f"<r{i}@x.test>" for i in range(30)]
     chain = references_for("<me@x.test>", refs, None)

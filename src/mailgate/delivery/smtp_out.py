@@ -160,6 +160,11 @@ class ReplySender:
             except StoreError:
                 log.exception("reply sender: store error; retrying")
                 delay = max(1.0, self.poll_interval)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the worker must outlive any one bad round
+                log.exception("reply sender: round failed; retrying")
+                delay = max(1.0, self.poll_interval)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
 
@@ -248,6 +253,9 @@ class ReplySender:
             return ReplyAttempt("dead", None, _text(exc))
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             raise _Transient(f"smarthost {self.cfg.smarthost}: {_text(exc)}") from None
+        except Exception as exc:  # a bug or an odd value: keep the reply, say why
+            log.exception("reply send failed unexpectedly", extra={"msg_id": item.msg_id})
+            return self._retry(item, None, f"unexpected: {_text(exc)}")
         if errors:
             code, text = next(iter(errors.values()))
             return self._answered(item, code, f"refused: {text}")

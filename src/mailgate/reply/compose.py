@@ -38,6 +38,7 @@ from mailgate.pipeline.stages.intent import LOOP_HEADER
 
 _CTL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]+")
 _WS = re.compile(r"\s+")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _PREFIX = re.compile(
     r"^\s*(?:(?:re|fw|fwd|aw|wg|sv|vs|antw|antwort|ref|tr|rif|r|odp|vá|ynt|res|enc|atb|"
     r"回复|回覆|答复|转发|轉寄)\s*(?:\[\d+\]|\(\d+\))?\s*[:：]\s*)+",
@@ -74,9 +75,13 @@ POLICY_UTF8 = email.policy.SMTPUTF8.clone(max_line_length=998, header_factory=_R
 
 
 def clean(value: object, limit: int = 998) -> str:
-    """One line of text: control characters (CR, LF, NUL…) become spaces, whitespace collapses."""
+    """One line of text: control characters (CR, LF, NUL…) become spaces, whitespace collapses,
+    lone surrogates become U+FFFD."""
     if not isinstance(value, str):
         return ""
+    # lone surrogates (undecodable bytes kept by a lenient decoder) cannot be encoded: U+FFFD
+    if not value.isascii():
+        value = _SURROGATE.sub("\ufffd", value)
     text = _WS.sub(" ", _CTL.sub(" ", value)).strip()
     if len(text) > limit:
         text = text[: limit - 1].rstrip() + "…"
@@ -189,7 +194,7 @@ class ReplyDraft:
         h = self.headers
         headers = {f.name: getattr(h, f.name) for f in dataclasses.fields(h)}
         data = {"headers": headers, "text": self.text, "html": self.html}
-        return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+        return json.dumps(data, ensure_ascii=True, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, value: str) -> ReplyDraft:
