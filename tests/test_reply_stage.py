@@ -441,6 +441,8 @@ async def test_undecodable_text_in_the_envelope_does_not_break_the_commit(tmp_pa
         outcome = await h.run(env)
         env["subject"] = "stored"  # the envelope itself is not this stage's to clean
         env["from"]["name"] = "Alice"
+        # only this stage's writes (the thread index is another stage's concern)
+        outcome.intents[:] = [i for i in outcome.intents if type(i).__name__ == "ReplyIntent"]
         await h.complete(env, outcome)
         msg = parsed(await reply_bytes(h, env))
     assert msg["Subject"].startswith("Re: broken \ufffd subject")
