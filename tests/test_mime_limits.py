@@ -106,3 +106,31 @@ def test_garbage_inputs_never_raise() -> None:
                 b"Content-Transfer-Encoding: base64\r\n\r\n====",
                 bytes(range(256)) * 10):  # fmt: skip
         assert_valid_envelope(parse_message(raw))
+
+
+def test_html_size_and_depth_limits_keep_text() -> None:
+    big = b"Content-Type: text/html\r\n\r\n<p>" + b"word " * 2000 + b"</p>"
+    env = parse_message(big, limits=Limits(max_html_chars=1000))
+    assert env["html"] is None
+    assert env["text"].startswith("word word")
+    assert "limit.html-size" in codes(env)
+    deep = b"Content-Type: text/html\r\n\r\n" + b"<div><span>" * 1000 + b"deep text"
+    env = parse_message(deep)
+    assert_valid_envelope(env)
+    assert env["html"] is None
+    assert env["text"] == "deep text"
+    assert "limit.html-depth" in codes(env)
+
+
+def test_pathological_markup_and_headers_finish() -> None:
+    # Each of these was quadratic in a naive implementation (regex rescans, html.parser).
+    n = 100_000
+    for raw in (
+        b"Content-Type: text/html\r\n\r\n" + b"<script>" * (n // 8),
+        b"Content-Type: text/html\r\n\r\n" + b"<!--[if x]>" * (n // 11),
+        b"Content-Type: text/html\r\n\r\n" + b"<a" * (n // 2),
+        b"To: " + b'"' * n + b"\r\n\r\nx",
+        b"To: " + b"a:" * (n // 2) + b"\r\n\r\nx",
+        b"Subject: " + b"=?utf-8?q?" * (n // 10) + b"\r\n\r\nx",
+    ):
+        assert_valid_envelope(parse_message(raw))

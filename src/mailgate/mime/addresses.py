@@ -71,7 +71,12 @@ def tokenize(text: str) -> list[Token]:
     tokens: list[Token] = []
     pos = 0
     n = len(text)
+    quotes_open = True  # after one unterminated quote no later '"' can close: skip the scan
     while pos < n:
+        if text[pos] == '"' and not quotes_open:
+            tokens.append(("atom", '"'))
+            pos += 1
+            continue
         if text[pos] == "(":
             inner, pos = _comment(text, pos)
             tokens.append(("comment", inner))
@@ -86,6 +91,7 @@ def tokenize(text: str) -> list[Token]:
         kind = m.lastgroup or "atom"
         if kind == "qs" and (len(m.group()) < 2 or not m.group().endswith('"')):
             # An unterminated quote would swallow the rest of the list: read it as text.
+            quotes_open = False
             pos += 1
             continue
         if kind != "ws":

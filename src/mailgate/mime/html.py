@@ -11,7 +11,7 @@ from __future__ import annotations
 import html as html_lib
 import re
 import threading
-from html.parser import HTMLParser
+from collections.abc import Iterator
 
 import bleach
 from bleach.css_sanitizer import ALLOWED_CSS_PROPERTIES, CSSSanitizer
@@ -52,14 +52,53 @@ _URI_ATTRS = frozenset({"href", "src", "background", "cite"})
 PROTOCOLS = frozenset({"http", "https", "mailto", "tel", "cid", "data", "ftp", "callto", "sms"})
 _DATA_IMAGE = re.compile(r"^data:image/(?:png|gif|jpe?g|webp|bmp);")
 _URI_NOISE = re.compile(r"[`\000-\040\177-\240\s]+")
-# Content that is never shown: removed with its text before bleach (which keeps text of
-# stripped elements); bleach remains the security boundary.
-_HIDDEN = re.compile(
-    r"<(script|style|head|title|iframe|object|embed|noscript|template|xml|svg|math)\b[^>]*>"
-    r".*?</\1\s*>",
-    re.IGNORECASE | re.DOTALL,
+# Content that is never shown: removed with its text before bleach (which keeps the text of
+# stripped elements); bleach remains the security boundary. Done with str.find, not a lazy
+# ".*?" regex, which is quadratic on many unclosed tags.
+_HIDDEN_OPEN = re.compile(
+    r"<(script|style|head|title|iframe|object|embed|noscript|template|xml|svg|math)\b",
+    re.IGNORECASE,
 )
-_CONDITIONAL = re.compile(r"<!--\[if.*?<!\[endif\]-->", re.IGNORECASE | re.DOTALL)
+_CONDITIONAL_OPEN = re.compile(r"<!--\[if", re.IGNORECASE)
+
+
+def _drop_hidden(source: str) -> str:
+    low = source.lower()
+    out: list[str] = []
+    pos = 0
+    unclosed: set[str] = set()
+    for m in _HIDDEN_OPEN.finditer(source):
+        name = m.group(1).lower()
+        if m.start() < pos or name in unclosed:
+            continue
+        end = low.find("</" + name, m.end())
+        close = low.find(">", end) if end >= 0 else -1
+        if close < 0:
+            unclosed.add(name)  # no later one can be closed either
+            continue
+        out.append(source[pos : m.start()])
+        pos = close + 1
+    out.append(source[pos:])
+    return "".join(out)
+
+
+def _drop_conditionals(source: str) -> str:
+    """Outlook's <!--[if mso]>...<![endif]--> blocks (VML and layout hacks nobody else reads)."""
+    if "<!--[" not in source:
+        return source
+    low = source.lower()
+    out: list[str] = []
+    pos = 0
+    for m in _CONDITIONAL_OPEN.finditer(source):
+        if m.start() < pos:
+            continue
+        end = low.find("<![endif]-->", m.end())
+        if end < 0:
+            break
+        out.append(source[pos : m.start()])
+        pos = end + len("<![endif]-->")
+    out.append(source[pos:])
+    return "".join(out)
 
 
 def _allow_attr(tag: str, name: str, value: str) -> bool:
@@ -93,13 +132,16 @@ def _cleaner() -> bleach.Cleaner:
     return cleaner
 
 
-def sanitize_html(source: str) -> str:
-    """Allowlist-sanitized HTML fragment (bleach)."""
+def sanitize_html(source: str) -> str | None:
+    """Allowlist-sanitized HTML fragment (bleach); None when the markup nests deeper than
+    ``MAX_HTML_DEPTH`` (html5lib's tree building is quadratic in depth: a hostile body could
+    stall the worker)."""
     fast = plain_markup(source)
     if fast is not None:
         return fast.strip()
-    source = _CONDITIONAL.sub("", source)
-    source = _HIDDEN.sub("", source)
+    source = _drop_hidden(_drop_conditionals(source))
+    if html_depth(source) > MAX_HTML_DEPTH:
+        return None
     return str(_cleaner().clean(source)).strip()
 
 
@@ -214,54 +256,99 @@ _WS = re.compile(r"[ \t\r\f\v\u00a0]+")
 _BLANKS = re.compile(r"\n[ \t]*\n(?:[ \t]*\n)+")
 
 
-class _TextExtractor(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.out: list[str] = []
-        self.skip = 0
-        self.pre = 0
+_TAG = re.compile(r"""<(/?)([a-zA-Z][a-zA-Z0-9:-]{0,30})\b(?:[^<>"']|"[^"]*"|'[^']*')*>""")
+_VOID = frozenset({"br", "hr", "img", "wbr", "col", "input", "meta", "link", "area", "base",
+                   "source", "track", "embed", "param"})  # fmt: skip
+MAX_HTML_DEPTH = 400
+"""Deeper markup is not sanitized (html5lib is quadratic in depth); its text is still kept."""
 
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _SKIP:
-            self.skip += 1
-        elif tag == "br":
-            self.out.append("\n")
-        elif tag == "li":
-            self.out.append("\n- ")
-        elif tag in ("td", "th"):
-            self.out.append(" ")
-        elif tag in _BLOCK:
-            if tag == "pre":
-                self.pre += 1
-            self.out.append("\n\n" if tag in ("p", "blockquote", "table") else "\n")
 
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "br" or tag == "hr":
-            self.out.append("\n")
+def _tokens(source: str) -> Iterator[tuple[str, str, bool]]:
+    """Linear HTML scan: ("text", data, _) | ("start"/"end", tag, self_closing).
 
-    def handle_endtag(self, tag: str) -> None:
-        if tag in _SKIP:
-            self.skip = max(0, self.skip - 1)
-        elif tag in _BLOCK:
-            if tag == "pre":
-                self.pre = max(0, self.pre - 1)
-            self.out.append("\n\n" if tag in ("p", "blockquote", "table") else "\n")
-
-    def handle_data(self, data: str) -> None:
-        if self.skip:
+    Not a conforming HTML parser (bleach is the security boundary); it only needs to find
+    text, block structure and depth without the quadratic rescans of html.parser on junk
+    like "<a<a<a..." or unclosed comments. Comments and <!...> declarations are skipped.
+    """
+    pos = 0
+    n = len(source)
+    while pos < n:
+        lt = source.find("<", pos)
+        if lt < 0:
+            yield "text", source[pos:], False
             return
-        self.out.append(data if self.pre else _WS.sub(" ", data.replace("\n", " ")))
+        if lt > pos:
+            yield "text", source[pos:lt], False
+        if source.startswith("<!--", lt):
+            end = source.find("-->", lt + 4)
+            pos = n if end < 0 else end + 3
+            continue
+        if source.startswith(("<!", "<?"), lt):
+            end = source.find(">", lt)
+            pos = n if end < 0 else end + 1
+            continue
+        m = _TAG.match(source, lt)
+        if m is None:
+            yield "text", "<", False
+            pos = lt + 1
+            continue
+        name = m.group(2).lower()
+        if m.group(1):
+            yield "end", name, False
+        else:
+            yield "start", name, m.group().endswith("/>")
+            if name in _SKIP:
+                # Raw text elements: skip to the matching end tag (or the end).
+                end = source.lower().find("</" + name, m.end()) if name in _RAW else -1
+                if name in _RAW:
+                    pos = n if end < 0 else end
+                    continue
+        pos = m.end()
+
+
+_RAW = frozenset({"script", "style", "title", "xml", "template", "noscript"})
+
+
+def html_depth(source: str, limit: int = MAX_HTML_DEPTH) -> int:
+    """Nesting depth of the markup (stops counting past ``limit``)."""
+    depth = top = 0
+    for kind, name, self_closing in _tokens(source):
+        if kind == "start" and name not in _VOID and not self_closing:
+            depth += 1
+            if depth > top:
+                top = depth
+                if top > limit:
+                    break
+        elif kind == "end" and name not in _VOID and depth > 0:
+            depth -= 1
+    return top
 
 
 def html_to_text(source: str) -> str:
     """Readable plain text of an HTML body: block structure kept as line breaks."""
-    parser = _TextExtractor()
-    try:
-        parser.feed(_CONDITIONAL.sub("", source))
-        parser.close()
-    except (AssertionError, ValueError):
-        # html.parser can trip on broken markup; fall back to tag stripping.
-        return html_lib.unescape(re.sub(r"<[^>]*>", " ", source)).strip()
-    text = "".join(parser.out)
-    lines = [line.strip() for line in text.split("\n")]
+    out: list[str] = []
+    skip = pre = 0
+    for kind, value, self_closing in _tokens(_drop_conditionals(source)):
+        if kind == "text":
+            if not skip:
+                data = html_lib.unescape(value)
+                out.append(data if pre else _WS.sub(" ", data.replace("\n", " ")))
+            continue
+        if value in _SKIP:
+            if kind == "start" and not self_closing:
+                skip += 1
+            elif kind == "end":
+                skip = max(0, skip - 1)
+            continue
+        if value == "br" or (value == "hr" and kind == "start"):
+            out.append("\n")
+        elif value == "li" and kind == "start":
+            out.append("\n- ")
+        elif value in ("td", "th") and kind == "start":
+            out.append(" ")
+        elif value in _BLOCK:
+            if value == "pre":
+                pre = pre + 1 if kind == "start" else max(0, pre - 1)
+            out.append("\n\n" if value in ("p", "blockquote", "table") else "\n")
+    lines = [line.strip() for line in "".join(out).split("\n")]
     return _BLANKS.sub("\n\n", "\n".join(lines)).strip()

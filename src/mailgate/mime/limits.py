@@ -23,8 +23,11 @@ class Limits:
     """Bytes of the top-level header block read."""
     max_attachment_bytes: int = 50 * 1024 * 1024
     """Decoded size of one attachment; a larger one is listed but its bytes are not stored."""
-    max_text_chars: int = 2 * 1024 * 1024
-    """Characters kept for ``text`` and ``html`` each."""
+    max_text_chars: int = 1024 * 1024
+    """Characters kept for ``text``."""
+    max_html_chars: int = 512 * 1024
+    """Characters of HTML sanitized; bleach/html5lib is slow and superlinear on junk markup,
+    so a larger HTML body is left out of ``html`` (its text is still derived)."""
     max_addresses: int = 1000
     """Addresses kept per address header."""
     max_tnef_files: int = 100

@@ -35,7 +35,7 @@ from mailgate.mime.headers import (
     headers_object,
     split_header_block,
 )
-from mailgate.mime.html import html_to_text, sanitize_html
+from mailgate.mime.html import MAX_HTML_DEPTH, html_to_text, sanitize_html
 from mailgate.mime.limits import DEFAULT_LIMITS, Limits
 from mailgate.mime.structure import Collected, LeafMessage, Walker
 from mailgate.mime.text import normalize_newlines, reply_text
@@ -142,13 +142,26 @@ def _bodies(found: Collected, errors: ErrorLog, limits: Limits) -> dict[str, Any
     text = "\n".join(t for t in found.texts if t) if found.texts else None
     raw_html = "\n".join(found.htmls) if found.htmls else None
     html = None
+    if raw_html is not None and len(raw_html) > limits.max_html_chars:
+        errors.add(
+            "limit.html-size",
+            f"HTML body over {limits.max_html_chars} characters; html left out, text kept",
+        )
+        if text is None:
+            text = html_to_text(raw_html[: limits.max_text_chars])
+        raw_html = None
     if raw_html is not None:
-        raw_html = _cap(raw_html, limits.max_text_chars, "html", errors)
         try:
             html = sanitize_html(raw_html)
         except Exception as exc:  # html5lib is robust, but the envelope must survive anyway
             errors.add("body.html", f"HTML could not be sanitized ({type(exc).__name__})")
             html = None
+        else:
+            if html is None:
+                errors.add(
+                    "limit.html-depth",
+                    f"HTML nested deeper than {MAX_HTML_DEPTH} elements; html left out",
+                )
         if text is None:
             text = html_to_text(raw_html)
     if text is not None:

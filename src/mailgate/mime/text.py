@@ -19,7 +19,7 @@ _MOBILE_TAGLINE = re.compile(
     re.IGNORECASE,
 )
 _TAGLINE_WINDOW = 200
-_QUOTE_LIMIT = 2000
+_QUOTE_LIMIT = 1000
 """Lines searched for a quote intro ("On ... wrote:"); later text is treated as new."""
 # Every reply/forward intro quotequail knows (quotequail/_patterns.py) contains one of these
 # (lower-cased; substring tests are ~100x cheaper than one big case-insensitive regex).
