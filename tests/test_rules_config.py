@@ -87,7 +87,7 @@ def test_bad_entity_pattern(tmp_path: Path) -> None:
 
 def test_webhook_of_other_tenant_refused_for_tenant_rule(tmp_path: Path) -> None:
     (tmp_path / "m.toml").write_text(
-        '[[webhooks]]\nurl = "http://127.0.0.1:9/h"\nsecrets = ["whsec_x"]\nname = "main"\n'
+        '[[webhooks]]\nurl = "http://127.0.0.1:9/h"\nsecrets = ["whsec_eHh4eA=="]\nname = "main"\n'
         'tenant = "default"\n\n[[rules]]\nname = "acme"\ntenant = "acme"\n'
         'then = { webhooks = ["main"] }\n'
     )
