@@ -69,6 +69,17 @@ def build_auth(cfg: Config) -> Any:
     return AuthChecker(cfg.auth, cfg.smtp.hostname)
 
 
+def auth_needed_before_250(cfg: Config) -> bool:
+    """Whether DKIM/ARC/DMARC must finish before the SMTP reply.
+
+    Only when a policy can refuse or defer on their outcome: DMARC/SPF ``reject`` (550) or
+    ``temperror = "defer"`` (451). Otherwise the front checks SPF only and the worker verifies
+    the rest after the 250, which keeps the CPU cost of DKIM off the listener.
+    """
+    a = cfg.auth
+    return a.dmarc_enforce == "reject" or a.spf_fail == "reject" or a.temperror == "defer"
+
+
 def build_processor(cfg: Config, store: SqliteStore) -> Any:
     from mailgate.pipeline.runner import PipelineRunner
 
@@ -94,6 +105,7 @@ class WorkerRuntime:
         self.store = store or build_store(cfg)
         self.blobs = BlobStore(Path(cfg.store.data_dir) / "attachments")
         self.ingest: IngestWorker | None = None
+        self.auth: Any = None
         self._services: list[Any] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.stop_event = asyncio.Event()
@@ -104,6 +116,7 @@ class WorkerRuntime:
         if self._own_store:
             await self.store.open()
         processor = build_processor(self.cfg, self.store)
+        self.auth = build_auth(self.cfg)
         webhook = None
         if self.index == 0:
             # Deliveries and replies run once (in the first worker), not once per partition.
@@ -128,6 +141,7 @@ class WorkerRuntime:
             worker=self.index,
             workers=self.count,
             on_processed=notify,
+            auth=self.auth,
         )
         for service in self._services:
             await service.start()
@@ -147,6 +161,9 @@ class WorkerRuntime:
         for service in reversed(self._services):
             with contextlib.suppress(Exception):
                 await service.stop()
+        if self.auth is not None:
+            with contextlib.suppress(Exception):
+                await self.auth.close()
         if self._own_store:
             await self.store.close()
 
@@ -252,6 +269,7 @@ class Front:
             policy=RecipientPolicy(self.cfg.domains),
             spool=_NotifyingSpool(self.store, self._on_spooled),
             auth=self.auth,
+            auth_inline=auth_needed_before_250(self.cfg),
         )
         self.smtp = SmtpServer(self.cfg.smtp, handler)
         self.smtp_address = await self.smtp.start()

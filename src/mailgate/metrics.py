@@ -15,7 +15,10 @@ SMTP_ACCEPTED = Counter(
     "mailgate_smtp_accepted_messages", "Messages answered 250 (spooled durably)", registry=REGISTRY
 )
 SMTP_REJECTED = Counter(
-    "mailgate_smtp_rejected", "Commands or messages refused, by reason", ["reason"], registry=REGISTRY
+    "mailgate_smtp_rejected",
+    "Commands or messages refused, by reason",
+    ["reason"],
+    registry=REGISTRY,
 )
 SPOOL_BATCH = Histogram(
     "mailgate_store_commit_batch_size",
@@ -24,7 +27,9 @@ SPOOL_BATCH = Histogram(
     registry=REGISTRY,
 )
 INGEST_PROCESSED = Counter(
-    "mailgate_ingest_processed", "Messages processed by the ingest worker, by outcome", ["outcome"],
+    "mailgate_ingest_processed",
+    "Messages processed by the ingest worker, by outcome",
+    ["outcome"],
     registry=REGISTRY,
 )
 PARSE_ERRORS = Counter(
@@ -42,3 +47,19 @@ QUARANTINED = Counter(
 SPOOL_BACKLOG = Gauge(
     "mailgate_spool_backlog", "Accepted messages not yet processed", registry=REGISTRY
 )
+
+AUTH_ACTIONS = Counter(
+    "mailgate_auth_actions",
+    "Authentication enforcement decisions: the action taken and, in shadow mode, the one it would take",
+    ["action", "would"],
+    registry=REGISTRY,
+)
+
+
+def record_auth_action(report: dict[str, object]) -> None:
+    """Count one AuthReport's action (and shadow-mode ``would``) from its JSON form."""
+    action = report.get("authAction")
+    if isinstance(action, dict):
+        AUTH_ACTIONS.labels(
+            action=str(action.get("action") or ""), would=str(action.get("would") or "")
+        ).inc()

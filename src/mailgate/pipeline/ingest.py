@@ -11,6 +11,7 @@ attempt and retried; after ``pipeline.max_attempts`` the message goes to the ``d
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +19,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from mailgate import metrics
-from mailgate.envelope import Envelope
+from mailgate.auth.checker import filter_headers
+from mailgate.envelope import AuthResult, Envelope
 from mailgate.logs import get_logger, log_fields
 from mailgate.store.base import Intent, MessageStore, SpooledMessage
 
@@ -33,6 +35,16 @@ class Outcome:
 
     state: str = "processed"
     intents: list[Intent] = field(default_factory=list)
+
+
+@dataclass
+class _Pending:
+    """A message whose commit is in flight."""
+
+    msg: SpooledMessage
+    env: Envelope
+    outcome: Any
+    commit: asyncio.Future[None]
 
 
 class Processor(Protocol):
@@ -81,10 +93,6 @@ def build_envelope(
 
 def _header_view(headers: dict[str, Any], authentication_results: str) -> dict[str, Any]:
     """Our Authentication-Results first; incoming ones claiming our authserv-id removed."""
-    try:
-        from mailgate.auth.checker import filter_headers
-    except ImportError:  # pragma: no cover - auth package always ships with mailgate
-        return headers
     authserv_id = authentication_results.split(";", 1)[0].strip()
     return filter_headers(headers, authserv_id, authentication_results)
 
@@ -103,6 +111,7 @@ class IngestWorker:
         worker: int = 0,
         workers: int = 1,
         on_processed: Callable[[], None] | None = None,
+        auth: Any = None,
     ) -> None:
         self.store = store
         self.processor = processor
@@ -114,6 +123,7 @@ class IngestWorker:
         self.worker = worker
         self.workers = workers
         self.on_processed = on_processed
+        self.auth = auth
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -121,38 +131,99 @@ class IngestWorker:
         self._wake.set()
 
     async def run_once(self) -> int:
-        """Process one batch; returns how many messages were handled."""
+        """Process one batch; returns how many messages were handled.
+
+        Message *n+1* is parsed while the commit of message *n* is still in flight (parsing
+        needs no store); its pipeline run starts only after that commit, so dedup and
+        threading lookups always see every earlier message.
+        """
         batch = await self.store.claim_spooled(
             self.batch_size, worker=self.worker, workers=self.workers
         )
+        pending: _Pending | None = None
         for msg in batch:
-            await self.process_one(msg)
-            # Let SMTP sessions and deliveries in the same loop breathe between messages.
-            await asyncio.sleep(0)
+            msg = await self._authenticate(msg)
+            try:
+                env: Envelope | BaseException = build_envelope(msg, self.parse, self.blob_sink)
+            except Exception as exc:
+                env = exc
+            if pending is not None:
+                await self._settle(pending)
+                pending = None
+            if isinstance(env, BaseException):
+                await self._failed(msg, env)
+                continue
+            try:
+                outcome = await self.processor.process(env)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                await self._failed(msg, exc)
+                continue
+            commit = asyncio.ensure_future(
+                self.store.complete(msg.id, env, list(outcome.intents), state=outcome.state)
+            )
+            pending = _Pending(msg, env, outcome, commit)
+        if pending is not None:
+            await self._settle(pending)
         return len(batch)
 
+    async def _authenticate(self, msg: SpooledMessage) -> SpooledMessage:
+        """Finish sender authentication the SMTP front deferred (DKIM, ARC, DMARC).
+
+        The front checks SPF at MAIL FROM and, unless a policy must act before the 250
+        (``reject``, ``defer``), leaves the rest to the worker: see ``SmtpHandler.auth_inline``.
+        """
+        auth = msg.auth
+        if self.auth is None or not auth or not auth.get("deferred"):
+            return msg
+        spf_json = auth.get("spf")
+        spf = AuthResult.from_json(spf_json) if isinstance(spf_json, dict) else None
+        started = time.perf_counter()
+        report = await self.auth.check_message(
+            msg.raw,
+            client_ip=msg.client_ip,
+            helo=msg.helo,
+            mail_from=msg.mail_from,
+            spf=spf,
+            msg_id=msg.id,
+        )
+        metrics.AUTH_SECONDS.observe(time.perf_counter() - started)
+        data = report.to_json()
+        metrics.record_auth_action(data)
+        action = data.get("authAction")
+        if isinstance(action, dict) and action.get("action") in ("reject", "defer"):
+            # Too late to refuse: the message was accepted. Record it; quarantine instead.
+            action = dict(action)
+            action["would"] = action.get("would") or action["action"]
+            action["action"] = "quarantine" if action["action"] == "reject" else "accept"
+            data["authAction"] = action
+        return dataclasses.replace(msg, auth=data)
+
     async def process_one(self, msg: SpooledMessage) -> None:
+        """Parse, run the pipeline and commit one message (used by replay and tests)."""
+        msg = await self._authenticate(msg)
         try:
             env = build_envelope(msg, self.parse, self.blob_sink)
             outcome = await self.processor.process(env)
-            await self.store.complete(msg.id, env, list(outcome.intents), state=outcome.state)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-            log.exception("processing failed", extra=log_fields(msg.id, msg.trace_id))
-            try:
-                state = await self.store.fail(msg.id, reason, max_attempts=self.max_attempts)
-            except Exception:
-                log.exception(
-                    "could not record the failure", extra=log_fields(msg.id, msg.trace_id)
-                )
-                return
-            metrics.INGEST_PROCESSED.labels(
-                outcome="failed" if state == "spooled" else "dead"
-            ).inc()
-            if state == "spooled":
-                await asyncio.sleep(min(5.0, 0.1 * (msg.attempts + 1)))
+            await self._failed(msg, exc)
+            return
+        commit = asyncio.ensure_future(
+            self.store.complete(msg.id, env, list(outcome.intents), state=outcome.state)
+        )
+        await self._settle(_Pending(msg, env, outcome, commit))
+
+    async def _settle(self, pending: _Pending) -> None:
+        msg, env, outcome = pending.msg, pending.env, pending.outcome
+        try:
+            await pending.commit
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._failed(msg, exc)
             return
         metrics.INGEST_PROCESSED.labels(outcome=outcome.state).inc()
         log.info(
@@ -167,6 +238,23 @@ class IngestWorker:
         )
         if self.on_processed is not None:
             self.on_processed()
+
+    async def _failed(self, msg: SpooledMessage, exc: BaseException) -> None:
+        """Record a failed attempt: retried later, dead after ``max_attempts``."""
+        reason = f"{type(exc).__name__}: {exc}"
+        log.error(
+            "processing failed",
+            exc_info=exc,
+            extra=log_fields(msg.id, msg.trace_id, attempt=msg.attempts + 1),
+        )
+        try:
+            state = await self.store.fail(msg.id, reason, max_attempts=self.max_attempts)
+        except Exception:
+            log.exception("could not record the failure", extra=log_fields(msg.id, msg.trace_id))
+            return
+        metrics.INGEST_PROCESSED.labels(outcome="failed" if state == "spooled" else "dead").inc()
+        if state == "spooled":
+            await asyncio.sleep(min(5.0, 0.1 * (msg.attempts + 1)))
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set; sleeps only when there is nothing to do."""

@@ -19,6 +19,7 @@ from mailgate import metrics
 from mailgate.config import SmtpConfig
 from mailgate.envelope import AuthResult, new_id
 from mailgate.logs import get_logger, log_fields
+from mailgate.metrics import record_auth_action
 from mailgate.smtp import replies
 from mailgate.smtp.policy import Accepted, IpRateLimiter, RecipientPolicy, Refused
 from mailgate.smtp.protocol import peer_ip
@@ -60,12 +61,16 @@ class SmtpHandler:
         policy: RecipientPolicy,
         spool: Spool,
         auth: SenderAuth | None = None,
+        auth_inline: bool = True,
         limiter: IpRateLimiter | None = None,
     ) -> None:
         self.cfg = cfg
         self.policy = policy
         self.spool = spool
         self.auth = auth
+        # False: only SPF runs here; DKIM/ARC/DMARC run in the worker after the 250 (nothing
+        # in the SMTP reply depends on them unless a policy rejects or defers on auth).
+        self.auth_inline = auth_inline
         self.limiter = limiter or IpRateLimiter(cfg.max_messages_per_ip_per_minute)
 
     # aiosmtpd hooks --------------------------------------------------------------
@@ -166,29 +171,22 @@ class SmtpHandler:
                 except Exception:
                     log.exception("spf check failed", extra=log_fields(trace_id=trace_id))
                     spf = None
-            try:
-                report = await self.auth.check_message(
-                    raw, client_ip=ip, helo=helo, mail_from=mail_from, spf=spf
-                )
-            except Exception:
-                # Never lose mail over a checker bug: accept, record why, let the pipeline see it.
-                log.exception("auth check failed", extra=log_fields(trace_id=trace_id))
-                auth_json = {
-                    "authAction": {"action": "accept", "reason": "auth error", "would": None}
-                }
+            if not self.auth_inline:
+                auth_json = {"spf": spf.to_json() if spf is not None else None, "deferred": True}
             else:
-                metrics.AUTH_SECONDS.observe(time.perf_counter() - started)
-                auth_json = report.to_json()
-                if report.action == "reject":
-                    metrics.SMTP_REJECTED.labels(reason="dmarc-reject").inc()
+                auth_json = await self._check_inline(
+                    raw, ip, helo, mail_from, spf, trace_id, started
+                )
+                action = auth_json.get("authAction", {}).get("action")
+                if action == "reject":
+                    metrics.SMTP_REJECTED.labels(reason="auth-reject").inc()
+                    reason = str(auth_json["authAction"].get("reason", ""))
                     log.info(
                         "rejected by auth policy",
-                        extra=log_fields(trace_id=trace_id, fields={"reason": report.reason}),
+                        extra=log_fields(trace_id=trace_id, fields={"reason": reason}),
                     )
-                    if report.reason.startswith("spf"):
-                        return replies.SPF_REJECT
-                    return replies.DMARC_REJECT
-                if report.action == "defer":
+                    return replies.SPF_REJECT if reason.startswith("spf") else replies.DMARC_REJECT
+                if action == "defer":
                     metrics.SMTP_REJECTED.labels(reason="auth-tempfail").inc()
                     return replies.AUTH_TEMPFAIL
         # One stored message per tenant: one tenant's data never reaches another's targets.
@@ -238,6 +236,29 @@ class SmtpHandler:
                 ),
             )
         return replies.queued(records[0].id)
+
+    async def _check_inline(
+        self,
+        raw: bytes,
+        ip: str,
+        helo: str,
+        mail_from: str,
+        spf: AuthResult | None,
+        trace_id: str,
+        started: float,
+    ) -> dict[str, Any]:
+        assert self.auth is not None
+        try:
+            report = await self.auth.check_message(
+                raw, client_ip=ip, helo=helo, mail_from=mail_from, spf=spf
+            )
+        except Exception:
+            # Never lose mail over a checker bug: accept, record why, let the pipeline see it.
+            log.exception("auth check failed", extra=log_fields(trace_id=trace_id))
+            return {"authAction": {"action": "accept", "reason": "auth error", "would": None}}
+        metrics.AUTH_SECONDS.observe(time.perf_counter() - started)
+        record_auth_action(report.to_json())
+        return report.to_json()
 
     async def handle_RSET(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         txn = getattr(envelope, "mailgate", None)
