@@ -51,7 +51,7 @@ def test_body_charset_fallbacks() -> None:
     assert "cp1252 – “quotes” €" in text  # no charset, 8-bit: cp1252
     assert "镕铭：这是GBK专有字符测试" in text  # gb2312 label on GBK-only characters
     assert "Привет" in text  # koi8-r quoted-printable
-    assert "broken \ufffd\ufffd utf-8" in text  # undecodable bytes -> U+FFFD
+    assert "really latin-1: Grüße aus Köln" in text  # declared utf-8, not UTF-8 at all
 
 
 def test_damaged_base64_is_recovered() -> None:

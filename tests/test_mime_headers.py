@@ -40,8 +40,14 @@ def test_decode_bytes_fallbacks() -> None:
     assert decode_bytes("€uro".encode("cp1252"), None) == ("€uro", True)
     assert decode_bytes("ünï".encode(), "us-ascii") == ("ünï", True)
     assert decode_bytes("中文".encode("gbk"), "gb2312") == ("中文", True)
-    text, clean = decode_bytes(b"ok \xff", "utf-8")
-    assert text == "ok \ufffd" and not clean
+    text, clean = decode_bytes("café".encode("latin-1"), "utf-8")  # mislabelled latin-1
+    assert text == "café" and not clean
+    text, clean = decode_bytes("Grüße ".encode() + b"\xff", "utf-8")  # UTF-8, one bad byte
+    assert text == "Grüße \ufffd" and not clean
+    text, clean = decode_bytes(b"\x82\xa0\x82", "shift_jis")  # truncated multi-byte sequence
+    assert text.startswith("あ") and "\ufffd" in text and not clean
+    assert decode_bytes("日本語".encode("iso-2022-jp"), "ISO-2022-JP") == ("日本語", True)
+    assert decode_bytes("①".encode("cp932"), "shift_jis") == ("①", True)  # NEC extension
     text, clean = decode_bytes(b"\x81\x8d", None)  # undefined in cp1252 -> latin-1 controls
     assert text == "\x81\x8d"
     assert decode_bytes(b"+AOk-t+AOk-", "utf-7")[0] == "été"

@@ -198,24 +198,24 @@ def decode_bytes(data: bytes, label: str | None = None) -> tuple[str, bool]:
             return scrub(data.decode(codec, "replace")), False
         except LookupError:
             pass
-    if codec == "utf-8":
-        return data.decode("utf-8", "replace"), False
     guess = mostly_utf8(data)
     if guess is not None:
         return guess, False
+    # Declared utf-8 (or nothing) but not UTF-8 at all: almost always Windows-1252/latin-1 text
+    # from a client that mislabels ("café" stays "café", not "caf\ufffd").
     return data.decode("cp1252", "mailgate-latin1"), codec is None
 
 
 def mostly_utf8(data: bytes) -> str | None:
     """UTF-8 with U+FFFD for a few damaged sequences (a name cut mid-character), else None.
 
-    Accepted when the bytes hold at least two well-formed multi-byte characters and at most one
-    bad sequence per four good ones: cp1252 text almost never forms valid UTF-8 sequences.
+    Accepted when the bytes hold at least two well-formed multi-byte characters and no more bad
+    sequences than good ones: cp1252 text almost never forms valid UTF-8 sequences.
     """
     text = data.decode("utf-8", "replace")
     bad = text.count("\ufffd") - data.count(b"\xef\xbf\xbd")
     good = len(text) - len(text.encode("ascii", "ignore")) - bad
-    if good >= 2 and bad * 4 <= good:
+    if good >= 2 and bad <= good:
         return text
     return None
 
