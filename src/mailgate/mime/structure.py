@@ -5,13 +5,15 @@ Rules (close to what mail clients show):
 * ``multipart/alternative``: the first ``text/plain`` is the text, the last ``text/html`` the
   HTML (RFC 2046 section 5.1.4: later alternatives are richer).
 * Other inline ``text/plain``/``text/html`` parts (not ``Content-Disposition: attachment``) are
-  body text, joined in order; every other leaf is an attachment (inline images keep
-  ``disposition: inline`` and their ``contentId``).
-* ``message/rfc822``/``message/global`` (forwards) become one ``.eml`` attachment and a
-  ``forwarded`` entry with their subject, from, date and message id; their own parts are not
-  walked for the outer body.
-* ``message/delivery-status`` feeds ``bounce`` and is also kept as an attachment.
-* ``winmail.dat`` (TNEF) is unpacked into the files it carries.
+  body text, joined in order (HTML outside an alternative adds its derived text); one with an
+  explicit disposition ``filename`` is also listed as an attachment. Every other leaf is an
+  attachment (inline images keep ``disposition: inline`` and their ``contentId``).
+* ``message/rfc822``/``message/global`` (forwards) become one ``.eml`` attachment with their
+  exact bytes and a ``forwarded`` entry with their subject, from, date and message id; their
+  own parts are not walked for the outer body.
+* ``message/delivery-status`` feeds ``bounce`` and its text is shown in ``text``.
+* ``winmail.dat`` (TNEF) is unpacked into the files (and body) it carries.
+* A nested multipart reusing its parent's boundary is regrouped (Outlook Express for Mac).
 * Depth and part-count limits stop the walk with a ``limit.*`` parse error.
 """
 
