@@ -178,3 +178,20 @@ async def test_delivery_metrics_are_kept_in_the_store(tmp_path: Path) -> None:
     assert "mailgate_accept_to_delivered_seconds_count 1.0" in text
     assert 'mailgate_webhook_breaker_open{target="hook"} 1.0' in text
     assert "mailgate_dlq_depth 1.0" in text
+
+
+async def test_publish_survives_undecodable_attachment_names(tmp_path: Path) -> None:
+    async with open_store(tmp_path) as store:
+        msg_id = await publish(store, targets=())
+        att = {
+            "id": "att_2",
+            "filename": "bad\udcff.pdf",
+            "contentType": "application/pdf",
+            "size": 1,
+            "sha256": "b" * 64,
+        }
+        env = envelope_for(msg_id, attachments=[att])
+        intent = PublishIntent(targets=("hook",))
+        await store._write(lambda conn: apply_intents(conn, msg_id, env, [intent]))
+        rec = await store.get_attachment("att_2")
+        assert rec.msg_id == msg_id and rec.filename == "bad?.pdf"

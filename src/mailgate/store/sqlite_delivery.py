@@ -107,12 +107,12 @@ def apply_publish(
             "INSERT OR IGNORE INTO attachments (id, msg_id, sha256, filename, content_type, size)"
             " VALUES (?,?,?,?,?,?)",
             (
-                att["id"],
+                _text(att["id"]),
                 msg_id,
-                att["sha256"],
-                att.get("filename"),
-                att.get("contentType"),
-                att.get("size"),
+                _text(att["sha256"]),
+                _text(att.get("filename")),
+                _text(att.get("contentType")),
+                att.get("size") if isinstance(att.get("size"), int) else None,
             ),
         )
     if queued:
@@ -120,6 +120,13 @@ def apply_publish(
 
 
 # ---------------------------------------------------------------------------- helpers
+
+
+def _text(value: Any) -> str | None:
+    """A str SQLite can bind: lone surrogates (from undecodable headers) become U+FFFD."""
+    if value is None:
+        return None
+    return str(value).encode("utf-8", "replace").decode("utf-8")
 
 
 def _labels(**labels: str) -> str:
