@@ -53,7 +53,9 @@ def reference(example: str) -> str:
 def render(readme: str, example: str) -> str:
     block = f"{START}\n{reference(example)}\n{END}"
     if START in readme:
-        return re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: block, readme, flags=re.S)
+        return re.sub(
+            re.escape(START) + r".*?" + re.escape(END), lambda _: block, readme, flags=re.S
+        )
     return readme.replace("CONFIG_REFERENCE", block)
 
 
@@ -63,7 +65,9 @@ def main() -> int:
     new = render(readme, (ROOT / "config.example.toml").read_text())
     if "--check" in sys.argv:
         if new != readme:
-            print("README.md configuration reference is out of date: run python scripts/config_reference.py")
+            print(
+                "README.md configuration reference is out of date: run python scripts/config_reference.py"
+            )
             return 1
         return 0
     readme_path.write_text(new)

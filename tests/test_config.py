@@ -151,6 +151,8 @@ def test_readme_reference_is_generated_from_the_example() -> None:
     import sys
 
     out = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "config_reference.py"), "--check"], capture_output=True, timeout=60
+        [sys.executable, str(ROOT / "scripts" / "config_reference.py"), "--check"],
+        capture_output=True,
+        timeout=60,
     )
     assert out.returncode == 0, out.stdout.decode()
