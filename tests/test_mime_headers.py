@@ -171,3 +171,17 @@ def test_structured_params() -> None:
     assert parse_structured(value)[1]["filename"] == "été.txt"
     assert parse_structured('inline; filename="=?utf-8?B?w6kudHh0?="')[1]["filename"] == "é.txt"
     assert parse_structured("text/plain;; charset=utf-8")[1] == {"charset": "utf-8"}
+
+
+def test_windows_iso_2022_jp() -> None:
+    # "①㈱髙" as Outlook writes ISO-2022-JP (CP50220): NEC row 13 and IBM extension kanji.
+    jis = b"\x1b$B-!-j|b\x1b(B"
+    assert decode_bytes(b"Subject line " + jis, "iso-2022-jp") == ("Subject line ①㈱髙", True)
+    word = b"=?ISO-2022-JP?B?" + base64.b64encode(jis) + b"?="
+    errors = ErrorLog()
+    assert decode_words(word, errors) == "①㈱髙"
+    assert errors.items == []
+
+
+def test_mislabelled_utf8_encoded_word() -> None:
+    assert decode_words(b"=?utf-8?Q?caf=E9?=") == "café"

@@ -149,6 +149,54 @@ def codec_for(label: str | None) -> str | None:
     return info.name
 
 
+_ESC = re.compile(rb"\x1b(\(B|\(J|\(I|\$@|\$B|\$\(D|\$\(Q|\$\(O)")
+
+
+def iso2022jp_as_cp932(data: bytes) -> str | None:
+    """ISO-2022-JP as Windows writes it (CP50220/50221): JIS X 0208 plus the NEC row 13 and
+    IBM extension characters (①, ㈱, 髙) that no Python ISO-2022-JP codec knows.
+
+    Each two-byte JIS code is moved to its Shift_JIS position (JIS X 0208 annex 1) and the
+    result decoded as cp932, which holds those extensions. None if the bytes do not fit.
+    """
+    out = bytearray()
+    mode = b"(B"
+    pos = 0
+    for m in _ESC.finditer(data):
+        _iso2022_chunk(data[pos : m.start()], mode, out)
+        mode = m.group(1)
+        pos = m.end()
+    _iso2022_chunk(data[pos:], mode, out)
+    try:
+        return out.decode("cp932")
+    except UnicodeDecodeError:
+        return None
+
+
+def _iso2022_chunk(chunk: bytes, mode: bytes, out: bytearray) -> None:
+    if mode in (b"(B", b"(J"):
+        out += chunk
+    elif mode == b"(I":  # JIS X 0201 katakana: 0x21-0x5F -> 0xA1-0xDF
+        out += bytes(b | 0x80 if 0x21 <= b <= 0x5F else b for b in chunk)
+    else:
+        i = 0
+        n = len(chunk)
+        while i < n:
+            j1 = chunk[i]
+            if j1 in (0x0A, 0x0D) or i + 1 >= n:  # line breaks pass through
+                out.append(j1)
+                i += 1
+                continue
+            j2 = chunk[i + 1]
+            s1 = (j1 + 1) // 2 + 0x70
+            if s1 >= 0xA0:
+                s1 += 0x40
+            # odd rows map to the low half of the trail byte range, skipping 0x7F
+            s2 = (j2 + 0x1F + (1 if j2 >= 0x60 else 0)) if j1 % 2 else (j2 + 0x7E)
+            out += bytes((s1 & 0xFF, s2 & 0xFF))
+            i += 2
+
+
 def scrub(text: str) -> str:
     """Replace lone surrogates and NUL with U+FFFD: the text always encodes as UTF-8 and fits
     a JSON/PostgreSQL text column (which refuses U+0000)."""
@@ -180,7 +228,11 @@ def decode_bytes(data: bytes, label: str | None = None) -> tuple[str, bool]:
         try:
             return scrub(data.decode(codec)), True
         except (UnicodeDecodeError, LookupError):
-            return data.decode("ascii"), False
+            if codec.startswith("iso2022_jp"):
+                text = iso2022jp_as_cp932(data)
+                if text is not None:
+                    return text, True
+            return data.decode(codec, "replace"), False
     codec = codec_for(label)
     if codec is not None and codec != "ascii":
         try:

@@ -14,7 +14,7 @@ import binascii
 import re
 from typing import Any
 
-from mailgate.mime.charsets import codec_for, decode_8bit_header, scrub
+from mailgate.mime.charsets import codec_for, decode_8bit_header, iso2022jp_as_cp932, scrub
 from mailgate.mime.errors import ErrorLog
 from mailgate.mime.limits import Limits
 
@@ -121,6 +121,21 @@ def _decode_eword_bytes(enc: bytes, text: bytes) -> bytes | None:
     return _Q_HEX.sub(lambda m: bytes([int(m.group(1), 16)]), text.replace(b"_", b" "))
 
 
+def _fallback_word(data: bytes, codec: str) -> str:
+    """An encoded word whose bytes do not fit its charset: Windows ISO-2022-JP, UTF-8, or
+    the declared codec with U+FFFD."""
+    if codec.startswith("iso2022_jp"):
+        windows = iso2022jp_as_cp932(data)
+        if windows is not None:
+            return windows
+    if codec == "utf-8":
+        return decode_8bit_header(data)  # mislabelled cp1252/latin-1, as for bodies
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode(codec, "replace")
+
+
 def decode_words(value: bytes, errors: ErrorLog | None = None) -> str:
     """Decode RFC 2047 encoded words in a raw header value (bytes), unfolded.
 
@@ -147,11 +162,8 @@ def decode_words(value: bytes, errors: ErrorLog | None = None) -> str:
                 try:
                     out.append(data.decode(pending_codec))
                 except (UnicodeDecodeError, LookupError):
-                    bad = True
-                    try:
-                        out.append(data.decode("utf-8"))
-                    except UnicodeDecodeError:
-                        out.append(data.decode(pending_codec, "replace"))
+                    out.append(_fallback_word(data, pending_codec))
+                    bad = bad or not out[-1].isprintable() or "\ufffd" in out[-1]
         pending = []
         pending_codec = None
 
