@@ -106,3 +106,42 @@ async def test_a_killed_server_delivers_after_restart_with_the_same_id(
         assert payload["subject"] == "crash"
         assert redelivered.header("webhook-id") == "evt_" + payload["id"].split("_", 1)[1]
         await asyncio.to_thread(srv.stop)
+
+
+async def test_dlq_and_410_operated_through_the_cli(mailgate_server: Any) -> None:
+    import json
+
+    async def cli_json(srv: Any, *args: str) -> Any:
+        result = await asyncio.to_thread(srv.cli, *args)
+        return json.loads(result.stdout)
+
+    raw = b"From: a@example.org\r\nTo: support@example.test\r\nSubject: %s\r\n\r\nhi\r\n"
+    async with HttpReceiver() as rx:
+        rx.default = Reply(500)
+        toml = webhook_toml(rx.url()) + 'retry_schedule = "0s, 100ms"\n'
+        srv = await asyncio.to_thread(mailgate_server, extra_toml=toml)
+        await asyncio.to_thread(srv.send, raw % b"first")
+        for _ in range(100):  # bounded: until both attempts failed
+            dead = await cli_json(srv, "dlq", "list", "--json")
+            if dead:
+                break
+            await asyncio.sleep(0.1)
+        assert [d["target"] for d in dead] == ["app"] and dead[0]["attempts"] == 2
+        rx.default = Reply(200)
+        await asyncio.to_thread(srv.cli, "dlq", "retry", "--all")
+        (ok,) = await rx.wait_for(1, where=lambda r: r.status == 200, timeout=30)
+        assert ok.header("webhook-id") == dead[0]["eventId"]
+
+        rx.default = Reply(410)
+        await asyncio.to_thread(srv.send, raw % b"second")
+        for _ in range(100):
+            disabled = (await cli_json(srv, "dlq", "targets", "--json"))["disabled"]
+            if disabled:
+                break
+            await asyncio.sleep(0.1)
+        assert list(disabled) == ["app"]
+        rx.default = Reply(200)
+        await asyncio.to_thread(srv.cli, "dlq", "enable-target", "app")
+        await rx.wait_for(2, where=lambda r: r.status == 200, timeout=30)
+        assert rx.successful()[-1].json()["subject"] == "second"
+        await asyncio.to_thread(srv.stop)
