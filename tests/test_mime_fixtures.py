@@ -226,3 +226,11 @@ def test_html_meta_charset_and_bom() -> None:
     assert env["references"] == ["<a@x>", "<b@x>"]
     bom = b"Content-Type: text/plain; charset=utf-8\r\n\r\n\xef\xbb\xbfhello"
     assert parse_message(bom)["text"] == "hello"
+
+
+def test_empty_plain_alternative_falls_back_to_html() -> None:
+    raw = (
+        b"Content-Type: multipart/alternative; boundary=A\r\n\r\n--A\r\nContent-Type: text/plain"
+        b"\r\n\r\n \r\n--A\r\nContent-Type: text/html\r\n\r\n<p>Real content</p>\r\n--A--\r\n"
+    )
+    assert parse_message(raw)["text"] == "Real content"

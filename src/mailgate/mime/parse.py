@@ -147,7 +147,7 @@ def _bodies(found: Collected, errors: ErrorLog, limits: Limits) -> dict[str, Any
             "limit.html-size",
             f"HTML body over {limits.max_html_chars} characters; html left out, text kept",
         )
-        if text is None:
+        if not (text and text.strip()):  # no text part, or an empty one beside the HTML
             text = html_to_text(raw_html[: limits.max_text_chars])
         raw_html = None
     if raw_html is not None:
@@ -162,7 +162,7 @@ def _bodies(found: Collected, errors: ErrorLog, limits: Limits) -> dict[str, Any
                     "limit.html-depth",
                     f"HTML nested deeper than {MAX_HTML_DEPTH} elements; html left out",
                 )
-        if text is None:
+        if not (text and text.strip()):  # no text part, or an empty one beside the HTML
             text = html_to_text(raw_html)
     if text is not None:
         text = _cap(text, limits.max_text_chars, "text", errors)
