@@ -134,6 +134,13 @@ def test_reply_text_variants() -> None:
     long_text = "\n".join(f"line {i}" for i in range(3000))
     assert reply_text(long_text) == long_text  # no silent cut at quotequail's line limit
     assert reply_text("") == ""
+    outlook = (
+        "Will do.\n\nFrom: Support <s@x.test>\nSent: Thursday, April 23, 2026 10:00 AM\n"
+        "To: Ann <a@x.test>\nSubject: RE: Ticket\n\nPlease send the logs.\n"
+    )
+    assert reply_text(outlook) == "Will do."
+    german = "Erledigt.\n\nVon: Support <s@x.test>\nGesendet: Donnerstag, 23. April 2026\n"
+    assert reply_text(german) == "Erledigt."
 
 
 def test_signature_and_taglines() -> None:

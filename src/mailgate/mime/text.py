@@ -29,6 +29,13 @@ _QUOTE_KEYS = (
     "réexpédié", "reenviado", "vidarebefordrat", "doorgestuurd", "oorspronkelijk", "transféré",
     "origineel", "пересылаемое",
 )  # fmt: skip
+_OUTLOOK_HEADER = re.compile(
+    r"^[ \t>]*\*?(?:From|Von|De|Van|Från|Da|Od|От):\*?[ \t]+\S[^\n]*\n"
+    r"(?:[^\n]*\n){0,2}?"
+    r"[ \t>]*\*?(?:Sent|Date|Gesendet|Datum|Envoyé|Enviado|Verzonden|Skickat|Inviato|Wysłano"
+    r"|Отправлено):\*?[ \t]",
+    re.MULTILINE,
+)
 _QUOTE_DATE = re.compile(r"\d{4}/\d{1,2}/\d{1,2} ")
 
 
@@ -106,6 +113,10 @@ def reply_text(text: str) -> str:
             break
         shown.append(chunk)
     fresh = "\n".join(shown)
+    # Outlook's plain-text reply header without any separator line (quotequail needs one).
+    header = _OUTLOOK_HEADER.search(fresh)
+    if header is not None:
+        fresh = fresh[: header.start()]
     # Inline "> " quotes left inside the new part (top-posting without an intro line).
     lines = [line for line in fresh.split("\n") if not line.startswith(">")]
     return strip_signature("\n".join(lines)).strip()
