@@ -320,3 +320,19 @@ async def test_leases_of_a_crashed_worker_are_recovered_at_start(
         async with running_worker(store, [hook(rx.url())], fast_delivery(), tmp_path):
             (req,) = await rx.wait_for(1)
         assert req.header("webhook-id") == event_id_for(msg_id)
+
+
+async def test_events_committed_by_another_process_leave_without_a_full_poll(
+    tmp_path: Path, rx: HttpReceiver
+) -> None:
+    from mailgate.store.sqlite_delivery import remove_outbox_waker
+
+    cfg = fast_delivery(poll_interval=3600.0)  # a full poll would never come in this test
+    async with open_store(tmp_path) as store:
+        async with running_worker(store, [hook(rx.url())], cfg, tmp_path) as worker:
+            await asyncio.sleep(0.1)  # the dispatcher is idle now
+            # as if an ingest worker in another process published: no in-process wake-up
+            remove_outbox_waker(worker._waker)
+            msg_id = await publish(store)
+            (req,) = await rx.wait_for(1, timeout=10)
+        assert req.header("webhook-id") == event_id_for(msg_id)

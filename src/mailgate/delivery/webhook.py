@@ -48,6 +48,7 @@ log = logging.getLogger("mailgate.delivery")
 USER_AGENT = f"mailgate-webhook/{__version__}"
 RETRYABLE_STATUS = frozenset({408, 429})
 STOP_GRACE = 3.0
+CHANGE_CHECK = 0.05  # seconds between checks for commits by other processes while idle
 LEASE_MARGIN = 30.0
 
 
@@ -261,15 +262,36 @@ class WebhookWorker:
         assert self._wake is not None
         while not self._stopping:
             self._wake.clear()
+            version: int | None = None
             try:
+                version = await self.store.change_counter()
                 if await self._claim_round():
                     continue
                 delay = await self._next_delay()
             except StoreError:
                 log.exception("webhook dispatch: store error; retrying")
                 delay = max(1.0, self.cfg.poll_interval)
+            await self._idle(delay, version)
+
+    async def _idle(self, delay: float, version: int | None) -> None:
+        """Wait ``delay``, or less: until woken in-process, or until another process (an
+        ingest worker, the ``dlq`` CLI) committed to the store, which the cheap
+        ``change_counter`` shows; so events published elsewhere leave without a full poll."""
+        assert self._wake is not None
+        deadline = time.monotonic() + delay
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+                await asyncio.wait_for(self._wake.wait(), min(remaining, CHANGE_CHECK))
+                return
+            if version is not None:
+                try:
+                    if await self.store.change_counter() != version:
+                        return
+                except StoreError:
+                    version = None
 
     # ------------------------------------------------------------------ one attempt
 

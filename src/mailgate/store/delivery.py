@@ -184,6 +184,10 @@ class DeliveryStore(Protocol):
     async def lease_owners(self) -> list[str]:
         """Owners holding leases on pending rows now (to find those of crashed workers)."""
 
+    async def change_counter(self) -> int:
+        """A number that changes whenever another connection or process commits a write
+        (SQLite ``PRAGMA data_version``); lets an idle worker notice new rows cheaply."""
+
     async def next_due_at(self, targets: list[str]) -> float | None:
         """When the earliest pending row of these targets becomes due (None: nothing pending)."""
 

@@ -377,6 +377,10 @@ class DeliveryStoreMixin(SqliteBase):
         )
         return [r[0] for r in rows]
 
+    async def change_counter(self) -> int:
+        row = await self._read_one("PRAGMA data_version")
+        return int(row[0]) if row is not None else 0
+
     async def next_due_at(self, targets: list[str]) -> float | None:
         if not targets:
             return None
