@@ -112,3 +112,15 @@ def test_uuencoded_and_gzip64_bodies() -> None:
     sizes = {a["filename"]: a["size"] for a in env["attachments"]}
     assert sizes["g.txt"] == len(b"hello gzip")
     assert sizes["u.bin"] == 5
+
+
+def test_blob_sink_failure_propagates() -> None:
+    from mailgate.mime.parse import BlobSinkError
+
+    def broken(data: bytes) -> str:
+        raise OSError(28, "No space left on device")
+
+    raw = _message([('Content-Type: application/pdf; name="a.pdf"', b"%PDF-1.4")])
+    with pytest.raises(BlobSinkError) as info:
+        parse_message(raw, blob_sink=broken)
+    assert isinstance(info.value.__cause__, OSError)

@@ -20,6 +20,15 @@ from mailgate.envelope import Attachment
 BlobSink = Callable[[bytes], str]
 """Stores attachment bytes content-addressed and returns their sha256 hex digest."""
 
+
+class BlobSinkError(Exception):
+    """The blob sink failed (disk full, I/O error): a storage problem, not a parse problem.
+
+    ``parse_message`` lets it propagate (with the sink's exception as ``__cause__``) so the
+    ingest worker retries the spooled message instead of storing an envelope missing files.
+    """
+
+
 MAX_FILENAME_BYTES = 255
 """Most file systems cap a name at 255 bytes; the cap keeps the extension."""
 _MAX_EXT_CHARS = 16
@@ -136,7 +145,13 @@ def make_attachment(
     store: bool = True,
 ) -> Attachment:
     """One envelope attachment record; the bytes go to ``blob_sink`` when one is given."""
-    sha = blob_sink(data) if blob_sink is not None and store else hashlib.sha256(data).hexdigest()
+    if blob_sink is not None and store:
+        try:
+            sha = blob_sink(data)
+        except Exception as exc:
+            raise BlobSinkError(str(exc)) from exc
+    else:
+        sha = hashlib.sha256(data).hexdigest()
     return {
         "id": stable_attachment_id(message_key, index, sha),
         "filename": sanitize_filename(filename, content_type, index),

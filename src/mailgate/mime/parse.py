@@ -23,7 +23,7 @@ from typing import Any
 
 from mailgate.envelope import Address, Envelope
 from mailgate.mime.addresses import parse_address_list
-from mailgate.mime.attachments import BlobSink
+from mailgate.mime.attachments import BlobSink, BlobSinkError
 from mailgate.mime.bounce import guess_bounce
 from mailgate.mime.charsets import decode_bytes, scrub
 from mailgate.mime.errors import ErrorLog
@@ -41,7 +41,7 @@ from mailgate.mime.structure import Collected, LeafMessage, Walker
 from mailgate.mime.text import normalize_newlines, reply_text
 from mailgate.mime.transfer import children
 
-__all__ = ["BlobSink", "parse_message"]
+__all__ = ["BlobSink", "BlobSinkError", "parse_message"]
 
 log = logging.getLogger("mailgate.mime")
 
@@ -183,17 +183,21 @@ def _fallback_body(raw: bytes, body_start: int, errors: ErrorLog, limits: Limits
 def parse_message(
     raw: bytes, *, blob_sink: BlobSink | None = None, limits: Limits = DEFAULT_LIMITS
 ) -> Envelope:
-    """Parse one RFC 5322 message into the envelope's parsing fields. Never raises.
+    """Parse one RFC 5322 message into the envelope's parsing fields. Never raises on input.
 
     Fills: from, replyTo, to, cc, bcc, subject, date, messageId, inReplyTo, references, text,
     replyText, html (sanitized), headers, attachments (bytes handed to ``blob_sink``),
     parseErrors, bounce, forwarded. Does not set id/timestamp/envelope/auth/pipeline fields.
+    Whatever the bytes, an envelope comes back; the one exception is ``BlobSinkError`` when
+    ``blob_sink`` itself fails (storage, not parsing: the caller should retry later).
     """
     errors = ErrorLog()
     if isinstance(raw, (bytearray, memoryview)):
         raw = bytes(raw)
     try:
         return _parse(raw, blob_sink, limits, errors)
+    except BlobSinkError:
+        raise
     except Exception as exc:  # last resort: the contract is "never raises"
         log.exception("- mime parse failed unexpectedly")
         errors.add("parse.internal", f"parser error ({type(exc).__name__}); envelope is partial")
