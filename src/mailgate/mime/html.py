@@ -14,8 +14,13 @@ import threading
 from collections.abc import Iterator
 
 import bleach
-from bleach.css_sanitizer import ALLOWED_CSS_PROPERTIES, CSSSanitizer
 from bleach.html5lib_shim import convert_entities
+
+try:  # bleach's CSS sanitizer needs tinycss2 (the bleach[css] extra)
+    from bleach.css_sanitizer import ALLOWED_CSS_PROPERTIES, CSSSanitizer
+except ImportError:  # pragma: no cover - without it, style attributes are dropped
+    CSSSanitizer = None
+    ALLOWED_CSS_PROPERTIES = frozenset()
 
 ALLOWED_TAGS = frozenset(
     {
@@ -102,7 +107,7 @@ def _drop_conditionals(source: str) -> str:
 
 
 def _allow_attr(tag: str, name: str, value: str) -> bool:
-    if name.startswith("on"):
+    if name.startswith("on") or (name == "style" and CSSSanitizer is None):
         return False
     if name not in _COMMON_ATTRS and name not in _TAG_ATTRS.get(tag, ()):
         return False
@@ -126,7 +131,9 @@ def _cleaner() -> bleach.Cleaner:
             protocols=PROTOCOLS,
             strip=True,
             strip_comments=True,
-            css_sanitizer=CSSSanitizer(allowed_css_properties=CSS_PROPERTIES),
+            css_sanitizer=(
+                CSSSanitizer(allowed_css_properties=CSS_PROPERTIES) if CSSSanitizer else None
+            ),
         )
         _local.cleaner = cleaner
     return cleaner
