@@ -336,3 +336,11 @@ async def test_events_committed_by_another_process_leave_without_a_full_poll(
             msg_id = await publish(store)
             (req,) = await rx.wait_for(1, timeout=10)
         assert req.header("webhook-id") == event_id_for(msg_id)
+
+
+async def test_a_worker_without_targets_starts_and_stops(tmp_path: Path) -> None:
+    async with open_store(tmp_path) as store:
+        await publish(store, targets=())
+        async with running_worker(store, [], fast_delivery(), tmp_path) as worker:
+            assert worker._task is None
+        assert [e.id for e in await store.list_events("default")]  # still pollable

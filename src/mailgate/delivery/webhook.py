@@ -131,6 +131,9 @@ class WebhookWorker:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        if not self.targets:
+            log.info("no webhook targets configured: events are served by the polling API only")
+            return
         loop = asyncio.get_running_loop()
         wake = asyncio.Event()
         self._wake = wake
