@@ -181,9 +181,11 @@ async def run(rounds: int, n_rules: int) -> int:
     print(
         f"ratio pipeline/parse = {ratio:.3f}  (target <= 0.3)  {'OK' if ratio <= 0.3 else 'OVER'}"
     )
-    print("per stage (mean us/msg):")
+    print("per stage (us/msg):      mean   median")
     for name, values in stage_times.items():
-        print(f"  {name:<11} {statistics.fmean(values) * 1e6:8.1f}")
+        print(
+            f"  {name:<11} {statistics.fmean(values) * 1e6:12.1f} {statistics.median(values) * 1e6:8.1f}"
+        )
     return 0 if ratio <= 0.3 else 2
 
 

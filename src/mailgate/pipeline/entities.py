@@ -244,8 +244,10 @@ def mask(env: Envelope, patterns: Iterable[EntityPattern]) -> int:
             text = env.get(f)
             if not isinstance(text, str) or not text:
                 continue
-            if f == "replyText" and clean_text and text in env["text"]:
-                continue  # the reply part of a text without any: nothing to mask
+            if f == "replyText" and clean_text:
+                full = env["text"]
+                if text == full or full.startswith(text) or text in full:
+                    continue  # the reply part of a text without any: nothing to mask
             spans = p.spans(text)
             if not spans:
                 clean_text = clean_text or f == "text"

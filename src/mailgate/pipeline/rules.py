@@ -67,11 +67,11 @@ from mailgate.pipeline.view import EnvView, domain_of, emails, names
 
 PRIORITIES = ("low", "normal", "high", "urgent")
 HEADER_SCAN_LIMIT = 4096
-"""Subject regexes look at 4096 characters (RFC 5322 caps a line at 998)."""
+"""Subject matchers look at 4096 characters (RFC 5322 caps a line at 998)."""
 BODY_SCAN_LIMIT = 256 * 1024
-"""Body regexes look at the first 256 KiB of characters (SpamAssassin's body rules stop at
+"""Body matchers look at the first 256 Ki characters (SpamAssassin's body rules stop at
 50 KB, ``body_part_scan_size``): what support mail says is at the top, and a hostile 20 MB
-body must not cost 50 rules x 20 MB. Substring matches (plain strings) see the whole body."""
+body must not cost 50 rules x 20 MB."""
 THEN_KEYS = ("queue", "tags", "priority", "webhooks", "reply", "quarantine", "stop")
 RULE_KEYS = ("name", "description", "tenant", "confidence", "enabled", "if", "then")
 SNIPPET = 60
@@ -342,8 +342,11 @@ class ContainsValue(Value):
 
     def test(self, values: list[Any], facts: Facts, spec: FieldSpec) -> str | None:
         for v in values:
-            s = str(v)
-            hay = facts.lower(spec.cache_key, s) if spec.cache_key else s.lower()
+            s = v if isinstance(v, str) else str(v)
+            if spec.cache_key:
+                s, hay = facts.scan_text(spec.cache_key, s, spec.scan_limit)
+            else:
+                hay = s.lower()
             i = hay.find(self.needle)
             if i >= 0:
                 return s[i : i + len(self.needle)]
