@@ -75,11 +75,18 @@ async def test_smtp_message_reaches_the_webhook_and_the_api(mailgate_server: Any
             # consumed by the webhook: not offered again by the polling list
             async with http.get(f"{srv.api_base}/v1/messages", headers=auth) as r:
                 assert [m["id"] for m in (await r.json())["data"]] == []
-            # the front serves /metrics; the delivery happened in the worker process
-            async with http.get(f"{srv.api_base}/metrics") as r:
-                text = await r.text()
+            # the front serves /metrics; parsing and delivery happened in the worker process
+            for _ in range(100):  # bounded: workers publish their figures every 2 s
+                async with http.get(f"{srv.api_base}/metrics") as r:
+                    text = await r.text()
+                if "mailgate_parse_seconds_count 1.0" in text:
+                    break
+                await asyncio.sleep(0.1)
             assert 'mailgate_webhook_deliveries_total{outcome="delivered",target="app"} 1.0' in text
             assert "mailgate_accept_to_delivered_seconds_count 1.0" in text
+            assert "mailgate_parse_seconds_count 1.0" in text  # from the worker process
+            assert "mailgate_smtp_accepted_messages_total 1.0" in text  # from the front
+            assert 'mailgate_ingest_processed_total{outcome="processed"} 1.0' in text
         assert base64.b64decode(req.header("webhook-signature").split(",", 1)[1])  # type: ignore[union-attr]
         await asyncio.to_thread(srv.stop)
 

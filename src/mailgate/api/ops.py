@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from mailgate.api.common import json_response
 from mailgate.api.messages import STORE
 from mailgate.config import ApiConfig
 from mailgate.delivery.metrics import refresh
+from mailgate.delivery.process_metrics import merged_exposition
 from mailgate.metrics import REGISTRY
 from mailgate.store.base import StoreError
 
@@ -72,9 +73,8 @@ async def metrics(request: web.Request) -> web.Response:
         await refresh(request.app[STORE])
     except StoreError:
         pass  # still serve the counters; /readyz reports the store
-    return web.Response(
-        body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
-    )
+    body = await merged_exposition(request.app[STORE], REGISTRY)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 def add_routes(app: web.Application) -> None:

@@ -27,7 +27,6 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
@@ -36,9 +35,11 @@ from mailgate import __version__
 from mailgate.config import DeliveryConfig, WebhookConfig
 from mailgate.delivery import settings as _settings  # noqa: F401  (config validator)
 from mailgate.delivery.breaker import CircuitBreaker
+from mailgate.delivery.process_metrics import MetricsPublisher, pid_alive
 from mailgate.delivery.schedule import RetrySchedule, parse_retry_after
 from mailgate.delivery.signing import Signer
 from mailgate.logs import log_fields
+from mailgate.metrics import REGISTRY
 from mailgate.store.base import StoreError
 from mailgate.store.delivery import AttemptOutcome, DeliveryStore, OutboxItem, webhook_target_id
 from mailgate.store.sqlite_delivery import add_outbox_waker, remove_outbox_waker
@@ -50,24 +51,6 @@ RETRYABLE_STATUS = frozenset({408, 429})
 STOP_GRACE = 3.0
 CHANGE_CHECK = 0.05  # seconds between checks for commits by other processes while idle
 LEASE_MARGIN = 30.0
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        # a SIGKILLed worker whose parent died too may linger as a zombie nobody reaps
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
 
 
 def encode_payload(env: dict[str, Any]) -> bytes:
@@ -127,10 +110,13 @@ class WebhookWorker:
         self._disabled: dict[str, str] = {}
         self._disabled_read_at = 0.0
         self._stopping = False
+        self._metrics = MetricsPublisher(store, REGISTRY)
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        # this worker process's other metrics (parse, auth, pipeline) reach the front's /metrics
+        await self._metrics.start()
         if not self.targets:
             log.info("no webhook targets configured: events are served by the polling API only")
             return
@@ -167,7 +153,7 @@ class WebhookWorker:
             parts = owner.rsplit(":", 2)  # host:pid:nonce
             if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
                 continue
-            if _pid_alive(int(parts[1])):
+            if pid_alive(int(parts[1])):
                 continue
             n = await self.store.release_leases(owner)
             log.info("released deliveries of a stopped worker", extra=log_fields(count=n))
@@ -197,6 +183,7 @@ class WebhookWorker:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        await self._metrics.stop()
 
     def wake(self) -> None:
         """Look for due rows now (new events, an operator retry)."""

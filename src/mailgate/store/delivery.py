@@ -232,3 +232,11 @@ class DeliveryStore(Protocol):
 
     async def set_delivery_metric(self, name: str, labels: dict[str, str], value: float) -> None:
         """Set a stored gauge (e.g. ``webhook_breaker_open``)."""
+
+    async def publish_process_metrics(self, key: str, exposition: str) -> None:
+        """Store (replace) the Prometheus exposition of process ``key`` (``host:pid``)."""
+
+    async def process_metrics(self) -> list[tuple[str, float, str]]:
+        """(key, updated_at, exposition) of every process that published."""
+
+    async def drop_process_metrics(self, key: str) -> None: ...

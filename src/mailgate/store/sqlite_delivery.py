@@ -598,3 +598,26 @@ class DeliveryStoreMixin(SqliteBase):
             )
 
         await self._write(write)
+
+    async def publish_process_metrics(self, key: str, exposition: str) -> None:
+        now = time.time()
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO process_metrics (key, updated_at, exposition) VALUES (?, ?, ?)"
+                " ON CONFLICT(key) DO UPDATE SET updated_at = excluded.updated_at,"
+                " exposition = excluded.exposition",
+                (key, now, exposition),
+            )
+
+        await self._write(write)
+
+    async def process_metrics(self) -> list[tuple[str, float, str]]:
+        rows = await self._read("SELECT key, updated_at, exposition FROM process_metrics")
+        return [(r["key"], float(r["updated_at"]), r["exposition"]) for r in rows]
+
+    async def drop_process_metrics(self, key: str) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM process_metrics WHERE key = ?", (key,))
+
+        await self._write(write)

@@ -79,3 +79,11 @@ CREATE TABLE delivery_metrics (
     value  REAL NOT NULL DEFAULT 0,
     PRIMARY KEY (name, labels)
 );
+
+-- Each worker process's Prometheus exposition, so that the front's /metrics can sum them
+-- (see delivery/process_metrics.py).
+CREATE TABLE process_metrics (
+    key        TEXT PRIMARY KEY,                     -- host:pid
+    updated_at REAL NOT NULL,
+    exposition TEXT NOT NULL
+);

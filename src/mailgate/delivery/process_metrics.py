@@ -1,0 +1,179 @@
+"""Metrics across processes: worker processes publish their registry, ``/metrics`` sums them.
+
+``mailgate serve`` runs the SMTP listener and the API in the front process, and ingest,
+parsing, auth, the pipeline and delivery in worker processes. Each process has its own
+Prometheus registry, but only the front serves ``/metrics``. So each worker runs a
+``MetricsPublisher``, which writes its registry's exposition text to the store every few
+seconds (one row per host and pid) and once more when it stops. ``merged_exposition`` then
+parses the front's own registry and every live worker's snapshot, and sums the samples.
+Counters and histograms add up across processes. Gauges add up too, which is right for
+per-process figures (active sessions) but makes a gauge that each process sets to a global
+value count it once per process. Snapshots of processes that exited on this host are
+dropped; the counters they held start again, and Prometheus treats that as a counter reset.
+
+The store carries the snapshots, so no shared directory or port is needed, and a process
+with no data dir (Postgres later) works the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+from prometheus_client import generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from mailgate.store.base import StoreError
+
+log = logging.getLogger("mailgate.delivery")
+
+PUBLISH_INTERVAL = 2.0
+MAX_AGE = 60.0  # a snapshot older than this is from a process that is gone (another host)
+
+
+class MetricsStore(Protocol):
+    async def publish_process_metrics(self, key: str, exposition: str) -> None:
+        """Store (replace) the exposition text of process ``key`` (``host:pid``)."""
+
+    async def process_metrics(self) -> list[tuple[str, float, str]]:
+        """(key, updated_at, exposition) of every process that published."""
+
+    async def drop_process_metrics(self, key: str) -> None: ...
+
+
+def process_key(pid: int | None = None) -> str:
+    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
+
+
+def pid_alive(pid: int) -> bool:
+    """True if ``pid`` runs on this host (a zombie nobody reaped counts as gone)."""
+    if pid == os.getpid():
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class MetricsPublisher:
+    """Publishes this process's registry to the store every ``interval`` seconds."""
+
+    def __init__(
+        self,
+        store: MetricsStore,
+        registry: CollectorRegistry,
+        *,
+        interval: float = PUBLISH_INTERVAL,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.interval = interval
+        self.key = process_key()
+        self._task: asyncio.Task[None] | None = None
+
+    async def publish(self) -> None:
+        text = generate_latest(self.registry).decode("utf-8")
+        await self.store.publish_process_metrics(self.key, text)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.publish()
+            except StoreError:
+                log.warning("could not publish this process's metrics; retrying")
+            await asyncio.sleep(self.interval)
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="mailgate-metrics-publisher")
+
+    async def stop(self) -> None:
+        if self._task is None:
+            return
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+        with contextlib.suppress(StoreError, TimeoutError):
+            await asyncio.wait_for(self.publish(), 2.0)  # the last counts before exit
+
+
+class _Families(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.families
+
+
+def _merge(texts: list[str]) -> list[Metric]:
+    families: dict[str, Metric] = {}
+    values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+    for text in texts:
+        try:
+            parsed = list(text_string_to_metric_families(text))
+        except ValueError:
+            log.warning("skipping an unreadable metrics snapshot")
+            continue
+        for fam in parsed:
+            if fam.name.endswith("_created"):
+                continue  # creation timestamps do not add up; they are optional anyway
+            if fam.name not in families:
+                families[fam.name] = Metric(fam.name, fam.documentation, fam.type, fam.unit)
+                values[fam.name] = {}
+            acc = values[fam.name]
+            for s in fam.samples:
+                if s.name.endswith("_created"):
+                    continue
+                key = (s.name, tuple(sorted(s.labels.items())))
+                acc[key] = acc.get(key, 0.0) + s.value
+    out = []
+    for name, fam in families.items():
+        for (sample_name, labels), value in values[name].items():
+            fam.add_sample(sample_name, dict(labels), value)
+        out.append(fam)
+    return out
+
+
+async def merged_exposition(store: MetricsStore, registry: CollectorRegistry) -> bytes:
+    """This process's registry plus every live worker's snapshot, summed (Prometheus text)."""
+    texts = [generate_latest(registry).decode("utf-8")]
+    me = process_key()
+    host = socket.gethostname()
+    now = time.time()
+    try:
+        rows = await store.process_metrics()
+    except StoreError:
+        rows = []
+    for key, updated_at, text in rows:
+        if key == me:
+            continue  # workers = 0: the worker runs here; its figures are already in ``registry``
+        owner_host, _, pid = key.rpartition(":")
+        gone = (
+            owner_host == host and pid.isdigit() and not pid_alive(int(pid))
+        ) or now - updated_at > MAX_AGE
+        if gone:
+            with contextlib.suppress(StoreError):
+                await store.drop_process_metrics(key)
+            continue
+        texts.append(text)
+    merged = CollectorRegistry(auto_describe=False)
+    merged.register(_Families(_merge(texts)))
+    return generate_latest(merged)
