@@ -2,7 +2,7 @@
 
 The file is parsed as the ingest worker would parse a spooled message; what the SMTP session
 would have known is taken from the file: the sender from ``Return-Path`` (a ``<>`` there is a
-null sender), the recipients from To/Cc addresses in our domains (or the ``rcpt`` given), the
+null sender; without one, the From address), the recipients from To/Cc addresses in our domains (or the ``rcpt`` given), the
 tenant from the first of those, as the SMTP side assigns it. Attachment bytes stay in memory so
 the scan can look into them. No authentication checks run (the file has no SMTP session);
 ``auth`` fields are taken from ``auth`` when given.
@@ -67,7 +67,10 @@ def envelope_from_bytes(
     env.update(parsed)
     view = EnvView(env)
     return_path = view.first_header("Return-Path")
-    mail_from = return_path.strip().strip("<>").strip() if return_path is not None else view.sender
+    # Without a Return-Path the SMTP sender is unknown: None, never a null sender.
+    mail_from = (
+        return_path.strip().strip("<>").strip() if return_path is not None else view.sender or None
+    )
     addressed = [*emails(env.get("to")), *emails(env.get("cc"))]
     found_tenant, ours = _tenant_and_recipients(cfg, list(rcpt) or addressed)
     env["tenant"] = tenant or found_tenant or "default"

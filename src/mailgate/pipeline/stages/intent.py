@@ -143,7 +143,10 @@ def classify_intent(env: Envelope, ctx: Context | None = None) -> tuple[str, lis
 
     subject = view.text("subject")[:SUBJECT_LIMIT].lower()
     sender = view.sender
-    null_sender = view.env.get("envelope") is not None and view.mail_from in ("", "<>")
+    smtp = view.section("envelope")
+    raw_from = smtp.get("mailFrom")
+    # RFC 5321 4.5.5: MAIL FROM:<> (an unknown sender, None, is not a null one)
+    null_sender = isinstance(raw_from, str) and raw_from.strip() in ("", "<>")
 
     # own-notification
     own_domains, own_suffixes, reply_from = _own(ctx)
