@@ -58,7 +58,8 @@ INTENTS = (
 _OOO_STRONG = _ci(
     r"^\s*(automatic reply|automatische antwort|réponse automatique|respuesta automática|"
     r"risposta automatica|resposta automática|automatisch antwoord|autosvar|"
-    r"out of (the )?office|abwesenheitsnotiz|abwesend|absence|fuera de la oficina)\s*[:\-]",
+    r"out of (the )?office( auto ?reply)?|abwesenheitsnotiz|abwesend|absence|fuera de la oficina|"
+    r"auto(matic)?[- ]?reply|autoreply|vacation( reply)?)\s*[:\-]",
 )
 _OOO = _ci(
     r"\b(out of (the )?office|ooo|on (vacation|holiday|leave|annual leave)|away from (the )?office|"
