@@ -261,7 +261,8 @@ def test_default_entities() -> None:
     assert found["invoiceId"] == ["INV-2024-001", "4721"]
     assert found["ticketId"] == ["T-1042"]
     assert found["cardNumber"] == ["****-****-****-1111"]  # only the Luhn-valid one, masked
-    assert mask(env, patterns) == 2  # text and replyText
+    assert mask(env, patterns) == 1  # replyText is the same text: masked with it
+    assert env["replyText"] == env["text"]
     assert "4111-1111-1111-1111" not in env["text"] and "****-****-****-1111" in env["text"]
     assert "4111 1111 1111 1112" in env["text"]  # not a card number: left alone
 

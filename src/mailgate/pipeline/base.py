@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from mailgate.config import Config, PipelineConfig
 from mailgate.envelope import Envelope
+from mailgate.pipeline.view import EnvView
 from mailgate.store.base import Intent
 from mailgate.store.pipeline import DedupHit, PipelinePorts, ThreadRef
 
@@ -113,6 +114,15 @@ class Context:
     def stored(self) -> bool:
         """True when the message's own index rows already exist (replay, release)."""
         return self.mode in ("replay", "release")
+
+    def view(self, env: Envelope) -> EnvView:
+        """One `EnvView` per run (its lower-cased header map is built once for all stages)."""
+        view = self.memo.get("view")
+        if view is None or view.env is not env:
+            view = EnvView(env)
+            self.memo["view"] = view
+        result: EnvView = view
+        return result
 
     def note(self, reason: str) -> None:
         """Record why the current stage decided what it did (goes to its `StageResult`)."""

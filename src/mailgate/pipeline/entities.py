@@ -239,18 +239,22 @@ def mask(env: Envelope, patterns: Iterable[EntityPattern]) -> int:
     for p in patterns:
         if not p.mask:
             continue
-        clean_text = False
+        before: dict[str, str] = {}  # field -> text as it was before masking
         for f in MASKED_FIELDS:
             text = env.get(f)
             if not isinstance(text, str) or not text:
                 continue
-            if f == "replyText" and clean_text:
-                full = env["text"]
-                if text == full or full.startswith(text) or text in full:
-                    continue  # the reply part of a text without any: nothing to mask
+            if f == "replyText" and "text" in before:
+                full = before["text"]
+                if text == full:  # no quoted history was stripped: same text, same result
+                    if env["text"] != full:
+                        env[f] = env["text"]
+                    continue
+                if env["text"] == full and (full.startswith(text) or text in full):
+                    continue  # part of a text that had nothing to mask
+            before[f] = text
             spans = p.spans(text)
             if not spans:
-                clean_text = clean_text or f == "text"
                 continue
             parts = []
             last = 0

@@ -485,7 +485,9 @@ class Match(Node):
         self.has_bool = any(isinstance(v, BoolValue) for v in values)
 
     def eval(self, facts: Facts) -> tuple[bool, list[str]]:
-        got = facts.values(self.name, self.spec)
+        got = facts._values.get(self.name)
+        if got is None:
+            got = facts.values(self.name, self.spec)
         if not got and not self.has_bool:
             return False, []
         for v in self.values:
@@ -646,7 +648,7 @@ class Rule:
     source: str = ""
 
 
-@dataclass
+@dataclass(slots=True)
 class RuleHit:
     """One rule's evaluation for one message."""
 

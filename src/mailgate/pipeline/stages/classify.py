@@ -19,7 +19,9 @@ class ClassifyStage:
     description = "evaluate the routing rules; record every hit and miss with its reasons"
 
     async def run(self, env: Envelope, ctx: Context) -> Verdict | None:
-        facts = Facts(env, entities=lambda: entities_for(env, ctx), lowered=lowered_cache(ctx))
+        facts = Facts(
+            env, ctx.view(env), entities=lambda: entities_for(env, ctx), lowered=lowered_cache(ctx)
+        )
         hits = ctx.rules.evaluate(facts)
         ctx.hits = hits
         matched = [h.rule.name for h in hits if h.matched]

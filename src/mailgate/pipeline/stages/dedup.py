@@ -48,7 +48,7 @@ class DedupStage:
     description = "same Message-ID (or content hash) within the window: duplicateOf, no delivery"
 
     async def run(self, env: Envelope, ctx: Context) -> Verdict | None:
-        view = EnvView(env)
+        view = ctx.view(env)
         key = dedup_key(env, view)
         tenant = view.tenant
         at = received_at(env)

@@ -134,7 +134,7 @@ def _own(ctx: Context | None) -> tuple[frozenset[str], tuple[str, ...], str]:
 
 def classify_intent(env: Envelope, ctx: Context | None = None) -> tuple[str, list[str]]:
     """(intent, the signals that decided it)."""
-    view = EnvView(env)
+    view = ctx.view(env) if ctx is not None else EnvView(env)
     h = view.headers
     reasons: list[str] = []
 

@@ -13,7 +13,6 @@ from mailgate.envelope import Envelope
 from mailgate.pipeline.base import Context, Quarantine, Verdict
 from mailgate.pipeline.rules import Facts, decide
 from mailgate.pipeline.stages.extract import entities_for, lowered_cache
-from mailgate.pipeline.view import EnvView
 
 
 def tenant_targets(cfg: Config, tenant: str) -> tuple[str, ...]:
@@ -41,7 +40,7 @@ class RouteStage:
             "confidence": decision.confidence,
             "reasons": decision.reasons,
         }
-        tenant = EnvView(env).tenant
+        tenant = ctx.view(env).tenant
         own = tenant_targets(ctx.root, tenant)
         if decision.webhooks is None:
             ctx.targets = own

@@ -34,7 +34,6 @@ from mailgate.config import PipelineConfig
 from mailgate.envelope import Envelope
 from mailgate.mime.errors import limit_errors
 from mailgate.pipeline.base import Context, Quarantine, Verdict
-from mailgate.pipeline.view import EnvView
 
 EXECUTABLE_TYPES = (
     "application/x-msdownload",
@@ -258,7 +257,7 @@ class ScanStage:
 
     async def run(self, env: Envelope, ctx: Context) -> Verdict | None:
         cfg = ctx.config
-        view = EnvView(env)
+        view = ctx.view(env)
         findings: list[Quarantine] = []
         for att in view.attachments:
             name = str(att.get("filename") or att.get("id") or "attachment")

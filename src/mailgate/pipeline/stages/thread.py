@@ -21,7 +21,7 @@ from typing import Any
 from mailgate.envelope import Envelope, new_id
 from mailgate.pipeline.base import Context, Verdict
 from mailgate.pipeline.stages.dedup import received_at
-from mailgate.pipeline.view import EnvView, emails
+from mailgate.pipeline.view import emails
 from mailgate.store.pipeline import ThreadIntent, ThreadRef
 
 _MID = re.compile(r"<([^<>\s]+)>")
@@ -60,7 +60,7 @@ class ThreadStage:
     description = "In-Reply-To/References, reply alias or subject ticket token, scoped to contacts"
 
     async def run(self, env: Envelope, ctx: Context) -> Verdict | None:
-        view = EnvView(env)
+        view = ctx.view(env)
         tenant = view.tenant
         sender = view.sender
         ours = set(view.rcpt_to)
