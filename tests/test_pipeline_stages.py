@@ -301,3 +301,15 @@ def test_configured_entities_override_and_disable() -> None:
     patterns = build_entities(pipeline)
     found = extract(make_env(subject="sku-77 and PO-12345"), patterns)
     assert found == {"sku": ["77"]}
+
+
+def test_masking_when_reply_text_differs_from_text() -> None:
+    patterns = build_entities(make_config().pipeline)
+    env = make_env(text="Thanks!\n\n> my card 4111 1111 1111 1111\n")
+    env["replyText"] = "Thanks!"
+    mask(env, patterns)
+    assert "4111 1111 1111 1111" not in env["text"] and env["replyText"] == "Thanks!"
+    odd = make_env(text="no numbers here")
+    odd["replyText"] = "card 5555-5555-5555-4444"  # not a part of text: scanned on its own
+    assert mask(odd, patterns) == 1
+    assert odd["replyText"] == "card ****-****-****-4444"
