@@ -469,6 +469,10 @@ def compile_value(spec: FieldSpec, value: Any) -> Value:
 # --------------------------------------------------------------------------- conditions
 
 
+_MISS: tuple[bool, list[str]] = (False, [])
+"""Shared result of a condition that did not match (never mutated)."""
+
+
 class Node:
     def eval(self, facts: Facts) -> tuple[bool, list[str]]:
         raise NotImplementedError
@@ -489,9 +493,10 @@ class Match(Node):
         if got is None:
             got = facts.values(self.name, self.spec)
         if not got and not self.has_bool:
-            return False, []
+            return _MISS
+        spec = self.spec
         for v in self.values:
-            hit = v.test(got, facts, self.spec)
+            hit = v.test(got, facts, spec)
             if hit is not None:
                 reason = f"{self.name} {v.text}"
                 if hit and not self.spec.body and not isinstance(v, BoolValue):
@@ -499,7 +504,7 @@ class Match(Node):
                     if snippet.lower() != v.text.lower():
                         reason += f" ({snippet!r})"
                 return True, [reason]
-        return False, []
+        return _MISS
 
     def describe(self) -> str:
         return " or ".join(f"{self.name} {v.text}" for v in self.values)
@@ -514,7 +519,7 @@ class All(Node):
         for c in self.children:
             ok, why = c.eval(facts)
             if not ok:
-                return False, []
+                return _MISS
             reasons.extend(why)
         return True, reasons
 
@@ -686,6 +691,11 @@ class RuleSet:
 
     def __init__(self, rules: list[Rule]) -> None:
         self.rules = tuple(rules)
+        # A miss carries nothing but its rule: one shared, never-mutated record per rule.
+        self._misses = {id(r): RuleHit(r, False) for r in self.rules}
+        self._plan = tuple(
+            (r, r.condition.eval, r.tenants, self._misses[id(r)]) for r in self.rules
+        )
 
     def __len__(self) -> int:
         return len(self.rules)
@@ -694,16 +704,20 @@ class RuleSet:
         tenant = facts.view.tenant
         hits: list[RuleHit] = []
         stopped_by: str | None = None
-        for rule in self.rules:
+        append = hits.append
+        for rule, condition, tenants, miss in self._plan:
             if stopped_by is not None:
-                hits.append(RuleHit(rule, False, skipped=f"after stop in rule {stopped_by!r}"))
+                append(RuleHit(rule, False, skipped=f"after stop in rule {stopped_by!r}"))
                 continue
-            if rule.tenants is not None and tenant not in rule.tenants:
-                hits.append(RuleHit(rule, False, skipped=f"tenant {tenant!r} not in rule"))
+            if tenants is not None and tenant not in tenants:
+                append(RuleHit(rule, False, skipped=f"tenant {tenant!r} not in rule"))
                 continue
-            ok, why = rule.condition.eval(facts)
-            hits.append(RuleHit(rule, ok, why if ok else []))
-            if ok and rule.actions.stop:
+            ok, why = condition(facts)
+            if not ok:
+                append(miss)
+                continue
+            append(RuleHit(rule, True, why))
+            if rule.actions.stop:
                 stopped_by = rule.name
         return hits
 
