@@ -129,6 +129,12 @@ class WorkerRuntime:
             reply_sender = _build_reply_sender(self.cfg, self.store)
             if reply_sender is not None:
                 self._services.append(reply_sender)
+        else:
+            # Worker 0's webhook worker publishes its metrics; the others publish their own.
+            from mailgate.delivery.process_metrics import MetricsPublisher
+            from mailgate.metrics import REGISTRY
+
+            self._services.append(MetricsPublisher(self.store, REGISTRY))
         notify = getattr(webhook, "notify", None)
         self.ingest = IngestWorker(
             self.store,
