@@ -258,3 +258,16 @@ def test_crash_loses_nothing_acknowledged(mailgate_server: Any) -> None:
     assert all(r["state"] == "processed" for r in rows)
     subjects = [json.loads(r["envelope"])["subject"] for r in rows]
     assert len(subjects) == len(set(subjects)), "a message was stored twice"
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_inline_and_multi_worker_modes(mailgate_server: Any, workers: int) -> None:
+    """workers = 0 runs ingest in the front process; 2 partitions the spool between processes."""
+    srv: MailgateServer = mailgate_server(workers=workers)
+    for i in range(12):
+        srv.send(message(f"mode {workers} #{i}"))
+    rows = srv.wait_processed(12)
+    assert sorted(json.loads(r["envelope"])["subject"] for r in rows) == sorted(
+        f"mode {workers} #{i}" for i in range(12)
+    )
+    assert all(r["state"] == "processed" for r in rows)
