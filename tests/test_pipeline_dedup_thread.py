@@ -213,3 +213,17 @@ async def test_duplicate_thread_rows_are_idempotent(store: SqliteStore) -> None:
         "SELECT message_count FROM threads WHERE id = ?", (env["thread"]["id"],)
     )
     assert rows[0]["message_count"] == 1
+
+
+async def test_replay_of_an_old_first_message_is_not_a_duplicate_of_a_later_one(
+    store: SqliteStore,
+) -> None:
+    runner = PipelineRunner(make_config(dedup_window=3600), store)
+    now = time.time()
+    old = make_env(message_id="<r@c.test>", received=now - 7200)
+    await ingest(store, runner, old)
+    new = make_env(message_id="<r@c.test>", received=now)
+    await ingest(store, runner, new)  # outside the window: it now holds the key
+    replayed = dict(await store.get_envelope(old["id"]))
+    await runner.process(replayed, mode="replay")
+    assert replayed["duplicateOf"] is None

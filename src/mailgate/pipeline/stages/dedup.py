@@ -55,6 +55,10 @@ class DedupStage:
         window = ctx.config.dedup_window
         hit = await ctx.ports.find_duplicate(tenant, key, at - window)
         kind = key.split(":", 1)[0]
+        if hit is not None and ctx.stored and hit.seen_at > at:
+            # Replaying an old message whose key a later message took over after the window
+            # expired: that later message is not what this one duplicated.
+            hit = None
         if hit is not None and hit.msg_id != ctx.msg_id:
             ctx.duplicate = hit
             env["duplicateOf"] = hit.msg_id
