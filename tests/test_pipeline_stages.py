@@ -313,3 +313,16 @@ def test_masking_when_reply_text_differs_from_text() -> None:
     odd["replyText"] = "card 5555-5555-5555-4444"  # not a part of text: scanned on its own
     assert mask(odd, patterns) == 1
     assert odd["replyText"] == "card ****-****-****-4444"
+
+
+async def test_loop_header_ours_or_another_systems() -> None:
+    runner = PipelineRunner(make_config(), MemoryPorts())
+    ours = make_env(headers={"X-Mailgate-Loop": "example.test", "Auto-Submitted": "auto-replied"})
+    await runner.process(ours)
+    assert ours["intent"] == "own-notification"
+    theirs = make_env(headers={"X-Mailgate-Loop": "vendor.test", "Auto-Submitted": "auto-replied"})
+    await runner.process(theirs)
+    assert theirs["intent"] == "ticket-system-ack"
+    xloop = make_env(headers={"X-Loop": "support@example.test"})
+    await runner.process(xloop)
+    assert xloop["intent"] == "own-notification"

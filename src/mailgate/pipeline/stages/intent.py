@@ -171,8 +171,19 @@ def classify_intent(env: Envelope, ctx: Context | None = None) -> tuple[str, lis
     if m:
         report_type = m.group(1).lower()
 
+    def ours(domain: str) -> bool:
+        d = domain.strip().strip("<>").rpartition("@")[2].lower()
+        return bool(d) and (d in own_domains or bool(own_suffixes and d.endswith(own_suffixes)))
+
+    loop = first(LOOP_HEADER.lower())
     if LOOP_HEADER.lower() in h:
-        return "own-notification", [f"{LOOP_HEADER} header"]
+        if ctx is None or ours(loop):
+            return "own-notification", [f"{LOOP_HEADER}: {loop[:60]}"]
+        # another mailgate (or similar helpdesk) acknowledging what we sent it
+        return "ticket-system-ack", [f"{LOOP_HEADER} of another system: {loop[:60]}"]
+    x_loop = first("x-loop")
+    if x_loop and ours(x_loop):
+        return "own-notification", [f"X-Loop names our domain: {x_loop[:60]}"]
     if reply_from and sender == reply_from:
         return "own-notification", [f"From is our reply address {reply_from}"]
     sender_domain = domain_of(sender) if sender else ""
