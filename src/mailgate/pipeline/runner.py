@@ -181,9 +181,9 @@ class PipelineRunner:
             notes = ctx.take_notes()
             result = StageResult(name, verdict_name(verdict), notes, time.perf_counter() - started)
             ctx.results.append(result)
-            reason = verdict.reason if verdict is not None else "; ".join(notes[:3])
             level = logging.DEBUG if verdict is None else logging.INFO
             if log.isEnabledFor(level):
+                reason = verdict.reason if verdict is not None else "; ".join(notes[:3])
                 log.log(
                     level,
                     "%s stage=%s verdict=%s reason=%s",
