@@ -127,7 +127,7 @@ class SmtpConfig:
 class StoreConfig:
     data_dir: str = "./mailgate-data"
     durability: Literal["normal", "fsync"] = "normal"
-    group_commit_window: Duration = 0.002
+    group_commit_window: Duration = 0.0
     max_batch: int = 256
 
 

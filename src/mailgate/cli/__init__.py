@@ -36,6 +36,7 @@ _TOOLS = (
     ("mailgate.cli.quarantine", "quarantine_group"),
     ("mailgate.cli.rules", "rules_group"),
     ("mailgate.cli.replay", "replay_cmd"),
+    ("mailgate.cli.audit", "audit_group"),
     ("mailgate.cli.dlq", "dlq_group"),
     ("mailgate.cli.outbox", "outbox_group"),
     ("mailgate.cli.banner", "banner_group"),
