@@ -51,7 +51,7 @@ class _AuthMemberCache:
         return getattr(inspect, name)
 
 
-_aiosmtpd_smtp.inspect = _AuthMemberCache()  # type: ignore[attr-defined]
+setattr(_aiosmtpd_smtp, "inspect", _AuthMemberCache())  # noqa: B010 - replace a module global
 
 _TERMINATOR = b"\r\n.\r\n"
 _READ_SIZE = 65536
