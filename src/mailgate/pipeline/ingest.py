@@ -140,9 +140,11 @@ class IngestWorker:
         batch = await self.store.claim_spooled(
             self.batch_size, worker=self.worker, workers=self.workers
         )
+        if self.auth is not None and any(m.auth and m.auth.get("deferred") for m in batch):
+            # Concurrently: a slow DNS answer for one sender must not hold up the batch.
+            batch = list(await asyncio.gather(*(self._authenticate(m) for m in batch)))
         pending: _Pending | None = None
         for msg in batch:
-            msg = await self._authenticate(msg)
             try:
                 env: Envelope | BaseException = build_envelope(msg, self.parse, self.blob_sink)
             except Exception as exc:
