@@ -182,14 +182,22 @@ class IngestWorker:
         spf_json = auth.get("spf")
         spf = AuthResult.from_json(spf_json) if isinstance(spf_json, dict) else None
         started = time.perf_counter()
-        report = await self.auth.check_message(
-            msg.raw,
-            client_ip=msg.client_ip,
-            helo=msg.helo,
-            mail_from=msg.mail_from,
-            spf=spf,
-            msg_id=msg.id,
-        )
+        try:
+            report = await self.auth.check_message(
+                msg.raw,
+                client_ip=msg.client_ip,
+                helo=msg.helo,
+                mail_from=msg.mail_from,
+                spf=spf,
+                msg_id=msg.id,
+            )
+        except Exception:
+            # The checker never raises by contract; if it does, keep the mail and say why.
+            log.exception("auth check failed", extra=log_fields(msg.id, msg.trace_id))
+            failed = dict(auth)
+            failed.pop("deferred", None)
+            failed["authAction"] = {"action": "accept", "reason": "auth error", "would": None}
+            return dataclasses.replace(msg, auth=failed)
         metrics.AUTH_SECONDS.observe(time.perf_counter() - started)
         data = report.to_json()
         metrics.record_auth_action(data)
