@@ -172,6 +172,8 @@ async def test_line_length_limit(tmp_path: Path) -> None:
         ("support@example.test", 250, b"2.1.5"),
         ("Support+T-1042@Example.TEST", 250, b"2.1.5"),
         ("postmaster@example.test", 250, b"2.1.5"),
+        ("Postmaster", 250, b"2.1.5"),
+        ("nobody", 501, b"5.1.3"),
         ("nobody@example.test", 550, b"5.1.1"),
         ("someone@elsewhere.test", 554, b"5.7.1"),
         ("support@example.test.evil.test", 554, b"5.7.1"),

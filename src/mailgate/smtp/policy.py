@@ -69,6 +69,17 @@ class RecipientPolicy:
         return None, ""
 
     def check(self, address: str) -> Accepted | Refused:
+        if address.strip().lower() == "postmaster":
+            # RFC 5321 4.5.1: "RCPT TO:<Postmaster>" without a domain must be accepted.
+            d = next(iter(self._exact.values()), None)
+            domain = d.name.lower() if d is not None else "localhost"
+            return Accepted(
+                address="postmaster",
+                mailbox="postmaster",
+                tag=None,
+                domain=domain,
+                tenant=(d.tenant if d is not None else "") or "default",
+            )
         parts = split_address(address)
         if parts is None:
             return Refused("syntax")
