@@ -37,6 +37,22 @@ class Outcome:
     intents: list[Intent] = field(default_factory=list)
 
 
+MAX_IN_FLIGHT = 32
+"""Commits one worker keeps in flight at most."""
+
+
+def _refers_to(env: Envelope, pending: list[_Pending]) -> bool:
+    """Whether ``env`` names (replies to, or repeats) the Message-ID of an uncommitted message."""
+    ids = {p.env.get("messageId") for p in pending}
+    ids.discard(None)
+    if not ids:
+        return False
+    if env.get("messageId") in ids or env.get("inReplyTo") in ids:
+        return True
+    refs = env.get("references") or []
+    return any(r in ids for r in refs)
+
+
 @dataclass
 class _Pending:
     """A message whose commit is in flight."""
@@ -133,9 +149,13 @@ class IngestWorker:
     async def run_once(self) -> int:
         """Process one batch; returns how many messages were handled.
 
-        Message *n+1* is parsed while the commit of message *n* is still in flight (parsing
-        needs no store); its pipeline run starts only after that commit, so dedup and
-        threading lookups always see every earlier message.
+        Commits are pipelined: message *n+1* is parsed and run through the pipeline while the
+        commits of earlier messages are in flight, and the single writer folds those commits
+        into shared transactions. A message that could depend on an uncommitted one — it
+        names its Message-ID in In-Reply-To/References (threading), or repeats it (dedup) —
+        first waits for every commit in flight, so lookups always see the messages it refers
+        to. Other dedup races (same content hash) are caught inside the commit by the dedup
+        index and retried. Commits land in submission order (one writer, FIFO).
         """
         batch = await self.store.claim_spooled(
             self.batch_size, worker=self.worker, workers=self.workers
@@ -143,15 +163,18 @@ class IngestWorker:
         if self.auth is not None and any(m.auth and m.auth.get("deferred") for m in batch):
             # Concurrently: a slow DNS answer for one sender must not hold up the batch.
             batch = list(await asyncio.gather(*(self._authenticate(m) for m in batch)))
-        pending: _Pending | None = None
+        pending: list[_Pending] = []
         for msg in batch:
             try:
                 env: Envelope | BaseException = build_envelope(msg, self.parse, self.blob_sink)
             except Exception as exc:
                 env = exc
-            if pending is not None:
-                await self._settle(pending)
-                pending = None
+            if pending and (
+                isinstance(env, BaseException)
+                or len(pending) >= MAX_IN_FLIGHT
+                or _refers_to(env, pending)
+            ):
+                await self._settle_all(pending)
             if isinstance(env, BaseException):
                 await self._failed(msg, env)
                 continue
@@ -160,15 +183,20 @@ class IngestWorker:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                await self._settle_all(pending)
                 await self._failed(msg, exc)
                 continue
             commit = asyncio.ensure_future(
                 self.store.complete(msg.id, env, list(outcome.intents), state=outcome.state)
             )
-            pending = _Pending(msg, env, outcome, commit)
-        if pending is not None:
-            await self._settle(pending)
+            pending.append(_Pending(msg, env, outcome, commit))
+        await self._settle_all(pending)
         return len(batch)
+
+    async def _settle_all(self, pending: list[_Pending]) -> None:
+        for p in pending:
+            await self._settle(p)
+        pending.clear()
 
     async def _authenticate(self, msg: SpooledMessage) -> SpooledMessage:
         """Finish sender authentication the SMTP front deferred (DKIM, ARC, DMARC).
