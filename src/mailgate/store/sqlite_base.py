@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Sequence
 from importlib import resources
@@ -108,6 +109,35 @@ def _statements(sql: str) -> list[str]:
         if s.strip(" \n;")
         and not all(ln.strip().startswith("--") or not ln.strip() for ln in s.splitlines())
     ]
+
+
+class Wakers:
+    """Callbacks to run when the writer has committed new work for a worker (outbox rows, replies).
+
+    Called from the writer thread, so each callback must be thread-safe (e.g. a
+    ``loop.call_soon_threadsafe`` wrapper); one whose event loop has closed is skipped.
+    """
+
+    def __init__(self) -> None:
+        self._fns: set[Callable[[], None]] = set()
+        self._lock = threading.Lock()
+
+    def add(self, fn: Callable[[], None]) -> None:
+        with self._lock:
+            self._fns.add(fn)
+
+    def remove(self, fn: Callable[[], None]) -> None:
+        with self._lock:
+            self._fns.discard(fn)
+
+    def wake(self) -> None:
+        with self._lock:
+            fns = list(self._fns)
+        for fn in fns:
+            try:
+                fn()
+            except RuntimeError:
+                pass  # a worker whose loop already closed
 
 
 class SqliteBase:

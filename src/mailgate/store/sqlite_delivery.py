@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from mailgate.store.base import NotFound
@@ -32,33 +30,15 @@ from mailgate.store.delivery import (
     PublishIntent,
     event_id_for,
 )
-from mailgate.store.sqlite_base import SqliteBase, applies
+from mailgate.store.sqlite_base import SqliteBase, Wakers, applies
 
 # ---------------------------------------------------------------------------- wake-ups
 
-_WAKERS: set[Callable[[], None]] = set()
-_WAKERS_LOCK = threading.Lock()
-
-
-def add_outbox_waker(fn: Callable[[], None]) -> None:
-    """Call ``fn`` (from the writer thread: it must be thread-safe) whenever rows are queued."""
-    with _WAKERS_LOCK:
-        _WAKERS.add(fn)
-
-
-def remove_outbox_waker(fn: Callable[[], None]) -> None:
-    with _WAKERS_LOCK:
-        _WAKERS.discard(fn)
-
-
-def _wake() -> None:
-    with _WAKERS_LOCK:
-        wakers = list(_WAKERS)
-    for fn in wakers:
-        try:
-            fn()
-        except RuntimeError:
-            pass  # a worker whose loop already closed
+_WAKERS = Wakers()
+add_outbox_waker = _WAKERS.add
+"""Call ``fn`` (from the writer thread: it must be thread-safe) whenever rows are queued."""
+remove_outbox_waker = _WAKERS.remove
+_wake = _WAKERS.wake
 
 
 # ---------------------------------------------------------------------------- applier

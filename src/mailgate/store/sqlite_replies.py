@@ -11,9 +11,8 @@ acknowledgement leaves within milliseconds instead of at the next poll.
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from mailgate.store.base import NotFound
@@ -25,33 +24,15 @@ from mailgate.store.replies import (
     ReplyRecord,
     ReplyUsage,
 )
-from mailgate.store.sqlite_base import SqliteBase, applies
+from mailgate.store.sqlite_base import SqliteBase, Wakers, applies
 
 # ---------------------------------------------------------------------------- wake-ups
 
-_WAKERS: set[Callable[[], None]] = set()
-_WAKERS_LOCK = threading.Lock()
-
-
-def add_reply_waker(fn: Callable[[], None]) -> None:
-    """Call ``fn`` (from the writer thread: it must be thread-safe) whenever a reply is queued."""
-    with _WAKERS_LOCK:
-        _WAKERS.add(fn)
-
-
-def remove_reply_waker(fn: Callable[[], None]) -> None:
-    with _WAKERS_LOCK:
-        _WAKERS.discard(fn)
-
-
-def _wake() -> None:
-    with _WAKERS_LOCK:
-        wakers = list(_WAKERS)
-    for fn in wakers:
-        try:
-            fn()
-        except RuntimeError:
-            pass  # a worker whose loop already closed
+_WAKERS = Wakers()
+add_reply_waker = _WAKERS.add
+"""Call ``fn`` (from the writer thread: it must be thread-safe) whenever a reply is queued."""
+remove_reply_waker = _WAKERS.remove
+_wake = _WAKERS.wake
 
 
 # ---------------------------------------------------------------------------- limits
