@@ -124,3 +124,14 @@ async def test_a_failing_message_does_not_block_the_batch(tmp_path: Path) -> Non
     assert rows["m1"]["state"] == "dead"
     assert rows["m1"]["attempts"] == 5
     assert "parser bug" in rows["m1"]["last_error"]
+
+
+async def test_huge_text_is_delivered_truncated_not_quarantined(tmp_path: Path) -> None:
+    """A 1.2 MB pasted log is real support mail: text cut and said so, raw kept, delivered."""
+    body = "\r\n".join(f"line {i}: ERROR something failed at step {i}" for i in range(30000))
+    rows = await run_batch(tmp_path, [raw("crash log attached inline", msgid="<log@x>", body=body)])
+    row = rows["m0"]
+    assert row["state"] == "processed"
+    env = row["envelope"]
+    assert env["quarantine"] is None
+    assert any(e["code"] == "limit.text" for e in env["parseErrors"])

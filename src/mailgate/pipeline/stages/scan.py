@@ -93,6 +93,9 @@ _OLE_VBA = "_VBA_PROJECT".encode("utf-16-le")
 _MIN_BOMB = 10 * 1024 * 1024
 """Below this expanded size a high ratio is harmless (a zipped text file compresses 100:1)."""
 
+SIZE_LIMITS = frozenset({"limit.errors", "limit.text", "limit.html-size"})
+"""parseErrors limit codes that mean "cut short", not "hostile structure": no quarantine."""
+
 
 def _ext(name: str) -> list[str]:
     parts = name.lower().strip().rstrip(". ").split(".")
@@ -285,8 +288,10 @@ class ScanStage:
             if data is not None:
                 findings.extend(content_findings(data, name, sniffed, cfg))
         errors = [e for e in env.get("parseErrors") or [] if isinstance(e, dict)]
-        # "limit.errors" only says the error list itself was cut short: not hostile by itself.
-        limits = [c for c in limit_errors(errors) if c != "limit.errors"]
+        # Size cut-offs are not hostility: a 1 MB pasted log (nodemailer's large_text.eml) is
+        # real support mail. Its text is truncated and says so in parseErrors, the raw message
+        # is kept whole, and it is delivered. "limit.errors" only says the error list was cut.
+        limits = [c for c in limit_errors(errors) if c not in SIZE_LIMITS]
         if limits:
             findings.append(Quarantine("parse-limit", ", ".join(sorted(set(limits)))))
         seen: set[tuple[str, str]] = set()
