@@ -271,3 +271,42 @@ def test_inline_and_multi_worker_modes(mailgate_server: Any, workers: int) -> No
         f"mode {workers} #{i}" for i in range(12)
     )
     assert all(r["state"] == "processed" for r in rows)
+
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+
+
+@pytest.mark.skipif(
+    not (CORPUS / "MANIFEST.txt").exists(), reason="../shared/corpus is not beside the repo"
+)
+def test_real_world_corpus_through_serve(mailgate_server: Any) -> None:
+    """Every message of the shared corpus (read from ../shared/corpus) goes through SMTP and the
+    worker: all accepted, none dead; quarantine only for a stated reason."""
+    paths = [
+        CORPUS / p
+        for p in (CORPUS / "MANIFEST.txt").read_text().splitlines()
+        if p and not p.startswith("#")
+    ]
+    srv: MailgateServer = mailgate_server(max_size="25MB")
+    with srv.smtp(timeout=60) as c:
+        c.ehlo()
+        for p in paths:
+            refused = c.sendmail("corpus@example.org", ["support@example.test"], p.read_bytes())
+            assert refused == {}
+            c.rset()
+    rows = srv.wait_processed(len(paths), timeout=180)
+    assert len(rows) == len(paths)
+    states = {r["state"] for r in rows}
+    assert states <= {"processed", "quarantined"}, [
+        r["last_error"] for r in rows if r["last_error"]
+    ]
+    for r in rows:
+        env = json.loads(r["envelope"])
+        json.dumps(env, ensure_ascii=False).encode("utf-8")  # no lone surrogates anywhere
+        if r["state"] == "quarantined":
+            assert env["quarantine"]["reason"] in {
+                "blocked-extension",
+                "double-extension",
+                "parse-limit",
+                "blocked-type",
+            }
