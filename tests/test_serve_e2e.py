@@ -123,6 +123,7 @@ def test_starttls(mailgate_server: Any, tmp_path: Path) -> None:
         assert c.has_extn("starttls")
         c.starttls(context=ctx)
         c.ehlo()
+        assert c.has_extn("pipelining") and not c.has_extn("auth")  # an MX takes no logins
         c.sendmail("a@example.org", ["support@example.test"], message("over TLS"))
     srv.wait_processed(1)
     assert srv.envelopes()[0]["envelope"]["tls"] is True

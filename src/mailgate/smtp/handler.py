@@ -80,6 +80,21 @@ class SmtpHandler:
     ) -> bool:
         return bool(proxy_data)
 
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        """Advertise PIPELINING (RFC 2920: aiosmtpd reads commands in order, the DATA reader
+        returns what follows the dot to the stream); never AUTH: an MX takes no logins."""
+        session.host_name = hostname
+        out = [r for r in responses if not r.startswith("250-AUTH")]
+        out.insert(len(out) - 1, "250-PIPELINING")
+        return out
+
     async def handle_MAIL(
         self,
         server: SMTP,
