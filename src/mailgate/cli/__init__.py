@@ -5,13 +5,20 @@ Each command lives in its own module of this package; this file only assembles t
 
 from __future__ import annotations
 
-import importlib
-
 import click
 
 from mailgate import __version__
+from mailgate.cli.audit import audit_group
+from mailgate.cli.auth import auth_cmd
+from mailgate.cli.banner import banner_group
 from mailgate.cli.check import check_config_cmd
+from mailgate.cli.dlq import dlq_group
 from mailgate.cli.messages import messages_group
+from mailgate.cli.outbox import outbox_group
+from mailgate.cli.parse import parse_cmd
+from mailgate.cli.quarantine import quarantine_group
+from mailgate.cli.replay import replay_cmd
+from mailgate.cli.rules import rules_group
 from mailgate.cli.send_test import send_test_cmd
 from mailgate.cli.serve import serve_cmd
 
@@ -26,26 +33,19 @@ def main() -> None:
     """
 
 
-for _cmd in (serve_cmd, check_config_cmd, send_test_cmd, messages_group):
+for _cmd in (
+    serve_cmd,
+    check_config_cmd,
+    send_test_cmd,
+    messages_group,
+    parse_cmd,
+    auth_cmd,
+    rules_group,
+    quarantine_group,
+    replay_cmd,
+    audit_group,
+    dlq_group,
+    outbox_group,
+    banner_group,
+):
     main.add_command(_cmd)
-
-# Operator tools, one module each.
-_TOOLS = (
-    ("mailgate.cli.parse", "parse_cmd"),
-    ("mailgate.cli.auth", "auth_cmd"),
-    ("mailgate.cli.quarantine", "quarantine_group"),
-    ("mailgate.cli.rules", "rules_group"),
-    ("mailgate.cli.replay", "replay_cmd"),
-    ("mailgate.cli.audit", "audit_group"),
-    ("mailgate.cli.dlq", "dlq_group"),
-    ("mailgate.cli.outbox", "outbox_group"),
-    ("mailgate.cli.banner", "banner_group"),
-)
-for _module, _attr in _TOOLS:
-    try:
-        _mod = importlib.import_module(_module)
-    except ModuleNotFoundError as _exc:
-        if _exc.name != _module:
-            raise
-        continue
-    main.add_command(getattr(_mod, _attr))
