@@ -134,7 +134,7 @@ async def test_smarthost_down_then_up_nothing_lost(
     smtp_sink: SmtpSink,
 ) -> None:
     async with ReplyHarness(
-        tmp_path, smarthost=smtp_sink.address, retry_schedule="0s, 50ms*100", timeout=5
+        tmp_path, smarthost=smtp_sink.address, retry_schedule="0s, 50ms*1000", timeout=5
     ) as h:
         smtp_sink.stop()
         sender = ReplySender(h.store, h.cfg.reply, poll_interval=0.05)

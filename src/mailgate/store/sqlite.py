@@ -70,7 +70,7 @@ class SqliteStore(PipelineStoreMixin, DeliveryStoreMixin, ReplyStoreMixin, Sqlit
         self._writer.start()
         self._reader = await aiosqlite.connect(str(self.path), isolation_level=None)
         self._reader.row_factory = sqlite3.Row
-        await self._reader.execute("PRAGMA busy_timeout = 10000")
+        await self._reader.execute_fetchall("PRAGMA busy_timeout = 10000")
 
     async def close(self) -> None:
         self.close_pipeline_reader()

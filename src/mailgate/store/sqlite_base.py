@@ -150,9 +150,11 @@ class SqliteBase:
     async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         if self._reader is None:
             raise StoreError("store is closed")
-        async with self._reader.execute(sql, params) as cur:
-            rows = await cur.fetchall()
-        return list(rows)  # type: ignore[arg-type]
+        # execute + fetch in ONE call on the reader thread: two coroutines interleaving
+        # execute/fetch on one connection would share a read transaction, and the later
+        # query would see the earlier one's snapshot, missing rows committed in between.
+        rows = await self._reader.execute_fetchall(sql, params)
+        return list(rows)
 
     async def _read_one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
         rows = await self._read(sql, params)
