@@ -283,7 +283,9 @@ async def test_smtputf8_addresses(tmp_path: Path) -> None:
         def run() -> dict[str, tuple[int, bytes]]:
             with smtplib.SMTP(host, port, timeout=10) as c:
                 c.ehlo()
-                assert c.has_extn("smtputf8") and c.has_extn("8bitmime") and c.has_extn("pipelining")
+                assert (
+                    c.has_extn("smtputf8") and c.has_extn("8bitmime") and c.has_extn("pipelining")
+                )
                 return c.sendmail(
                     "jürgen@exämple.org",
                     ["josé@acme.support.example.test"],
