@@ -8,6 +8,7 @@ content-addressed ``BlobStore``. Attachments are always served as downloads with
 
 from __future__ import annotations
 
+import asyncio
 import re
 from urllib.parse import quote
 
@@ -15,6 +16,7 @@ from aiohttp import web
 
 from mailgate.api.common import error
 from mailgate.api.messages import STORE, URLS
+from mailgate.mime.parse import parse_message
 from mailgate.store.base import NotFound
 from mailgate.store.blobs import BlobStore
 
@@ -29,8 +31,15 @@ async def get_attachment(request: web.Request) -> web.StreamResponse:
         return error(403, "forbidden", "the attachment URL is expired or not valid")
     try:
         rec = await request.app[STORE].get_attachment(att_id)
-        data = request.app[BLOBS].get(rec.sha256)
-    except (NotFound, FileNotFoundError, ValueError):
+    except NotFound:
+        return error(404, "not_found", "no such attachment")
+    blobs = request.app[BLOBS]
+    data: bytes | None
+    try:
+        data = blobs.get(rec.sha256)
+    except (FileNotFoundError, ValueError):
+        data = await _rederive(request, rec.msg_id, rec.sha256)
+    if data is None:
         return error(404, "not_found", "no such attachment")
     filename = rec.filename or att_id
     ctype = rec.content_type or ""
@@ -49,6 +58,21 @@ async def get_attachment(request: web.Request) -> web.StreamResponse:
             "Cache-Control": "private, max-age=300",
         },
     )
+
+
+async def _rederive(request: web.Request, msg_id: str, sha256: str) -> bytes | None:
+    """The blob is missing (lost with the page cache in a power cut, or deleted): the raw
+    message in SQLite is the source of truth, so parse it again to restore its blobs."""
+    blobs = request.app[BLOBS]
+    try:
+        raw = await request.app[STORE].get_raw(msg_id)
+    except NotFound:
+        return None
+    await asyncio.to_thread(parse_message, raw, blob_sink=blobs.put)
+    try:
+        return blobs.get(sha256)
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 def add_routes(app: web.Application) -> None:
