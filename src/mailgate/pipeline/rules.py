@@ -55,6 +55,7 @@ import fnmatch
 import operator
 import re
 import tomllib
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -306,13 +307,13 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
 }
 
 
-class Value:
+class Value(ABC):
     """One compiled value of a matcher; ``test`` returns the matching text (or "") or None."""
 
     text: str
 
-    def test(self, values: list[Any], facts: Facts, spec: FieldSpec) -> str | None:
-        raise NotImplementedError
+    @abstractmethod
+    def test(self, values: list[Any], facts: Facts, spec: FieldSpec) -> str | None: ...
 
 
 class RegexValue(Value):
@@ -473,12 +474,14 @@ _MISS: tuple[bool, list[str]] = (False, [])
 """Shared result of a condition that did not match (never mutated)."""
 
 
-class Node:
-    def eval(self, facts: Facts) -> tuple[bool, list[str]]:
-        raise NotImplementedError
+class Node(ABC):
+    """A compiled condition: a matcher or an any/all/not combinator."""
 
-    def describe(self) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def eval(self, facts: Facts) -> tuple[bool, list[str]]: ...
+
+    @abstractmethod
+    def describe(self) -> str: ...
 
 
 class Match(Node):
