@@ -389,21 +389,7 @@ class PipelineStoreMixin(SqliteBase):
     ) -> list[str]:
         """Ids of processed or quarantined messages (oldest first), filtered as asked."""
         where = ["state IN ('processed', 'quarantined')", "envelope IS NOT NULL"]
-        params: list[Any] = []
-        if since is not None:
-            where.append("received_at >= ?")
-            params.append(since)
-        if tenant:
-            where.append("tenant = ?")
-            params.append(tenant)
-        if ids:
-            where.append(f"id IN ({','.join('?' * len(ids))})")
-            params.extend(ids)
-        rows = await self._read(
-            f"SELECT id FROM messages WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?",
-            [*params, limit],
-        )
-        return [r["id"] for r in rows]
+        return await self._message_ids(where, since=since, ids=ids, tenant=tenant, limit=limit)
 
     async def list_dead(
         self,
@@ -414,7 +400,21 @@ class PipelineStoreMixin(SqliteBase):
         limit: int = 100_000,
     ) -> list[str]:
         """Ids of dead-lettered messages (processing failed ``max_attempts`` times), oldest first."""
-        where = ["state = 'dead'"]
+        return await self._message_ids(
+            ["state = 'dead'"], since=since, ids=ids, tenant=tenant, limit=limit
+        )
+
+    async def _message_ids(
+        self,
+        where: list[str],
+        *,
+        since: float | None,
+        ids: Sequence[str],
+        tenant: str | None,
+        limit: int,
+    ) -> list[str]:
+        """Message ids matching ``where`` plus the optional filters, oldest first."""
+        where = list(where)
         params: list[Any] = []
         if since is not None:
             where.append("received_at >= ?")
