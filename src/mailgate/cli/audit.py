@@ -11,11 +11,9 @@ from mailgate.cli.common import (
     config_option,
     json_option,
     load_cli_config,
-    open_store,
     print_json,
-    run,
+    run_with_store,
 )
-from mailgate.store.pipeline import AuditRecord
 
 
 @click.group("audit")
@@ -32,11 +30,7 @@ def list_cmd(config_path: str | None, limit: int, action: str | None, as_json: b
     """Newest first."""
     cfg = load_cli_config(config_path)
 
-    async def body() -> list[AuditRecord]:
-        async with open_store(cfg) as store:
-            return await store.list_audit(limit=limit, action=action)
-
-    records = run(body)
+    records = run_with_store(cfg, lambda store: store.list_audit(limit=limit, action=action))
     items: list[dict[str, Any]] = [
         {
             "id": r.id,

@@ -20,9 +20,9 @@ from mailgate.cli.common import (
     open_store,
     print_json,
     run,
+    run_with_store,
 )
 from mailgate.reply.compose import clean
-from mailgate.store.replies import Banner
 
 MAX_BANNER = 1000
 queue_option = click.option(
@@ -89,11 +89,7 @@ def show_cmd(config_path: str | None, as_json: bool) -> None:
     """The banners in force."""
     cfg = load_cli_config(config_path)
 
-    async def body() -> list[Banner]:
-        async with open_store(cfg) as store:
-            return await store.list_banners()
-
-    banners = run(body)
+    banners = run_with_store(cfg, lambda store: store.list_banners())
     if as_json:
         print_json(
             [

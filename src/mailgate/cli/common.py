@@ -64,5 +64,15 @@ def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
         raise click.ClickException(str(exc)) from None
 
 
+def run_with_store(cfg: Config, query: Callable[[SqliteStore], Awaitable[T]]) -> T:
+    """Open the store, run one ``query(store)``, close it: the body of most CLI commands."""
+
+    async def body() -> T:
+        async with open_store(cfg) as store:
+            return await query(store)
+
+    return run(body)
+
+
 def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, ensure_ascii=False, indent=2, default=str) + "\n")

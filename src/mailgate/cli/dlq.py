@@ -21,6 +21,7 @@ from mailgate.cli.common import (
     open_store,
     print_json,
     run,
+    run_with_store,
 )
 from mailgate.config import parse_duration
 from mailgate.store.delivery import DlqEntry
@@ -71,11 +72,7 @@ def list_cmd(config_path: str | None, limit: int, as_json: bool) -> None:
     """Dead deliveries, oldest first."""
     cfg = load_cli_config(config_path)
 
-    async def body() -> list[DlqEntry]:
-        async with open_store(cfg) as store:
-            return await store.dlq_list(limit=limit)
-
-    entries = run(body)
+    entries = run_with_store(cfg, lambda store: store.dlq_list(limit=limit))
     if as_json:
         print_json([_entry_json(e) for e in entries])
         return
@@ -148,11 +145,7 @@ def retry_cmd(config_path: str | None, entry_ids: tuple[str, ...], retry_all: bo
     cfg = load_cli_config(config_path)
     ids = None if retry_all else _parse_ids(entry_ids)
 
-    async def body() -> int:
-        async with open_store(cfg) as store:
-            return await store.dlq_retry(ids)
-
-    n = run(body)
+    n = run_with_store(cfg, lambda store: store.dlq_retry(ids))
     if ids is not None and n < len(ids):
         raise click.ClickException(
             f"requeued {n} of {len(ids)}: the others are not in the dead-letter queue"
@@ -177,11 +170,7 @@ def purge_cmd(config_path: str | None, older_than: str) -> None:
     cfg = load_cli_config(config_path)
     cutoff = time.time() - age
 
-    async def body() -> int:
-        async with open_store(cfg) as store:
-            return await store.dlq_purge(cutoff)
-
-    n = run(body)
+    n = run_with_store(cfg, lambda store: store.dlq_purge(cutoff))
     click.echo(f"purged {n} dead deliver{'y' if n == 1 else 'ies'}")
 
 
@@ -192,11 +181,7 @@ def targets_cmd(config_path: str | None, as_json: bool) -> None:
     """Webhook targets that are disabled (410 Gone, or by an operator)."""
     cfg = load_cli_config(config_path)
 
-    async def body() -> dict[str, str]:
-        async with open_store(cfg) as store:
-            return await store.disabled_targets()
-
-    disabled = run(body)
+    disabled = run_with_store(cfg, lambda store: store.disabled_targets())
     if as_json:
         print_json({"disabled": disabled})
         return

@@ -15,6 +15,7 @@ from mailgate.cli.common import (
     open_store,
     print_json,
     run,
+    run_with_store,
 )
 
 
@@ -79,11 +80,7 @@ def show_cmd(config_path: str | None, msg_id: str, as_json: bool) -> None:
     """One message: its envelope once processed, else its spool record."""
     cfg = load_cli_config(config_path)
 
-    async def body() -> dict[str, Any]:
-        async with open_store(cfg) as store:
-            return await store.get_message_row(msg_id)
-
-    row = run(body)
+    row = run_with_store(cfg, lambda store: store.get_message_row(msg_id))
     env = row.get("envelope")
     if as_json:
         print_json(env if env else row)
@@ -114,10 +111,6 @@ def raw_cmd(config_path: str | None, msg_id: str) -> None:
     """The exact bytes received, to stdout."""
     cfg = load_cli_config(config_path)
 
-    async def body() -> bytes:
-        async with open_store(cfg) as store:
-            return await store.get_raw(msg_id)
-
-    data = run(body)
+    data = run_with_store(cfg, lambda store: store.get_raw(msg_id))
     sys.stdout.buffer.write(data)
     sys.stdout.buffer.flush()

@@ -22,6 +22,7 @@ from mailgate.cli.common import (
     open_store,
     print_json,
     run,
+    run_with_store,
 )
 from mailgate.reply.compose import ReplyDraft
 from mailgate.store.replies import REPLY_STATES, ReplyRecord
@@ -62,11 +63,7 @@ def list_cmd(config_path: str | None, state: str | None, limit: int, as_json: bo
     """Replies, newest first."""
     cfg = load_cli_config(config_path)
 
-    async def body() -> list[ReplyRecord]:
-        async with open_store(cfg) as store:
-            return await store.list_replies(state=state, limit=limit)
-
-    rows = run(body)
+    rows = run_with_store(cfg, lambda store: store.list_replies(state=state, limit=limit))
     if as_json:
         print_json([_json(r) for r in rows])
         return
@@ -153,11 +150,7 @@ def retry_cmd(config_path: str | None, reply_ids: tuple[str, ...], retry_all: bo
     cfg = load_cli_config(config_path)
     ids = None if retry_all else list(reply_ids)
 
-    async def body() -> int:
-        async with open_store(cfg) as store:
-            return await store.retry_replies(ids)
-
-    n = run(body)
+    n = run_with_store(cfg, lambda store: store.retry_replies(ids))
     if ids is not None and n < len(ids):
         raise click.ClickException(f"requeued {n} of {len(ids)}: the others are not dead replies")
     click.echo(f"requeued {n} repl{'y' if n == 1 else 'ies'}")
