@@ -30,6 +30,14 @@ class ConfigError(ValueError):
     """A config problem, already phrased for the operator (file:line, key, value, expected)."""
 
 
+class ConfigErrors(ConfigError):
+    """Several config problems at once (``check-config`` lists them all); str() is one per line."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(str(e) for e in errors))
+
+
 # --------------------------------------------------------------------------- value kinds
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
@@ -512,27 +520,30 @@ _DOMAIN_RE = re.compile(
 
 
 def _validate(cfg: Config, loc: _Locator) -> None:
-    """Cross-field checks the type annotations cannot express."""
+    """Cross-field checks the type annotations cannot express; every failure, not only the first."""
+    errors: list[ConfigError] = []
 
-    def bad(keypath: str, value: Any, expected: str) -> ConfigError:
-        return ConfigError(f"{loc.where(keypath)}: {keypath} = {value!r}: expected {expected}")
+    def bad(keypath: str, value: Any, expected: str) -> None:
+        errors.append(
+            ConfigError(f"{loc.where(keypath)}: {keypath} = {value!r}: expected {expected}")
+        )
 
     if bool(cfg.smtp.tls_cert) != bool(cfg.smtp.tls_key):
         key = "smtp.tls_key" if cfg.smtp.tls_cert else "smtp.tls_cert"
-        raise bad(key, "", "both tls_cert and tls_key, or neither")
+        bad(key, "", "both tls_cert and tls_key, or neither")
     if cfg.smtp.require_tls and not cfg.smtp.tls_cert:
-        raise bad("smtp.require_tls", True, "tls_cert and tls_key to be set")
+        bad("smtp.require_tls", True, "tls_cert and tls_key to be set")
     host = cfg.smtp.host
     if host not in ("localhost", "*", "") and not _is_ip(host):
-        raise bad("smtp.listen", cfg.smtp.listen, "an IP address (or localhost) and a port")
+        bad("smtp.listen", cfg.smtp.listen, "an IP address (or localhost) and a port")
     if cfg.smtp.max_message_size <= 0:
-        raise bad("smtp.max_message_size", cfg.smtp.max_message_size, "a positive size")
+        bad("smtp.max_message_size", cfg.smtp.max_message_size, "a positive size")
     if cfg.smtp.max_recipients <= 0:
-        raise bad("smtp.max_recipients", cfg.smtp.max_recipients, "a positive integer")
+        bad("smtp.max_recipients", cfg.smtp.max_recipients, "a positive integer")
     if cfg.smtp.max_line_length < 80:
-        raise bad("smtp.max_line_length", cfg.smtp.max_line_length, "at least 80 (RFC 5321: 1000)")
+        bad("smtp.max_line_length", cfg.smtp.max_line_length, "at least 80 (RFC 5321: 1000)")
     if not cfg.domains:
-        raise bad(
+        bad(
             "domains",
             [],
             "at least one [[domains]] entry (mailgate accepts mail only for its domains)",
@@ -541,46 +552,46 @@ def _validate(cfg: Config, loc: _Locator) -> None:
     for i, d in enumerate(cfg.domains):
         name = d.name.lower().rstrip(".")
         if not _DOMAIN_RE.match(name):
-            raise bad(
+            bad(
                 f"domains[{i}].name",
                 d.name,
                 "a domain name like example.com or *.support.example.com",
             )
         if name in seen:
-            raise bad(f"domains[{i}].name", d.name, "each domain once")
+            bad(f"domains[{i}].name", d.name, "each domain once")
         seen.add(name)
         if not d.catch_all and not d.mailboxes:
-            raise bad(f"domains[{i}].mailboxes", [], "a list of mailboxes, or catch_all = true")
+            bad(f"domains[{i}].mailboxes", [], "a list of mailboxes, or catch_all = true")
         for mb in d.mailboxes:
             if not mb or "@" in mb or any(c.isspace() for c in mb):
-                raise bad(f"domains[{i}].mailboxes", mb, 'local parts like "support" (no @)')
+                bad(f"domains[{i}].mailboxes", mb, 'local parts like "support" (no @)')
     for i, ns in enumerate(cfg.auth.nameservers):
         try:
             h, _ = parse_hostport(ns) if ":" in ns and not _is_ip(ns) else (ns, 53)
             if not _is_ip(h):
                 raise ValueError
         except ValueError:
-            raise bad(
-                f"auth.nameservers[{i}]", ns, "an IP address, optionally with :port"
-            ) from None
+            bad(f"auth.nameservers[{i}]", ns, "an IP address, optionally with :port")
     if cfg.api.enabled and not re.match(r"^https?://", cfg.api.public_url):
-        raise bad("api.public_url", cfg.api.public_url, "an http:// or https:// URL")
+        bad("api.public_url", cfg.api.public_url, "an http:// or https:// URL")
     for i, t in enumerate(cfg.api.tokens):
         if not t.token and not t.token_sha256:
-            raise bad(f"api.tokens[{i}]", {}, "token or token_sha256")
+            bad(f"api.tokens[{i}]", {}, "token or token_sha256")
         if t.token_sha256 and not re.fullmatch(r"[0-9a-fA-F]{64}", t.token_sha256):
-            raise bad(f"api.tokens[{i}].token_sha256", t.token_sha256, "64 hex digits")
+            bad(f"api.tokens[{i}].token_sha256", t.token_sha256, "64 hex digits")
     for i, w in enumerate(cfg.webhooks):
         if not re.match(r"^https?://[^/\s]+", w.url):
-            raise bad(f"webhooks[{i}].url", w.url, "an http:// or https:// URL")
+            bad(f"webhooks[{i}].url", w.url, "an http:// or https:// URL")
         if not w.secrets:
-            raise bad(
+            bad(
                 f"webhooks[{i}].secrets",
                 [],
                 "at least one signing secret (webhooks are always signed)",
             )
     if cfg.ingest.workers > 16:
-        raise bad("ingest.workers", cfg.ingest.workers, "0 (inline) to 16 worker processes")
+        bad("ingest.workers", cfg.ingest.workers, "0 (inline) to 16 worker processes")
+    if errors:
+        raise ConfigErrors(errors)
 
 
 def _is_ip(value: str) -> bool:
@@ -625,8 +636,18 @@ def load_config(
             cfg, store=dataclasses.replace(cfg.store, data_dir=environ[ENV_DATA_DIR])
         )
     cfg = dataclasses.replace(cfg, source=source)
-    _validate(cfg, loc)
-    _validate_extensions(cfg, loc)
+    errors: list[ConfigError] = []
+    for check in (_validate, _validate_extensions):
+        try:
+            check(cfg, loc)
+        except ConfigErrors as exc:
+            errors.extend(exc.errors)
+        except ConfigError as exc:
+            errors.append(exc)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise ConfigErrors(errors)
     return cfg
 
 
@@ -643,8 +664,16 @@ def register_validator(fn: Validator) -> Validator:
 
 
 def _validate_extensions(cfg: Config, loc: _Locator) -> None:
+    errors: list[ConfigError] = []
     for fn in _EXTENSION_VALIDATORS:
-        fn(cfg, loc.where)
+        try:
+            fn(cfg, loc.where)
+        except ConfigErrors as exc:
+            errors.extend(exc.errors)
+        except ConfigError as exc:
+            errors.append(exc)
+    if errors:
+        raise ConfigErrors(errors)
 
 
 def section_names() -> dict[str, list[str]]:
