@@ -594,6 +594,12 @@ def _validate(cfg: Config, loc: _Locator) -> None:
         raise ConfigErrors(errors)
 
 
+def config_warnings(cfg: Config) -> list[str]:
+    """Valid but probably unintended settings: ``check-config`` prints them, ``serve`` logs them."""
+    warnings: list[str] = []
+    return warnings
+
+
 def _is_ip(value: str) -> bool:
     try:
         ipaddress.ip_address(value)
