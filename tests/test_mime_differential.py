@@ -1,6 +1,6 @@
 """Differential test: mailgate envelopes against the shared corpus oracles (nodemailer).
 
-For every message in ``../shared/corpus/MANIFEST.txt`` it compares subject, from/to/cc addresses,
+For every message in ``fixtures/corpus/MANIFEST.txt`` it compares subject, from/to/cc addresses,
 messageId, inReplyTo, attachments (size, sha256, sanitized filename) and normalized text. Every
 disagreement must be listed in ``tests/mime_allowlist.txt`` with the reason mailgate is right, and
 every listed line must still disagree. The agreement figure is printed.
@@ -8,18 +8,9 @@ every listed line must still disagree. The agreement figure is printed.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from tests.support.mime_oracle import FIELDS, load_allowlist, run
-
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
-
-pytestmark = pytest.mark.skipif(
-    not (CORPUS / "MANIFEST.txt").exists(),
-    reason=f"shared corpus not found at {CORPUS} (it lives beside the repository)",
-)
 
 
 def test_corpus_agrees_with_oracle_or_is_allowlisted(capsys: pytest.CaptureFixture[str]) -> None:

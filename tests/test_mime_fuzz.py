@@ -4,28 +4,23 @@ schema-valid, JSON-serializable envelope."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailgate.mime.parse import parse_message
 from tests.support.mime import FIXTURES, assert_valid_envelope
+from tests.support.mime_oracle import CORPUS, manifest
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 MAX_SEED_BYTES = 30_000
 
 
 def _seeds() -> list[bytes]:
     seeds = [p.read_bytes() for p in sorted(FIXTURES.glob("*.eml"))]
-    manifest = CORPUS / "MANIFEST.txt"
-    if manifest.exists():
-        for line in manifest.read_text(encoding="utf-8").splitlines():
-            if line.strip() and not line.startswith("#"):
-                data = (CORPUS / line.strip()).read_bytes()
-                if len(data) <= MAX_SEED_BYTES:
-                    seeds.append(data)
+    for path in manifest():
+        data = (CORPUS / path).read_bytes()
+        if len(data) <= MAX_SEED_BYTES:
+            seeds.append(data)
     return seeds
 
 
@@ -106,7 +101,6 @@ def mutate(raw: bytes, ops: list[tuple[object, ...]]) -> bytes:
     return raw
 
 
-@pytest.mark.skipif(not SEEDS, reason="no seed messages")
 @settings(
     max_examples=2000,
     deadline=None,

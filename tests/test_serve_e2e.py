@@ -274,14 +274,11 @@ def test_inline_and_multi_worker_modes(mailgate_server: Any, workers: int) -> No
     assert all(r["state"] == "processed" for r in rows)
 
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "corpus"
 
 
-@pytest.mark.skipif(
-    not (CORPUS / "MANIFEST.txt").exists(), reason="../shared/corpus is not beside the repo"
-)
 def test_real_world_corpus_through_serve(mailgate_server: Any) -> None:
-    """Every message of the shared corpus (read from ../shared/corpus) goes through SMTP and the
+    """Every message of the fixture corpus (fixtures/corpus) goes through SMTP and the
     worker: all accepted, none dead; quarantine only for a stated reason."""
     paths = [
         CORPUS / p

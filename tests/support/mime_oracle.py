@@ -1,4 +1,4 @@
-"""Comparison of mailgate envelopes with the shared corpus oracles (nodemailer mailparser).
+"""Comparison of mailgate envelopes with the fixture corpus oracles (nodemailer mailparser).
 
 Used by ``test_mime_differential.py``; kept separate so it can also be run by hand:
 ``python -m tests.support.mime_oracle`` prints every disagreement in allowlist format.
@@ -15,7 +15,8 @@ from typing import Any
 from mailgate.mime.attachments import sanitize_filename
 from mailgate.mime.parse import parse_message
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
+# Part of the repository (see fixtures/corpus/SOURCES.md); a missing file is a failure, not a skip.
+CORPUS = Path(__file__).resolve().parents[2] / "fixtures" / "corpus"
 ALLOWLIST = Path(__file__).resolve().parents[1] / "mime_allowlist.txt"
 FIELDS = ("subject", "from", "to", "cc", "messageId", "inReplyTo", "attachments", "text")
 _WS = re.compile(r"\s+")
