@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -9,7 +10,14 @@ import pytest
 from click.testing import CliRunner
 
 from mailgate.cli import main
-from mailgate.config import ConfigError, load_config, parse_duration, parse_size, section_names
+from mailgate.config import (
+    ConfigError,
+    ConfigErrors,
+    load_config,
+    parse_duration,
+    parse_size,
+    section_names,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -99,10 +107,12 @@ def test_missing_file() -> None:
 
 def test_check_config_cli(tmp_path: Path) -> None:
     runner = CliRunner()
-    good = runner.invoke(main, ["check-config", str(ROOT / "config.example.toml"), "--json"])
+    example = _example_with_generated_secrets(tmp_path)
+    good = runner.invoke(main, ["check-config", str(example), "--json"])
     assert good.exit_code == 0, good.output
     assert '"ok": true' in good.output
-    bad = write(tmp_path, "[smtp]\nmax_recipients = -1\n")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[smtp]\nmax_recipients = -1\n")
     result = runner.invoke(main, ["check-config", str(bad)])
     assert result.exit_code == 1
     assert "smtp.max_recipients = -1" in result.output
@@ -141,9 +151,73 @@ def test_every_config_key_is_documented() -> None:
     assert not missing_readme, f"not in README.md: {missing_readme}"
 
 
-def test_example_config_is_valid() -> None:
-    cfg = load_config(ROOT / "config.example.toml", env={})
-    assert cfg.webhooks and cfg.webhooks[0].secrets
+def test_example_config_is_refused_for_exactly_its_placeholders() -> None:
+    """The example ships no usable secret: only its two placeholders stop it from loading."""
+    with pytest.raises(ConfigErrors) as info:
+        load_config(ROOT / "config.example.toml", env={})
+    messages = [str(e) for e in info.value.errors]
+    placeholder_keys = (": api.tokens[0].token = ", ": webhooks[0].secrets[0] = ")
+    assert all(any(k in m for k in placeholder_keys) for m in messages), messages
+    assert any("api.tokens[0].token = 'change-me'" in m and "keys new-token" in m for m in messages)
+    assert any(
+        "webhooks[0].secrets[0] = 'whsec_change-me'" in m and "keys new-webhook-secret" in m
+        for m in messages
+    )
+
+
+def _example_with_generated_secrets(tmp_path: Path) -> Path:
+    runner = CliRunner()
+    token = json.loads(runner.invoke(main, ["keys", "new-token", "--json"]).output)["token"]
+    secret = json.loads(runner.invoke(main, ["keys", "new-webhook-secret", "--json"]).output)
+    text = (ROOT / "config.example.toml").read_text()
+    assert text.count('"change-me"') == 1 and text.count('"whsec_change-me"') == 1
+    text = text.replace('"change-me"', json.dumps(token))
+    text = text.replace('"whsec_change-me"', json.dumps(secret["secret"]))
+    return write(tmp_path, text)
+
+
+def test_example_config_is_valid_with_generated_secrets(tmp_path: Path) -> None:
+    path = _example_with_generated_secrets(tmp_path)
+    cfg = load_config(path, env={})
+    assert cfg.webhooks and cfg.webhooks[0].secrets[0].startswith("whsec_")
+    assert len(cfg.api.tokens[0].token) >= 32
+
+
+@pytest.mark.parametrize(
+    ("token", "pattern"),
+    [
+        (
+            "change-me",
+            r"api\.tokens\[0\]\.token = 'change-me': expected a real token.*keys new-token",
+        ),
+        ("CHANGE-ME", r"not a placeholder"),
+        ("short-but-real-token", r"= '<20 characters>': expected at least 32 characters"),
+    ],
+)
+def test_placeholder_or_short_tokens_are_refused(tmp_path: Path, token: str, pattern: str) -> None:
+    p = write(tmp_path, f'[[api.tokens]]\ntoken = "{token}"\n')
+    with pytest.raises(ConfigError, match=pattern) as info:
+        load_config(p, env={})
+    if token == "short-but-real-token":
+        assert token not in str(info.value)  # a real secret is never echoed
+
+
+def test_placeholder_webhook_secret_is_refused(tmp_path: Path) -> None:
+    p = write(
+        tmp_path, '[[webhooks]]\nurl = "http://127.0.0.1:9/h"\nsecrets = ["whsec_change-me"]\n'
+    )
+    with pytest.raises(ConfigError, match=r"webhooks\[0\]\.secrets\[0\].*new-webhook-secret"):
+        load_config(p, env={})
+
+
+def test_serve_refuses_the_placeholder_token(tmp_path: Path) -> None:
+    p = write(
+        tmp_path, f'[store]\ndata_dir = "{tmp_path / "d"}"\n[[api.tokens]]\ntoken = "change-me"\n'
+    )
+    result = CliRunner().invoke(main, ["serve", "--config", str(p)])
+    assert result.exit_code == 1
+    assert "mailgate keys new-token" in result.output
+    assert not (tmp_path / "d").exists()
 
 
 def test_readme_reference_is_generated_from_the_example() -> None:

@@ -13,7 +13,7 @@ import standardwebhooks
 from tests.support.delivery import SECRET
 from tests.support.http_receiver import HttpReceiver, Reply
 
-API_TOKEN = "test-token"  # tests/support/server.py BASE_TOML
+API_TOKEN = "test-token-0123456789abcdef0123456789"  # tests/support/server.py BASE_TOML
 
 
 def webhook_toml(url: str) -> str:

@@ -332,7 +332,7 @@ def test_attachment_url_serves_and_heals_a_lost_blob(mailgate_server: Any) -> No
     # The envelope stored at ingest has no URL (URLs expire); the API signs one per read.
     req = urllib.request.Request(
         f"{srv.api_base}/v1/messages/{srv.envelopes()[0]['id']}",
-        headers={"Authorization": "Bearer test-token"},
+        headers={"Authorization": "Bearer test-token-0123456789abcdef0123456789"},
     )
     with urllib.request.urlopen(req, timeout=10) as r:
         url = json.loads(r.read())["envelope"]["attachments"][0]["url"]

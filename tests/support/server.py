@@ -62,7 +62,7 @@ enabled = {auth}
 listen = "127.0.0.1:0"
 public_url = "http://127.0.0.1:8025"
 [[api.tokens]]
-token = "test-token"
+token = "test-token-0123456789abcdef0123456789"
 tenant = "default"
 
 [ingest]

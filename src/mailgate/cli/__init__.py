@@ -13,6 +13,7 @@ from mailgate.cli.auth import auth_cmd
 from mailgate.cli.banner import banner_group
 from mailgate.cli.check import check_config_cmd
 from mailgate.cli.dlq import dlq_group
+from mailgate.cli.keys import keys_group
 from mailgate.cli.messages import messages_group
 from mailgate.cli.outbox import outbox_group
 from mailgate.cli.parse import parse_cmd
@@ -47,5 +48,6 @@ for _cmd in (
     dlq_group,
     outbox_group,
     banner_group,
+    keys_group,
 ):
     main.add_command(_cmd)
