@@ -519,6 +519,15 @@ _DOMAIN_RE = re.compile(
 )
 
 
+# Values shipped in config.example.toml (and the usual stand-ins): refused so that no install
+# runs with a secret everybody can read in the repository (issue 11).
+PLACEHOLDER_TOKENS = frozenset({"change-me", "changeme", "change_me", "replace-me", "secret"})
+PLACEHOLDER_WEBHOOK_SECRETS = frozenset({"whsec_change-me", "whsec_changeme", "change-me"})
+MIN_TOKEN_LENGTH = 32
+GEN_TOKEN = "generate one with: mailgate keys new-token"
+GEN_SECRET = "generate one with: mailgate keys new-webhook-secret"
+
+
 def _validate(cfg: Config, loc: _Locator) -> None:
     """Cross-field checks the type annotations cannot express; every failure, not only the first."""
     errors: list[ConfigError] = []
@@ -583,6 +592,15 @@ def _validate(cfg: Config, loc: _Locator) -> None:
         if not re.match(r"^https?://[^/\s]+", w.url):
             bad(f"webhooks[{i}].url", w.url, "an http:// or https:// URL")
         if not w.secrets:
+        if t.token and t.token.strip().lower() in PLACEHOLDER_TOKENS:
+            bad(f"api.tokens[{i}].token", t.token, f"a real token, not a placeholder ({GEN_TOKEN})")
+        elif t.token and len(t.token) < MIN_TOKEN_LENGTH:
+            # the value is a secret: name its length, never echo it
+            bad(
+                f"api.tokens[{i}].token",
+                f"<{len(t.token)} characters>",
+                f"at least {MIN_TOKEN_LENGTH} characters ({GEN_TOKEN})",
+            )
             bad(
                 f"webhooks[{i}].secrets",
                 [],
@@ -594,6 +612,13 @@ def _validate(cfg: Config, loc: _Locator) -> None:
         raise ConfigErrors(errors)
 
 
+        for j, secret in enumerate(w.secrets):
+            if secret.strip().lower() in PLACEHOLDER_WEBHOOK_SECRETS:
+                bad(
+                    f"webhooks[{i}].secrets[{j}]",
+                    secret,
+                    f"a real signing secret, not a placeholder ({GEN_SECRET})",
+                )
 def config_warnings(cfg: Config) -> list[str]:
     """Valid but probably unintended settings: ``check-config`` prints them, ``serve`` logs them."""
     warnings: list[str] = []
