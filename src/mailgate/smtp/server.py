@@ -40,12 +40,23 @@ def tls_context(cfg: SmtpConfig) -> ssl.SSLContext | None:
 
 class SmtpServer:
     def __init__(self, cfg: SmtpConfig, handler: SmtpHandler) -> None:
-        self.cfg = cfg
-        self.handler = handler
         self.connections = ConnectionCounter(cfg.max_connections, cfg.max_connections_per_ip)
         self._server: asyncio.base_events.Server | None = None
         self._protocols: set[MailgateSMTP] = set()
-        self._tls = tls_context(cfg)
+        self._install(cfg, handler, tls_context(cfg))
+
+    def _install(self, cfg: SmtpConfig, handler: SmtpHandler, tls: ssl.SSLContext | None) -> None:
+        """Make ``cfg``/``handler``/``tls`` what the *next* session is built with.
+
+        A session takes its handler, TLS context and limits when it is created (``_factory``
+        passes them to its constructor, ``_Protocol`` carries the limits as class attributes),
+        so replacing them here never changes a session already in progress.
+        """
+        self.cfg = cfg
+        self.handler = handler
+        self._tls = tls
+        self.connections.max_total = cfg.max_connections
+        self.connections.max_per_ip = cfg.max_connections_per_ip
         counter = self.connections
         protocols = self._protocols
 
@@ -64,6 +75,23 @@ class SmtpServer:
 
         _Protocol.command_size_limit = cfg.max_command_length
         self._protocol_cls = _Protocol
+
+    def reload(self, cfg: SmtpConfig, handler: SmtpHandler) -> None:
+        """New sessions use ``cfg``, ``handler`` and a freshly loaded TLS cert/key; sessions in
+        progress finish with what they started with.
+
+        The TLS files are loaded first: if that fails, ``StartupError`` is raised and nothing
+        changes (the old context keeps serving). The listening socket is not rebound: a
+        changed ``listen`` needs a restart (logged).
+        """
+        tls = tls_context(cfg)
+        if cfg.listen != self.cfg.listen and self._server is not None:
+            log.warning(
+                "smtp.listen changed; restart to rebind",
+                extra={"fields": {"old": self.cfg.listen, "new": cfg.listen}},
+            )
+        self._install(cfg, handler, tls)
+        log.info("reloaded", extra={"fields": {"tls": bool(tls)}})
 
     def _factory(self) -> MailgateSMTP:
         kwargs: dict[str, Any] = {
