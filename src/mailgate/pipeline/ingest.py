@@ -11,7 +11,9 @@ attempt and retried; after ``pipeline.max_attempts`` the message goes to the ``d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,9 +22,10 @@ from typing import Any, Protocol
 
 from mailgate import metrics
 from mailgate.auth.checker import filter_headers
+from mailgate.backoff import LoopBackoff
 from mailgate.envelope import AuthResult, Envelope
-from mailgate.logs import get_logger, log_fields
-from mailgate.store.base import Intent, MessageStore, SpooledMessage
+from mailgate.logs import describe_error, get_logger, log_context, log_fields
+from mailgate.store.base import Intent, MessageStore, SpooledMessage, StoreError
 
 log = get_logger("pipeline")
 
@@ -39,6 +42,16 @@ class Outcome:
 
 MAX_IN_FLIGHT = 32
 """Commits one worker keeps in flight at most."""
+
+
+def store_trouble(exc: BaseException) -> bool:
+    """Whether ``exc`` says the store is unavailable (disk full, locked, I/O error), as
+    opposed to something wrong with one message: the worker then backs off and leaves the
+    message spooled, uncounted, instead of spending its attempts on a disk that is full."""
+    # The writer raises a plain StoreError when a whole commit fails; a statement inside one
+    # message's write that hits the full disk raises the driver's OperationalError. The
+    # StoreError subclasses (NotFound, DedupConflict) are about one message.
+    return type(exc) is StoreError or isinstance(exc, sqlite3.OperationalError)
 
 
 def _refers_to(env: Envelope, pending: list[_Pending]) -> bool:
@@ -141,6 +154,7 @@ class IngestWorker:
         self.on_processed = on_processed
         self.auth = auth
         self._wake = asyncio.Event()
+        self.backoff = LoopBackoff(log, "ingest", expected=(StoreError,))
 
     def wake(self) -> None:
         """New mail was spooled: look now instead of at the next poll."""
@@ -164,39 +178,58 @@ class IngestWorker:
             # Concurrently: a slow DNS answer for one sender must not hold up the batch.
             batch = list(await asyncio.gather(*(self._authenticate(m) for m in batch)))
         pending: list[_Pending] = []
-        for msg in batch:
-            try:
-                env: Envelope | BaseException = build_envelope(msg, self.parse, self.blob_sink)
-            except Exception as exc:
-                env = exc
-            if pending and (
-                isinstance(env, BaseException)
-                or len(pending) >= MAX_IN_FLIGHT
-                or _refers_to(env, pending)
-            ):
-                await self._settle_all(pending)
-            if isinstance(env, BaseException):
-                await self._failed(msg, env)
-                continue
-            try:
-                outcome = await self.processor.process(env)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                await self._settle_all(pending)
-                await self._failed(msg, exc)
-                continue
-            commit = asyncio.ensure_future(
-                self.store.complete(msg.id, env, list(outcome.intents), state=outcome.state)
-            )
-            pending.append(_Pending(msg, env, outcome, commit))
+        try:
+            for msg in batch:
+                with log_context(msg.id, msg.trace_id):
+                    await self._run_one(msg, pending)
+        except Exception:
+            with contextlib.suppress(Exception):
+                await self._settle_all(pending)  # what was committed is logged and counted
+            raise
         await self._settle_all(pending)
         return len(batch)
 
+    async def _run_one(self, msg: SpooledMessage, pending: list[_Pending]) -> None:
+        """Parse and run one message of the batch; its commit joins ``pending``."""
+        try:
+            env: Envelope | BaseException = build_envelope(msg, self.parse, self.blob_sink)
+        except Exception as exc:
+            env = exc
+        if pending and (
+            isinstance(env, BaseException)
+            or len(pending) >= MAX_IN_FLIGHT
+            or _refers_to(env, pending)
+        ):
+            await self._settle_all(pending)
+        if isinstance(env, BaseException):
+            await self._failed(msg, env)
+            return
+        try:
+            outcome = await self.processor.process(env)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._settle_all(pending)
+            await self._failed(msg, exc)
+            return
+        commit = asyncio.ensure_future(
+            self.store.complete(msg.id, env, list(outcome.intents), state=outcome.state)
+        )
+        pending.append(_Pending(msg, env, outcome, commit))
+
     async def _settle_all(self, pending: list[_Pending]) -> None:
+        """Wait for every commit in flight; a store failure is raised after all settled."""
+        trouble: BaseException | None = None
         for p in pending:
-            await self._settle(p)
+            try:
+                with log_context(p.msg.id, p.msg.trace_id):
+                    await self._settle(p)
+            except Exception as exc:
+                if trouble is None:
+                    trouble = exc
         pending.clear()
+        if trouble is not None:
+            raise trouble
 
     async def _authenticate(self, msg: SpooledMessage) -> SpooledMessage:
         """Finish sender authentication the SMTP front deferred (DKIM, ARC, DMARC).
@@ -240,6 +273,10 @@ class IngestWorker:
 
     async def process_one(self, msg: SpooledMessage) -> None:
         """Parse, run the pipeline and commit one message (used by replay and tests)."""
+        with log_context(msg.id, msg.trace_id):
+            await self._process_one(msg)
+
+    async def _process_one(self, msg: SpooledMessage) -> None:
         msg = await self._authenticate(msg)
         try:
             env = build_envelope(msg, self.parse, self.blob_sink)
@@ -261,6 +298,8 @@ class IngestWorker:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            if store_trouble(exc):
+                raise  # the store, not the message: the loop backs off, the message waits
             await self._failed(msg, exc)
             return
         metrics.INGEST_PROCESSED.labels(outcome=outcome.state).inc()
@@ -279,7 +318,7 @@ class IngestWorker:
 
     async def _failed(self, msg: SpooledMessage, exc: BaseException) -> None:
         """Record a failed attempt: retried later, dead after ``max_attempts``."""
-        reason = f"{type(exc).__name__}: {exc}"
+        reason = describe_error(exc)
         log.error(
             "processing failed",
             exc_info=exc,
@@ -287,7 +326,9 @@ class IngestWorker:
         )
         try:
             state = await self.store.fail(msg.id, reason, max_attempts=self.max_attempts)
-        except Exception:
+        except Exception as store_exc:
+            if store_trouble(store_exc):
+                raise  # the loop backs off; the attempt is counted once the store works
             log.exception("could not record the failure", extra=log_fields(msg.id, msg.trace_id))
             return
         metrics.INGEST_PROCESSED.labels(outcome="failed" if state == "spooled" else "dead").inc()
@@ -301,10 +342,13 @@ class IngestWorker:
                 n = await self.run_once()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("ingest batch failed")
-                n = 0
-                await asyncio.sleep(self.poll_interval)
+            except Exception as exc:
+                # A failing store (disk full) must not spin: wait longer on each failure.
+                delay = self.backoff.failed(exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                continue
+            self.backoff.succeeded()
             if n:
                 continue
             self._wake.clear()
