@@ -34,8 +34,10 @@ from typing import Any
 import aiosmtplib
 from prometheus_client import Counter
 
+from mailgate.backoff import LoopBackoff
 from mailgate.config import ReplyConfig, parse_hostport
 from mailgate.delivery.schedule import RetrySchedule
+from mailgate.logs import describe_error, log_fields
 from mailgate.metrics import REGISTRY
 from mailgate.reply.compose import ReplyDraft, parse_from
 from mailgate.reply.signing import DkimSigner, SigningError, load_signer
@@ -96,6 +98,7 @@ class ReplySender:
         self._wake: asyncio.Event | None = None
         self._waker: Any = None
         self._stopping = False
+        self._backoff = LoopBackoff(log, "reply sender", expected=(StoreError,))
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -135,8 +138,11 @@ class ReplySender:
             self._task = None
         try:
             await asyncio.wait_for(self.store.release_reply_leases(self.owner), 2.0)
-        except (StoreError, TimeoutError):
-            log.warning("could not release reply leases; they expire on their own")
+        except (StoreError, TimeoutError) as exc:
+            log.warning(
+                "could not release reply leases; they expire on their own",
+                extra=log_fields(error=describe_error(exc)),
+            )
 
     def wake(self) -> None:
         """Look for due replies now."""
@@ -151,20 +157,19 @@ class ReplySender:
         while not self._stopping:
             self._wake.clear()
             try:
-                if await self.run_once():
+                sent = await self.run_once()
+                self._backoff.succeeded()
+                if sent:
                     continue
                 delay = self.poll_interval
                 due = await self.store.next_reply_due_at()
                 if due is not None:
                     delay = min(delay, max(0.005, due - time.time()))
-            except StoreError:
-                log.exception("reply sender: store error; retrying")
-                delay = max(1.0, self.poll_interval)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # the worker must outlive any one bad round
-                log.exception("reply sender: round failed; retrying")
-                delay = max(1.0, self.poll_interval)
+            except Exception as exc:  # the worker must outlive any one bad round
+                # a failing store (disk full) or a bug: wait longer each time, log sparingly
+                delay = self._backoff.failed(exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
 
@@ -254,7 +259,7 @@ class ReplySender:
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             raise _Transient(f"smarthost {self.cfg.smarthost}: {_text(exc)}") from None
         except Exception as exc:  # a bug or an odd value: keep the reply, say why
-            log.exception("reply send failed unexpectedly", extra={"msg_id": item.msg_id})
+            log.exception("reply send failed unexpectedly", extra=log_fields(item.msg_id))
             return self._retry(item, None, f"unexpected: {_text(exc)}")
         if errors:
             code, text = next(iter(errors.values()))
@@ -286,7 +291,8 @@ class ReplySender:
         if result.error:
             fields["error"] = result.error
         level = logging.INFO if result.outcome == "sent" else logging.WARNING
-        log.log(level, "reply %s", result.outcome, extra={"msg_id": item.msg_id, "fields": fields})
+        event = "reply sent" if result.outcome == "sent" else "reply not sent"
+        log.log(level, event, extra=log_fields(item.msg_id, **fields))
 
 
 async def _quiet_rset(client: aiosmtplib.SMTP) -> None:

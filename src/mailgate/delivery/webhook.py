@@ -32,13 +32,14 @@ from typing import Any, Protocol
 import aiohttp
 
 from mailgate import __version__
+from mailgate.backoff import LoopBackoff
 from mailgate.config import DeliveryConfig, WebhookConfig
 from mailgate.delivery import settings as _settings  # noqa: F401  (config validator)
 from mailgate.delivery.breaker import CircuitBreaker
 from mailgate.delivery.process_metrics import MetricsPublisher, pid_alive
 from mailgate.delivery.schedule import RetrySchedule, parse_retry_after
 from mailgate.delivery.signing import Signer
-from mailgate.logs import log_fields
+from mailgate.logs import RateLimitedLog, describe_error, log_fields
 from mailgate.metrics import REGISTRY
 from mailgate.store.base import StoreError
 from mailgate.store.delivery import AttemptOutcome, DeliveryStore, OutboxItem, webhook_target_id
@@ -111,6 +112,8 @@ class WebhookWorker:
         self._disabled_read_at = 0.0
         self._stopping = False
         self._metrics = MetricsPublisher(store, REGISTRY)
+        self._backoff = LoopBackoff(log, "webhook dispatch", expected=(StoreError,))
+        self._limited = RateLimitedLog(log)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -178,8 +181,11 @@ class WebhookWorker:
             released = await asyncio.wait_for(self.store.release_leases(self.owner), 2.0)
             if released:
                 log.info("released unfinished deliveries", extra=log_fields(count=released))
-        except (StoreError, TimeoutError):
-            log.warning("could not release delivery leases; they expire on their own")
+        except (StoreError, TimeoutError) as exc:
+            log.warning(
+                "could not release delivery leases; they expire on their own",
+                extra=log_fields(error=describe_error(exc)),
+            )
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -255,12 +261,15 @@ class WebhookWorker:
             version: int | None = None
             try:
                 version = await self.store.change_counter()
-                if await self._claim_round():
+                claimed = await self._claim_round()
+                self._backoff.succeeded()
+                if claimed:
                     continue
                 delay = await self._next_delay()
-            except StoreError:
-                log.exception("webhook dispatch: store error; retrying")
-                delay = max(1.0, self.cfg.poll_interval)
+            except StoreError as exc:
+                # disk full, locked: wait longer each time, log sparingly (backoff.py)
+                delay = self._backoff.failed(exc)
+                version = None
             await self._idle(delay, version)
 
     async def _idle(self, delay: float, version: int | None) -> None:
@@ -286,7 +295,7 @@ class WebhookWorker:
     # ------------------------------------------------------------------ one attempt
 
     async def _attempt(self, target: _Target, item: OutboxItem) -> None:
-        extra = log_fields(item.msg_id, item.trace_id, event=item.event_id, target=target.id)
+        extra = log_fields(item.msg_id, item.trace_id, event_id=item.event_id, target=target.id)
         if item.acked_by and item.acked_by.startswith("api"):
             await self._finish(target, item, AttemptOutcome("skipped", error="acked via API"))
             log.info("delivery skipped: already acknowledged through the API", extra=extra)
@@ -341,7 +350,7 @@ class WebhookWorker:
         if is_open != was_open:
             await self._breaker_gauge(target, is_open)
         fields = {
-            "event": item.event_id,
+            "event_id": item.event_id,
             "target": target.id,
             "attempt": item.attempts + 1,
             "status": status if status is not None else "-",
@@ -357,7 +366,7 @@ class WebhookWorker:
             level = logging.WARNING if result.outcome in ("dead", "disabled") else logging.INFO
             log.log(
                 level,
-                f"webhook {result.outcome}",
+                "webhook not delivered",
                 extra=log_fields(item.msg_id, item.trace_id, **fields),
             )
 
@@ -381,7 +390,7 @@ class WebhookWorker:
             log.warning(
                 "webhook target answered 410 Gone: disabled until re-enabled"
                 " (mailgate dlq enable-target)",
-                extra=log_fields(target=target.id),
+                extra=log_fields(target=target.id, error=error or "HTTP 410 Gone"),
             )
             return AttemptOutcome("disabled", status=status, latency=latency, error=error)
         retryable = status is None or status in RETRYABLE_STATUS or status >= 500
@@ -389,7 +398,11 @@ class WebhookWorker:
             if target.breaker.failure():
                 log.warning(
                     "circuit breaker open",
-                    extra=log_fields(target=target.id, cooldown_s=target.breaker.cooldown),
+                    extra=log_fields(
+                        target=target.id,
+                        cooldown_s=target.breaker.cooldown,
+                        error=error or f"HTTP {status}",
+                    ),
                 )
             delay = self.schedule.delay_after(made)
             if delay is None:
@@ -420,15 +433,27 @@ class WebhookWorker:
             await self.store.set_delivery_metric(
                 "webhook_breaker_open", {"target": target.id}, 1.0 if is_open else 0.0
             )
-        except StoreError:
-            log.warning("could not record the breaker state", extra=log_fields(target=target.id))
+        except StoreError as exc:
+            self._limited.log(
+                logging.WARNING,
+                "breaker-state",
+                "could not record the breaker state",
+                exc=exc,
+                target=target.id,
+            )
 
     async def _finish(self, target: _Target, item: OutboxItem, result: AttemptOutcome) -> None:
         try:
             await self.store.finish_attempt(item, result, owner=self.owner)
-        except StoreError:
+        except StoreError as exc:
             # the lease expires and the row is attempted again: at least once, same webhook-id
-            log.exception(
+            self._limited.log(
+                logging.WARNING,
+                "finish-attempt",
                 "could not record a delivery attempt",
-                extra=log_fields(item.msg_id, item.trace_id, event=item.event_id, target=target.id),
+                exc=exc,
+                msg_id=item.msg_id,
+                trace_id=item.trace_id,
+                event_id=item.event_id,
+                target=target.id,
             )
