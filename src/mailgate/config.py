@@ -145,6 +145,10 @@ class DomainConfig:
     mailboxes: list[str] = field(default_factory=list)
     catch_all: bool = False
     tenant: str = ""
+    tenants: list[str] = field(default_factory=list)
+    """Wildcard only: the labels that are tenants (``acme`` of ``acme.support.example.com``)."""
+    open_tenants: bool = False
+    """Wildcard only: any label is a tenant (outsiders can mint tenants; see docs/replies.md)."""
 
     @property
     def is_wildcard(self) -> bool:
@@ -302,6 +306,7 @@ class ReplyConfig:
     per_thread_limit: int = 1
     per_sender_limit: int = 3
     per_sender_window: Duration = 86400.0
+    per_domain_limit: int = 500
     global_hourly_cap: int = 1000
     skip_dmarc_fail: bool = True
     dkim_domain: str = ""
@@ -574,6 +579,7 @@ def _validate(cfg: Config, loc: _Locator) -> None:
         for mb in d.mailboxes:
             if not mb or "@" in mb or any(c.isspace() for c in mb):
                 bad(f"domains[{i}].mailboxes", mb, 'local parts like "support" (no @)')
+    _validate_tenants(cfg.domains, bad)
     for i, ns in enumerate(cfg.auth.nameservers):
         try:
             h, _ = parse_hostport(ns) if ":" in ns and not _is_ip(ns) else (ns, 53)
@@ -619,10 +625,92 @@ def _validate(cfg: Config, loc: _Locator) -> None:
                     secret,
                     f"a real signing secret, not a placeholder ({GEN_SECRET})",
                 )
+_LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def _validate_tenants(
+    domains: list[DomainConfig], bad: typing.Callable[[str, Any, str], None]
+) -> None:
+    """Wildcard tenants: listed (or explicitly open), DNS labels, never another domain's tenant.
+
+    A label listed under two entries, or equal to a tenant another entry names (or to
+    ``default``), would silently merge two domains' data into one tenant: refused.
+    """
+    named: dict[str, int] = {"default": -1}  # tenant -> the entry naming it (-1: built in)
+    for i, d in enumerate(domains):
+        if d.tenant or not d.is_wildcard:
+            named.setdefault((d.tenant or "default").lower(), i)
+    for i, d in enumerate(domains):
+        if not d.is_wildcard:
+            if d.tenants or d.open_tenants:
+                key = "tenants" if d.tenants else "open_tenants"
+                bad(f"domains[{i}].{key}", getattr(d, key), "only on a *.wildcard domain")
+            continue
+        if d.tenant and (d.tenants or d.open_tenants):
+            bad(
+                f"domains[{i}].tenant",
+                d.tenant,
+                "either tenant (one tenant for every label) or tenants",
+            )
+            continue
+        if not d.tenant and not d.tenants and not d.open_tenants:
+            bad(
+                f"domains[{i}].tenants",
+                [],
+                'the labels that are tenants, e.g. ["acme"], or open_tenants = true'
+                " (anyone may then mint a tenant), or tenant = \"name\" for every label",
+            )
+        for label in d.tenants:
+            key = label.lower()
+            if not _LABEL_RE.match(key):
+                bad(f"domains[{i}].tenants", label, "DNS labels (letters, digits, hyphens)")
+            elif key in named and named[key] != i:
+                owner = (
+                    "every domain without a tenant" if named[key] < 0 else f"domains[{named[key]}]"
+                )
+                bad(
+                    f"domains[{i}].tenants",
+                    label,
+                    f"a tenant of this domain only ({owner} already uses tenant {key!r};"
+                    " sharing it would merge two domains' data)",
+                )
+            else:
+                named[key] = i
+
+
 def config_warnings(cfg: Config) -> list[str]:
     """Valid but probably unintended settings: ``check-config`` prints them, ``serve`` logs them."""
     warnings: list[str] = []
+    warnings.extend(_reply_from_warnings(cfg))
     return warnings
+
+
+def _reply_from_warnings(cfg: Config) -> list[str]:
+    """Tenants whose auto-replies have no explicit From (``[reply] tenant_from``)."""
+    reply = cfg.reply
+    if not reply.enabled:
+        return []
+    explicit = set(reply.tenant_from) if isinstance(reply.tenant_from, dict) else set()
+    from_domain = reply.from_.rpartition("@")[2].strip(" >").lower()
+    for d in cfg.domains:  # [reply] from is explicit for the tenant of its own domain
+        if not d.is_wildcard and d.name.lower().rstrip(".") == from_domain:
+            explicit.add(d.tenant or "default")
+    tenants: dict[str, None] = {}
+    for d in cfg.domains:
+        if d.is_wildcard and not d.tenant:
+            tenants.update(dict.fromkeys(t.lower() for t in d.tenants))
+            if d.open_tenants:
+                tenants[f"<any label of {d.name}>"] = None
+        else:
+            tenants[d.tenant or "default"] = None
+    missing = [t for t in tenants if t not in explicit]
+    if not missing:
+        return []
+    return [
+        f"reply.tenant_from: no reply From for tenant(s) {', '.join(missing)}; their"
+        " acknowledgements come from the address the customer wrote to (or the local part of"
+        " reply.from at the tenant's domain), so the Reply-To alias returns to the same tenant"
+    ]
 
 
 def _is_ip(value: str) -> bool:

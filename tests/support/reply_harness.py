@@ -28,7 +28,7 @@ from mailgate.store.sqlite import SqliteStore
 
 DOMAINS = [
     DomainConfig(name="example.test", mailboxes=["support", "billing"], tenant="default"),
-    DomainConfig(name="*.support.example.test", catch_all=True),
+    DomainConfig(name="*.support.example.test", catch_all=True, tenants=["acme", "globex"]),
 ]
 
 

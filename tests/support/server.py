@@ -13,7 +13,7 @@ or the ``mailgate_server`` fixture (a factory: ``srv = mailgate_server(extra_tom
 which stops every server it started, also when the test fails. Ports are 0 (the kernel picks);
 the bound addresses are read from ``<data_dir>/serve.json``. ``base_toml`` gives the defaults:
 domains example.test (mailboxes support, billing, security; tenant "default"), catch-all
-``*.support.example.test`` (tenant = first label), auth disabled unless ``auth=True``, API on.
+``*.support.example.test`` (tenants acme and globex), auth disabled unless ``auth=True``, API on.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ tenant = "default"
 [[domains]]
 name = "*.support.example.test"
 catch_all = true
+tenants = ["acme", "globex"]
 
 [auth]
 enabled = {auth}
