@@ -31,6 +31,7 @@ from mailgate.smtp.handler import SmtpHandler
 from mailgate.smtp.policy import RecipientPolicy
 from mailgate.smtp.server import SmtpServer, StartupError
 from mailgate.store.blobs import BlobStore
+from mailgate.store.private import make_private_dirs, write_private_file
 from mailgate.store.sqlite import SqliteStore
 
 log = get_logger("app")
@@ -51,7 +52,7 @@ def check_data_dir(cfg: Config) -> None:
     """Refuse to start when the data dir cannot be created or written."""
     path = Path(cfg.store.data_dir)
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(path)
         probe = path / f".write-test-{os.getpid()}"
         probe.write_bytes(b"ok")
         probe.unlink()
@@ -314,7 +315,7 @@ class Front:
         }
         path = Path(self.cfg.store.data_dir) / "serve.json"
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(info))
+        write_private_file(tmp, json.dumps(info).encode())
         os.replace(tmp, path)
 
     async def _start_api(self) -> None:

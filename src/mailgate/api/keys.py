@@ -10,6 +10,8 @@ import os
 import secrets
 from pathlib import Path
 
+from mailgate.store.private import make_private_dirs
+
 
 def keys_dir(data_dir: Path) -> Path:
     return Path(data_dir) / "keys"
@@ -20,7 +22,7 @@ def read_or_create(path: Path, make: int = 32) -> tuple[str, bool]:
 
     Returns ``(value, created)``.
     """
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private_dirs(path.parent)
     try:
         value = path.read_text(encoding="ascii").strip()
         if value:

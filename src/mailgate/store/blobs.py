@@ -12,6 +12,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from mailgate.store.private import FILE_MODE, make_private_dirs
+
 
 class BlobStore:
     def __init__(self, root: str | Path) -> None:
@@ -28,10 +30,11 @@ class BlobStore:
         path = self.path_for(digest)
         if path.exists():
             return digest
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(path.parent)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as fh:
+                os.fchmod(fd, FILE_MODE)  # mkstemp's 0600 is masked by the umask
                 fh.write(data)
             os.replace(tmp, path)
         except BaseException:

@@ -23,6 +23,7 @@ from mailgate.store.base import (
     SpoolRecord,
     StoreError,
 )
+from mailgate.store.private import create_private_file, make_private_dirs
 from mailgate.store.sqlite_base import SqliteBase, apply_intents, dumps, migrate
 from mailgate.store.sqlite_delivery import DeliveryStoreMixin
 from mailgate.store.sqlite_pipeline import PipelineStoreMixin
@@ -56,7 +57,8 @@ class SqliteStore(PipelineStoreMixin, DeliveryStoreMixin, ReplyStoreMixin, Sqlit
     def prepare(self) -> list[str]:
         """Create the data dir and database and apply migrations (sync; before the loop runs)."""
         try:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+            make_private_dirs(self.data_dir)
+            create_private_file(self.path)  # 0600; SQLite gives -wal/-shm the same mode
             conn = connect(self.path, synchronous=self.synchronous)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the store in {self.data_dir}: {exc}") from exc
