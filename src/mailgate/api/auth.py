@@ -34,23 +34,37 @@ def digest(token: str) -> bytes:
 
 
 class TokenAuth:
+    """The accepted tokens; ``replace`` swaps the whole set at once (config reload, SIGHUP)."""
+
     def __init__(self, tokens: list[ApiToken], data_dir: Path) -> None:
+        self.data_dir = Path(data_dir)
+        self.generated_path: Path | None = None
         self._entries: list[tuple[bytes, Principal]] = []
+        self.replace(tokens)
+
+    def replace(self, tokens: list[ApiToken]) -> None:
+        """Accept exactly ``tokens`` from now on (requests in progress are already through).
+
+        The new list is built aside and bound in one assignment, so a request never sees a
+        half-updated set.
+        """
+        entries: list[tuple[bytes, Principal]] = []
         for i, t in enumerate(tokens):
             d = bytes.fromhex(t.token_sha256) if t.token_sha256 else digest(t.token)
-            self._entries.append((d, Principal(t.tenant, t.name or f"token{i}")))
-        self.generated_path: Path | None = None
+            entries.append((d, Principal(t.tenant, t.name or f"token{i}")))
+        generated: Path | None = None
         if not tokens:
-            path = keys_dir(Path(data_dir)) / TOKEN_FILE
-            value, created = read_or_create(path)
-            self._entries.append((digest(value), Principal("default", "generated")))
-            self.generated_path = path
+            generated = keys_dir(self.data_dir) / TOKEN_FILE
+            value, created = read_or_create(generated)
+            entries.append((digest(value), Principal("default", "generated")))
             log.info(
                 "no [[api.tokens]] configured: "
                 + ("generated" if created else "using")
                 + " an API token for tenant default",
-                extra={"fields": {"path": str(path)}},
+                extra={"fields": {"path": str(generated)}},
             )
+        self._entries = entries
+        self.generated_path = generated
 
     def authenticate(self, authorization: str | None) -> Principal | None:
         """The principal of an ``Authorization: Bearer <token>`` header (RFC 6750), or None."""

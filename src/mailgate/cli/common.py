@@ -8,41 +8,94 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from mailgate.config import Config, ConfigError, load_config
+from mailgate.config import ENV_CONFIG, ENV_DATA_DIR, Config, ConfigError, load_config
 from mailgate.store.base import NotFound, StoreError
-from mailgate.store.sqlite import SqliteStore
+from mailgate.store.sqlite import DB_NAME, SqliteStore
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
-config_option = click.option(
+_DATA_DIR_META = "mailgate.data_dir"
+
+
+def _remember_data_dir(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value:
+        ctx.meta[_DATA_DIR_META] = value
+
+
+_config_path_option = click.option(
     "--config",
     "-c",
     "config_path",
     type=click.Path(dir_okay=False),
     default=None,
-    envvar="MAILGATE_CONFIG",
+    envvar=ENV_CONFIG,
     help="Path to mailgate.toml (default: $MAILGATE_CONFIG, else built-in defaults).",
 )
+# Not passed to the command: ``load_cli_config`` picks it up from the click context, so every
+# command that takes --config takes --data-dir too without a parameter of its own.
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    envvar=ENV_DATA_DIR,
+    expose_value=False,
+    callback=_remember_data_dir,
+    help="The server's data directory (default: $MAILGATE_DATA_DIR, else [store] data_dir).",
+)
+
+
+def config_option(fn: F) -> F:
+    """``--config/-c`` and ``--data-dir``: how a command finds the config and the server's store."""
+    return _config_path_option(data_dir_option(fn))
+
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 
 
+def data_dir_override() -> str | None:
+    """The ``--data-dir`` given to the running command (or $MAILGATE_DATA_DIR), if any."""
+    ctx = click.get_current_context(silent=True)
+    value = ctx.meta.get(_DATA_DIR_META) if ctx is not None else None
+    return str(value) if value else None
+
+
 def load_cli_config(path: str | None) -> Config:
+    """The config at ``path`` (or $MAILGATE_CONFIG), with ``--data-dir`` applied if given."""
+    data_dir = data_dir_override()
+    env = dict(os.environ)
+    if data_dir:
+        env[ENV_DATA_DIR] = data_dir
     try:
-        return load_config(path)
+        return load_config(path, env=env)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
 
 
+def require_store(cfg: Config) -> None:
+    """Refuse a data dir without a store: a command run from the wrong directory (or with the
+    wrong config) must say so, not create an empty store and report "No messages"."""
+    data_dir = Path(cfg.store.data_dir).absolute()
+    if not (data_dir / DB_NAME).is_file():
+        raise click.ClickException(f"no mailgate store at {data_dir} (use --config or --data-dir)")
+
+
 @asynccontextmanager
 async def open_store(cfg: Config) -> AsyncIterator[SqliteStore]:
-    """The configured store, opened for a CLI command (works while ``serve`` runs: WAL)."""
+    """The server's existing store, opened for a CLI command (works while ``serve`` runs: WAL).
+
+    Never creates one (see ``require_store``).
+    """
+    require_store(cfg)
     store = SqliteStore(cfg.store.data_dir, durability=cfg.store.durability)
     try:
         await store.open()
