@@ -188,6 +188,7 @@ class ApiConfig:
     url_signing_key: str = ""
     readyz_min_free_disk: Size = 100 * 1024 * 1024
     readyz_max_outbox_lag: Duration = 900.0
+    metrics_token: str = ""
 
 
 @dataclass(frozen=True)
@@ -594,6 +595,13 @@ def _validate(cfg: Config, loc: _Locator) -> None:
             bad(f"api.tokens[{i}]", {}, "token or token_sha256")
         if t.token_sha256 and not re.fullmatch(r"[0-9a-fA-F]{64}", t.token_sha256):
             bad(f"api.tokens[{i}].token_sha256", t.token_sha256, "64 hex digits")
+    mt = cfg.api.metrics_token
+    if mt and (mt.strip().lower() in PLACEHOLDER_TOKENS or len(mt) < MIN_TOKEN_LENGTH):
+        bad(
+            "api.metrics_token",
+            f"<{len(mt)} characters>",
+            f"empty (no auth) or a real token of at least {MIN_TOKEN_LENGTH} characters ({GEN_TOKEN})",
+        )
     for i, w in enumerate(cfg.webhooks):
         if not re.match(r"^https?://[^/\s]+", w.url):
             bad(f"webhooks[{i}].url", w.url, "an http:// or https:// URL")

@@ -4,11 +4,15 @@
 space under the data dir falls below ``[api] readyz_min_free_disk``, or the oldest due webhook
 delivery of an enabled target has waited longer than ``readyz_max_outbox_lag`` (the outbox is
 stuck). ``/metrics`` is the Prometheus text format of the shared registry; delivery gauges are
-refreshed from the store on each scrape.
+refreshed from the store on each scrape. With ``[api] metrics_token`` set, ``/metrics`` wants
+``Authorization: Bearer <token>`` (Prometheus ``authorization``/``bearer_token`` scrape config)
+and answers 401 otherwise; ``/healthz`` and ``/readyz`` stay open for load balancers.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import shutil
 from pathlib import Path
 from typing import Any
@@ -68,7 +72,25 @@ async def readyz(request: web.Request) -> web.Response:
     )
 
 
+def metrics_authorized(request: web.Request, token: str) -> bool:
+    """Whether the request carries ``Authorization: Bearer <token>`` (compared in constant time)."""
+    if not token:
+        return True
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    # equal-length digests: the comparison time says nothing about the token's length
+    want = hashlib.sha256(token.encode()).digest()
+    return hmac.compare_digest(want, hashlib.sha256(given.strip().encode()).digest())
+
+
 async def metrics(request: web.Request) -> web.Response:
+    if not metrics_authorized(request, request.app[API_CFG].metrics_token):
+        return web.Response(
+            status=401,
+            text="401: /metrics needs Authorization: Bearer <[api] metrics_token>\n",
+            headers={"WWW-Authenticate": 'Bearer realm="mailgate-metrics"'},
+        )
     try:
         await refresh(request.app[STORE])
     except StoreError:

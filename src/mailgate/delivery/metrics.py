@@ -4,7 +4,8 @@ Webhook delivery runs in a worker process, while ``/metrics`` is served by the f
 So the delivery figures are not in-process counters. The store keeps them: counters and
 histogram buckets are written in the transaction that records each attempt, and the
 breaker gauge is written when the breaker opens or closes. On each scrape, ``refresh`` reads
-them, together with the DLQ depth, pending rows, lag and disabled targets, into a snapshot
+them, together with the DLQ depth, pending rows, lag, disabled targets and the reply
+outbox depth, into a snapshot
 that ``DeliveryCollector`` exposes. As a side effect, the counters survive restarts.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
+from typing import Protocol, runtime_checkable
 
 from prometheus_client import Counter
 from prometheus_client.core import (
@@ -40,6 +42,12 @@ API_REQUESTS = Counter(
 Stored = list[tuple[str, dict[str, str], float]]
 
 
+@runtime_checkable
+class ReplyStats(Protocol):
+    async def reply_stats(self) -> dict[str, int]:
+        """Rows of the reply outbox by state (pending, sent, dead, suppressed)."""
+
+
 class DeliveryCollector(Collector):
     """Exposes the last snapshot read from the store (see the module docstring)."""
 
@@ -48,6 +56,7 @@ class DeliveryCollector(Collector):
         self.stats = OutboxStats(0, 0, 0, 0.0, 0.0)
         self.disabled: dict[str, str] = {}
         self.known_targets: set[str] = set()
+        self.replies: dict[str, int] = {}
 
     def collect(self) -> Iterator[Metric]:
         by_name: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)
@@ -109,6 +118,16 @@ class DeliveryCollector(Collector):
             "Age of the oldest webhook delivery not yet settled (0 when none)",
             self.stats.oldest_pending_age,
         )
+        yield GaugeMetricFamily(
+            "mailgate_reply_outbox_pending",
+            "Auto-replies waiting to be sent to the smarthost (the SMTP reply outbox)",
+            self.replies.get("pending", 0),
+        )
+        yield GaugeMetricFamily(
+            "mailgate_reply_outbox_dead",
+            "Auto-replies that gave up (mailgate outbox list --state dead)",
+            self.replies.get("dead", 0),
+        )
 
     @staticmethod
     def _histograms(
@@ -150,3 +169,5 @@ async def refresh(store: DeliveryStore, targets: list[str] | None = None) -> Non
     COLLECTOR.disabled = await store.disabled_targets()
     if targets:
         COLLECTOR.known_targets.update(targets)
+    if isinstance(store, ReplyStats):
+        COLLECTOR.replies = await store.reply_stats()

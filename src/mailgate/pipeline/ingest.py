@@ -303,6 +303,10 @@ class IngestWorker:
             await self._failed(msg, exc)
             return
         metrics.INGEST_PROCESSED.labels(outcome=outcome.state).inc()
+        if outcome.state == "quarantined":
+            held = env.get("quarantine")
+            reason = held.get("reason") if isinstance(held, dict) else None
+            metrics.QUARANTINED.labels(reason=str(reason or "unknown")).inc()
         log.info(
             "processed",
             extra=log_fields(
