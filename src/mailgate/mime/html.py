@@ -4,6 +4,20 @@ Sanitized output keeps e-mail formatting (tables, fonts, inline CSS filtered by 
 sanitizer) but has no script/style/iframe/object/embed/form elements, no ``on*`` handlers, no
 ``javascript:``/``vbscript:`` URLs and no ``data:`` URLs except raster images in ``<img src>``.
 ``cid:`` references (RFC 2392) are kept so consumers can resolve inline images.
+
+CSS (issue 12): bleach's CSS sanitizer only allowlists property *names*; values pass as written,
+so ``width: expression(alert(1))`` (old IE) survived. ``SafeCSS`` also drops every declaration
+whose value, read the way a browser reads it (CSS escapes decoded by tinycss2, comments removed,
+case folded, quotes and whitespace ignored), calls ``expression(``, mentions ``behavior``/
+``-moz-binding``/``javascript:``/``vbscript:``/``data:text/html``, points ``url()`` at anything
+but http(s), ``cid:`` or a raster ``data:image``, or does not tokenize cleanly (a bad ``url(``).
+``<style>`` elements are never kept (removed with their content), so only ``style``
+attributes carry CSS.
+
+Remote images (``[mime] remote_images``): ``"keep"`` (default) leaves ``<img src=https://…>``
+as sent; ``"strip"`` removes remote ``src``/``background`` URLs (``http:``, ``https:``, ``//``)
+and CSS ``url(http…)`` declarations, the tracking pixels of marketing mail, and keeps ``cid:``
+and ``data:image`` images.
 """
 
 from __future__ import annotations
@@ -11,9 +25,11 @@ from __future__ import annotations
 import html as html_lib
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
 
 import bleach
+import tinycss2
 from bleach.html5lib_shim import convert_entities
 
 try:  # bleach's CSS sanitizer needs tinycss2 (the bleach[css] extra)
@@ -21,6 +37,8 @@ try:  # bleach's CSS sanitizer needs tinycss2 (the bleach[css] extra)
 except ImportError:  # pragma: no cover - without it, style attributes are dropped
     CSSSanitizer = None
     ALLOWED_CSS_PROPERTIES = frozenset()
+
+RemoteImages = Literal["keep", "strip"]
 
 ALLOWED_TAGS = frozenset(
     {
@@ -106,7 +124,12 @@ def _drop_conditionals(source: str) -> str:
     return "".join(out)
 
 
-def _allow_attr(tag: str, name: str, value: str) -> bool:
+def _is_remote(uri: str) -> bool:
+    """An URL the mail client would fetch from the network (normalized, lower-case)."""
+    return uri.startswith(("http:", "https:", "//"))
+
+
+def _allow_attr(tag: str, name: str, value: str, strip_remote: bool = False) -> bool:
     if name.startswith("on") or (name == "style" and CSSSanitizer is None):
         return False
     if name not in _COMMON_ATTRS and name not in _TAG_ATTRS.get(tag, ()):
@@ -115,41 +138,146 @@ def _allow_attr(tag: str, name: str, value: str) -> bool:
         uri = _URI_NOISE.sub("", convert_entities(value)).lower()
         if uri.startswith("data:"):
             return tag == "img" and name == "src" and _DATA_IMAGE.match(uri) is not None
+        if strip_remote and name in ("src", "background") and _is_remote(uri):
+            return False
     return True
+
+
+def _allow_attr_strip(tag: str, name: str, value: str) -> bool:
+    return _allow_attr(tag, name, value, strip_remote=True)
+
+
+# -- CSS ------------------------------------------------------------------------------------------
+
+_CSS_MARKERS = (
+    "expression(",
+    "behavior",
+    "behaviour",
+    "-moz-binding",
+    "javascript:",
+    "vbscript:",
+    "livescript:",
+    "data:text/html",
+)
+_CSS_URL = re.compile(r"url\(([^()]*)\)")
+_CSS_SAFE_URL = re.compile(r"^(?:https?:|//|cid:|data:image/(?:png|gif|jpe?g|webp|bmp);)")
+_CSS_MAX_TOKENS = 2000
+
+
+def css_text(tokens: list[Any]) -> str | None:
+    """Declaration tokens as a browser reads them: escapes decoded, comments, whitespace and
+    quotes gone, lower-case; None when they contain a tokenizer error (a bad ``url(``).
+
+    Iterative (explicit stack) and bounded: nested blocks of a hostile style cannot recurse.
+    """
+    out: list[str] = []
+    stack: list[Any] = list(reversed(tokens))
+    seen = 0
+    while stack:
+        tok = stack.pop()
+        seen += 1
+        if seen > _CSS_MAX_TOKENS:
+            return None
+        if isinstance(tok, str):
+            out.append(tok)
+            continue
+        kind = tok.type
+        if kind == "error":
+            return None
+        if kind in ("whitespace", "comment"):
+            continue
+        if kind == "function":
+            out.append(tok.lower_name + "(")
+            stack.append(")")
+            stack.extend(reversed(tok.arguments))
+        elif kind in ("() block", "[] block", "{} block"):
+            out.append(kind[0])
+            stack.append(kind[1])
+            stack.extend(reversed(tok.content))
+        elif kind == "url":
+            out.append("url(" + tok.value + ")")
+        elif kind == "hash":
+            out.append("#" + tok.value)
+        elif kind in ("ident", "string", "literal", "at-keyword"):
+            out.append(str(tok.value))
+        else:  # number, percentage, dimension, unicode-range
+            out.append(tok.serialize())
+    return "".join(out).lower().replace(" ", "")
+
+
+def css_value_safe(tokens: list[Any], strip_remote: bool = False) -> bool:
+    """Whether one declaration's value may be kept (see the module docstring)."""
+    text = css_text(tokens)
+    if text is None:
+        return False
+    if any(marker in text for marker in _CSS_MARKERS):
+        return False
+    for m in _CSS_URL.finditer(text):
+        target = _URI_NOISE.sub("", m.group(1))
+        if _CSS_SAFE_URL.match(target) is None:
+            return False
+        if strip_remote and _is_remote(target):
+            return False
+    # A url( left unmatched above (nested parentheses) is not one we could check.
+    return text.count("url(") == len(_CSS_URL.findall(text))
+
+
+class SafeCSS(CSSSanitizer):  # type: ignore[misc,valid-type]
+    """bleach's property allowlist plus a check of each value (``css_value_safe``)."""
+
+    def __init__(self, strip_remote: bool = False) -> None:
+        super().__init__(allowed_css_properties=CSS_PROPERTIES)
+        self.strip_remote = strip_remote
+
+    def sanitize_css(self, style: str) -> str:
+        kept: list[Any] = []
+        for token in tinycss2.parse_declaration_list(style):
+            if token.type != "declaration" or token.lower_name not in CSS_PROPERTIES:
+                continue
+            if not css_value_safe(token.value, self.strip_remote):
+                continue
+            if kept:
+                kept.append(tinycss2.ast.WhitespaceToken(token.line, token.column, " "))
+            kept.append(token)
+        return str(tinycss2.serialize(kept)).strip() if kept else ""
 
 
 _local = threading.local()
 
 
-def _cleaner() -> bleach.Cleaner:
-    # One Cleaner per thread: building one is costly and instances are not thread-safe.
-    cleaner: bleach.Cleaner | None = getattr(_local, "cleaner", None)
+def _cleaner(remote_images: RemoteImages = "keep") -> bleach.Cleaner:
+    # One Cleaner per thread and mode: building one is costly and instances are not
+    # thread-safe.
+    cleaners: dict[str, bleach.Cleaner] | None = getattr(_local, "cleaners", None)
+    if cleaners is None:
+        cleaners = _local.cleaners = {}
+    cleaner = cleaners.get(remote_images)
     if cleaner is None:
+        strip = remote_images == "strip"
+        allow: Callable[[str, str, str], bool] = _allow_attr_strip if strip else _allow_attr
         cleaner = bleach.Cleaner(
             tags=ALLOWED_TAGS,
-            attributes=_allow_attr,
+            attributes=allow,
             protocols=PROTOCOLS,
             strip=True,
             strip_comments=True,
-            css_sanitizer=(
-                CSSSanitizer(allowed_css_properties=CSS_PROPERTIES) if CSSSanitizer else None
-            ),
+            css_sanitizer=SafeCSS(strip_remote=strip) if CSSSanitizer else None,
         )
-        _local.cleaner = cleaner
+        cleaners[remote_images] = cleaner
     return cleaner
 
 
-def sanitize_html(source: str) -> str | None:
+def sanitize_html(source: str, remote_images: RemoteImages = "keep") -> str | None:
     """Allowlist-sanitized HTML fragment (bleach); None when the markup nests deeper than
     ``MAX_HTML_DEPTH`` (html5lib's tree building is quadratic in depth: a hostile body could
     stall the worker)."""
-    fast = plain_markup(source)
+    fast = plain_markup(source, remote_images)
     if fast is not None:
         return fast.strip()
     source = _drop_hidden(_drop_conditionals(source))
     if html_depth(source) > MAX_HTML_DEPTH:
         return None
-    return str(_cleaner().clean(source)).strip()
+    return str(_cleaner(remote_images).clean(source)).strip()
 
 
 # -- fast path ----------------------------------------------------------------------------------
@@ -181,12 +309,12 @@ _FAST_PHRASING_ONLY = frozenset({"p", "h1", "h2", "h3", "h4", "h5", "h6", "dt"} 
 _FAST_MAX_DEPTH = 64
 
 
-def _fast_attrs(tag: str, attrs: str) -> str | None:
+def _fast_attrs(tag: str, attrs: str, strip_remote: bool) -> str | None:
     out: list[str] = []
     seen: set[str] = set()
     for m in _FAST_ATTR.finditer(attrs):
         name, value = m.group(1).lower(), m.group(2)
-        if name in seen or name == "style" or not _allow_attr(tag, name, value):
+        if name in seen or name == "style" or not _allow_attr(tag, name, value, strip_remote):
             return None
         if name in _URI_ATTRS and _FAST_URL.match(value) is None:
             return None
@@ -195,7 +323,7 @@ def _fast_attrs(tag: str, attrs: str) -> str | None:
     return "".join(out)
 
 
-def plain_markup(source: str) -> str | None:
+def plain_markup(source: str, remote_images: RemoteImages = "keep") -> str | None:
     """The sanitized form of already-plain markup, or None when bleach must do the work."""
     out: list[str] = []
     stack: list[str] = []
@@ -238,7 +366,7 @@ def plain_markup(source: str) -> str | None:
             return None
         if name == "a" and "a" in stack:
             return None
-        rendered = _fast_attrs(name, attrs)
+        rendered = _fast_attrs(name, attrs, remote_images == "strip")
         if rendered is None:
             return None
         if name in _FAST_VOID:

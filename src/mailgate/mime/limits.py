@@ -1,7 +1,8 @@
 """Limits against hostile input: MIME depth, part count, header count/size, decoded sizes.
 
 Past a limit the parser stops descending (or truncates), records a ``limit.*`` parse error and
-still returns an envelope; the ingest worker decides whether to quarantine.
+still returns an envelope; the scan stage decides whether to quarantine (``errors.UNSCANNABLE``
+for the limits past which parts were not read).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from dataclasses import dataclass
 class Limits:
     """Bounds applied by ``parse_message``; defaults suit a 25 MB SMTP size limit."""
 
-    max_depth: int = 20
-    """Nesting of multipart / message parts below the top level."""
+    max_depth: int = 100
+    """Nesting of multipart / message parts below the top level (``[mime] max_nesting``;
+    Postfix's ``mime_nesting_limit`` default). Deeper parts are not read: unscannable."""
     max_parts: int = 500
     """MIME parts visited in one message (every leaf and container counts)."""
     max_headers: int = 1000
@@ -31,7 +33,10 @@ class Limits:
     max_addresses: int = 1000
     """Addresses kept per address header."""
     max_tnef_files: int = 100
-    """Files extracted from one winmail.dat."""
+    """Files extracted from one winmail.dat; one more makes the message unscannable."""
+    max_nested_bytes: int = 64 * 1024 * 1024
+    """Bytes of forwarded messages re-parsed to find the files inside them (a forward in a
+    forward is read once per level); past it the rest is not opened: unscannable."""
 
 
 DEFAULT_LIMITS = Limits()

@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
-from email.feedparser import BytesFeedParser
 from email.message import Message
-from email.policy import compat32
 from typing import Any
 
 from mailgate.envelope import Address, Envelope
@@ -30,14 +27,13 @@ from mailgate.mime.errors import ErrorLog
 from mailgate.mime.fields import first_msg_id, msg_ids, parse_date
 from mailgate.mime.headers import (
     HeaderSet,
-    RawHeader,
     decode_words,
     headers_object,
     split_header_block,
 )
-from mailgate.mime.html import MAX_HTML_DEPTH, html_to_text, sanitize_html
+from mailgate.mime.html import MAX_HTML_DEPTH, RemoteImages, html_to_text, sanitize_html
 from mailgate.mime.limits import DEFAULT_LIMITS, Limits
-from mailgate.mime.structure import Collected, LeafMessage, Walker
+from mailgate.mime.structure import Collected, Walker, parse_tree
 from mailgate.mime.text import normalize_newlines, reply_text
 from mailgate.mime.transfer import children
 
@@ -45,41 +41,7 @@ __all__ = ["BlobSink", "BlobSinkError", "parse_message"]
 
 log = logging.getLogger("mailgate.mime")
 
-_FEED_CHUNK = 256 * 1024
 _MAX_REFERENCES = 500
-_FOLD = re.compile(rb"\r?\n(?=[ \t])")
-_STRUCTURE_FIELDS = frozenset({"content-type", "content-transfer-encoding", "content-disposition"})
-
-
-def _structure_head(fields: list[RawHeader]) -> bytes:
-    """The header block fed to the MIME parser: only the Content-* fields, then a blank line."""
-    # Unfolded (RFC 5322 section 2.2.3): the stdlib keeps the line break inside a folded
-    # parameter, so boundary="simple\r\n boundary" would never match the delimiter lines.
-    return (
-        b"".join(
-            name.encode("ascii") + b": " + _FOLD.sub(b"", value).strip() + b"\r\n"
-            for name, value in fields
-            if name.lower() in _STRUCTURE_FIELDS
-        )
-        + b"\r\n"
-    )
-
-
-def _parse_structure(head: bytes, raw: bytes, body_start: int, errors: ErrorLog) -> Message | None:
-    """Parse the MIME tree from ``head`` + ``raw[body_start:]``, fed in slices (no body copy)."""
-    parser = BytesFeedParser(_factory=LeafMessage, policy=compat32)
-    view = memoryview(raw)
-    try:
-        parser.feed(head)
-        for start in range(body_start, len(raw), _FEED_CHUNK):
-            parser.feed(bytes(view[start : start + _FEED_CHUNK]))
-        msg = parser.close()
-    except Exception as exc:  # the stdlib parser can raise on hostile input (deep nesting...)
-        errors.add("parse.structure", f"MIME structure unreadable ({type(exc).__name__})")
-        return None
-    finally:
-        view.release()
-    return msg
 
 
 def _collect_defects(msg: Message, errors: ErrorLog, limit: int) -> None:
@@ -138,7 +100,9 @@ def _header_envelope(hs: HeaderSet, errors: ErrorLog, limits: Limits) -> Envelop
     }
 
 
-def _bodies(found: Collected, errors: ErrorLog, limits: Limits) -> dict[str, Any]:
+def _bodies(
+    found: Collected, errors: ErrorLog, limits: Limits, remote_images: RemoteImages
+) -> dict[str, Any]:
     text = "\n".join(t for t in found.texts if t) if found.texts else None
     raw_html = "\n".join(found.htmls) if found.htmls else None
     html = None
@@ -152,7 +116,7 @@ def _bodies(found: Collected, errors: ErrorLog, limits: Limits) -> dict[str, Any
         raw_html = None
     if raw_html is not None:
         try:
-            html = sanitize_html(raw_html)
+            html = sanitize_html(raw_html, remote_images)
         except Exception as exc:  # html5lib is robust, but the envelope must survive anyway
             errors.add("body.html", f"HTML could not be sanitized ({type(exc).__name__})")
             html = None
@@ -181,13 +145,18 @@ def _fallback_body(raw: bytes, body_start: int, errors: ErrorLog, limits: Limits
 
 
 def parse_message(
-    raw: bytes, *, blob_sink: BlobSink | None = None, limits: Limits = DEFAULT_LIMITS
+    raw: bytes,
+    *,
+    blob_sink: BlobSink | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+    remote_images: RemoteImages = "keep",
 ) -> Envelope:
     """Parse one RFC 5322 message into the envelope's parsing fields. Never raises on input.
 
     Fills: from, replyTo, to, cc, bcc, subject, date, messageId, inReplyTo, references, text,
     replyText, html (sanitized), headers, attachments (bytes handed to ``blob_sink``),
     parseErrors, bounce, forwarded. Does not set id/timestamp/envelope/auth/pipeline fields.
+    ``remote_images="strip"`` removes remote image URLs from ``html`` (``[mime]``).
     Whatever the bytes, an envelope comes back; the one exception is ``BlobSinkError`` when
     ``blob_sink`` itself fails (storage, not parsing: the caller should retry later).
     """
@@ -195,7 +164,7 @@ def parse_message(
     if isinstance(raw, (bytearray, memoryview)):
         raw = bytes(raw)
     try:
-        return _parse(raw, blob_sink, limits, errors)
+        return _parse(raw, blob_sink, limits, errors, remote_images)
     except BlobSinkError:
         raise
     except Exception as exc:  # last resort: the contract is "never raises"
@@ -227,7 +196,13 @@ def _empty(errors: ErrorLog) -> Envelope:
     }
 
 
-def _parse(raw: bytes, blob_sink: BlobSink | None, limits: Limits, errors: ErrorLog) -> Envelope:
+def _parse(
+    raw: bytes,
+    blob_sink: BlobSink | None,
+    limits: Limits,
+    errors: ErrorLog,
+    remote_images: RemoteImages,
+) -> Envelope:
     fields, body_start = split_header_block(raw, limits, errors)
     hs = HeaderSet(fields)
     env = _empty(errors)
@@ -237,7 +212,7 @@ def _parse(raw: bytes, blob_sink: BlobSink | None, limits: Limits, errors: Error
     except Exception as exc:  # keep going: the body may still be readable
         log.exception("- header decoding failed")
         errors.add("parse.headers", f"headers partly unreadable ({type(exc).__name__})")
-    msg = _parse_structure(_structure_head(fields), raw, body_start, errors)
+    msg = parse_tree(fields, raw, body_start, errors)
     if msg is None:
         env.update(_fallback_body(raw, body_start, errors, limits))
         return env
@@ -250,7 +225,7 @@ def _parse(raw: bytes, blob_sink: BlobSink | None, limits: Limits, errors: Error
         message_key=key,
     )
     found = walker.walk(msg)
-    env.update(_bodies(found, errors, limits))
+    env.update(_bodies(found, errors, limits, remote_images))
     env["attachments"] = found.attachments
     env["forwarded"] = found.forwarded or None
     env["bounce"] = found.bounce

@@ -10,11 +10,43 @@ Rules (close to what mail clients show):
   attachment (inline images keep ``disposition: inline`` and their ``contentId``).
 * ``message/rfc822``/``message/global`` (forwards) become one ``.eml`` attachment with their
   exact bytes and a ``forwarded`` entry with their subject, from, date and message id; their
-  own parts are not walked for the outer body.
+  own parts are not walked for the outer body, but they are parsed and walked for *files*:
+  every file inside (at any depth, forwards in forwards included) is listed in the ``.eml``
+  attachment's ``contains`` (same fields as an attachment, plus ``path``), its bytes stored,
+  so the scan stage checks them like top-level attachments.
 * ``message/delivery-status`` feeds ``bounce`` and its text is shown in ``text``.
 * ``winmail.dat`` (TNEF) is unpacked into the files (and body) it carries.
 * A nested multipart reusing its parent's boundary is regrouped (Outlook Express for Mac).
 * Depth and part-count limits stop the walk with a ``limit.*`` parse error.
+
+The walk is iterative (an explicit stack), so no depth of input can exhaust the Python stack;
+depth is counted across forwards (a forward's own header block is one level below the part
+holding it), as Postfix counts ``mime_nesting_limit``. ``Limits.max_depth`` is ``[mime]
+max_nesting`` (100, Postfix's default).
+
+Unscannable (issue 12): *nothing that could hide an attachment passes as clean.* The walk
+records one of the ``errors.UNSCANNABLE`` codes, and the scan stage quarantines the message
+with reason ``unscannable``, exactly when part of the input was not read as MIME parts:
+
+* ``parse.structure``: the stdlib parser raised (RecursionError past ~1000 levels) on the
+  message or on a forward inside it; ``parse.internal``: mailgate's own code failed.
+* ``limit.depth``: parts nested deeper than ``max_nesting`` were not read.
+* ``limit.nested-bytes``: forwards inside forwards past ``max_nested_bytes`` re-parsed bytes
+  (each level re-reads the bytes of the levels below it) were not opened.
+* ``structure.unsplittable``: a multipart whose boundary is missing or never appears, with a
+  non-blank body: what a lenient client might split into parts is only text to us.
+* ``structure.after-close``: delimiter lines opening new parts after a multipart's close
+  delimiter (the stdlib puts them in the epilogue; a lenient client may show them).
+* ``attachment.tnef-unreadable`` (a blob with the TNEF signature that tnefparse cannot read),
+  ``limit.tnef-files`` (more files than ``max_tnef_files``), ``body.undecodable`` (a
+  uuencoded body that does not decode, an x-gzip64 body inflating past its bound).
+
+Defects that lose no part are delivered with their ``parseErrors`` as before: a missing close
+delimiter (the stdlib ends the part at the parent's next delimiter or at the end of the input,
+so every part is still read: ``broken_structure.eml``), damaged base64 (decoded leniently; the
+attachment is still listed and sniffed: ``base64_damaged.eml``), bad charsets, bad headers, a
+body cut at its size limit (``limit.text``), a multipart with a blank body, ``limit.parts``
+(quarantined by the scan stage as ``parse-limit``, as before).
 """
 
 from __future__ import annotations
@@ -24,7 +56,7 @@ from dataclasses import dataclass, field
 from email.feedparser import BytesFeedParser
 from email.message import Message
 from email.policy import compat32
-from typing import Any
+from typing import Any, cast
 
 from mailgate.envelope import Address, Attachment
 from mailgate.mime.addresses import parse_address_list
@@ -33,13 +65,13 @@ from mailgate.mime.bounce import parse_delivery_status
 from mailgate.mime.charsets import codec_for, decode_bytes
 from mailgate.mime.errors import ErrorLog
 from mailgate.mime.fields import first_msg_id, parse_date
-from mailgate.mime.headers import HeaderSet, decode_words, split_header_block
+from mailgate.mime.headers import HeaderSet, RawHeader, decode_words, split_header_block
 from mailgate.mime.html import html_to_text
 from mailgate.mime.limits import Limits
 from mailgate.mime.params import header_text, parse_structured
 from mailgate.mime.text import normalize_newlines, unflow
-from mailgate.mime.tnef import extract_tnef, is_tnef
-from mailgate.mime.transfer import children, decode_body
+from mailgate.mime.tnef import extract_tnef, is_tnef, looks_like_tnef
+from mailgate.mime.transfer import UNDECODABLE, children, decode_body
 
 _MESSAGE_TYPES = frozenset({"message/rfc822", "message/global"})
 _REPORT_TYPES = frozenset(
@@ -47,6 +79,9 @@ _REPORT_TYPES = frozenset(
 )
 _BODY_TYPES = frozenset({"text/plain", "text/html"})
 _FREE_AFTER = 64 * 1024
+_FEED_CHUNK = 256 * 1024
+_FOLD = re.compile(rb"\r?\n(?=[ \t])")
+_STRUCTURE_FIELDS = frozenset({"content-type", "content-transfer-encoding", "content-disposition"})
 _MAX_EPILOGUE_PARTS = 100
 _META_SCAN = 4096
 _META_CHARSET = re.compile(
@@ -99,6 +134,63 @@ def forwarded_summary(data: bytes, limits: Limits, errors: ErrorLog) -> dict[str
     }
 
 
+@dataclass
+class _Inside:
+    """Where a part inside a forward lands: the top-level ``.eml`` record and a path prefix."""
+
+    contains: list[dict[str, Any]]
+    path: str
+
+
+@dataclass
+class _Item:
+    part: Message
+    depth: int
+    alt: int | None
+    parent_type: str
+    inside: _Inside | None = None
+
+
+def parse_tree(
+    fields: list[RawHeader], raw: bytes, body_start: int, errors: ErrorLog, what: str = "message"
+) -> Message | None:
+    """Parse the MIME tree from the Content-* ``fields`` + ``raw[body_start:]``, fed in slices.
+
+    Only the Content-* fields are fed (Received & co. are not re-parsed). None, with a
+    ``parse.structure`` error (unscannable), when the stdlib parser raises: it nests one
+    generator per MIME level and hits the recursion limit near 1000 levels.
+    """
+    parser = BytesFeedParser(_factory=LeafMessage, policy=compat32)
+    view = memoryview(raw)
+    try:
+        parser.feed(structure_head(fields))
+        for start in range(body_start, len(raw), _FEED_CHUNK):
+            parser.feed(bytes(view[start : start + _FEED_CHUNK]))
+        msg = parser.close()
+    except Exception as exc:  # the stdlib parser can raise on hostile input (deep nesting...)
+        errors.add(
+            "parse.structure", f"MIME structure of the {what} unreadable ({type(exc).__name__})"
+        )
+        return None
+    finally:
+        view.release()
+    return msg
+
+
+def structure_head(fields: list[RawHeader]) -> bytes:
+    """The header block fed to the MIME parser: only the Content-* fields, then a blank line."""
+    # Unfolded (RFC 5322 section 2.2.3): the stdlib keeps the line break inside a folded
+    # parameter, so boundary="simple\r\n boundary" would never match the delimiter lines.
+    return (
+        b"".join(
+            name.encode("ascii") + b": " + _FOLD.sub(b"", value).strip() + b"\r\n"
+            for name, value in fields
+            if name.lower() in _STRUCTURE_FIELDS
+        )
+        + b"\r\n"
+    )
+
+
 class Walker:
     """One walk over one parsed message; see the module docstring for the rules."""
 
@@ -115,13 +207,17 @@ class Walker:
         self.blob_sink = blob_sink
         self.message_key = message_key
         self.parts = 0
+        self.nested_bytes = 0
         self.out = Collected()
         self._alt_text_done: set[int] = set()
+        self._stack: list[_Item] = []
 
     # -- entry -------------------------------------------------------------------------------
 
     def walk(self, root: Message) -> Collected:
-        self._visit(root, depth=0, alt=None, parent_type="")
+        self._stack = [_Item(root, 0, None, "")]
+        while self._stack:
+            self._visit(self._stack.pop())
         return self.out
 
     # -- helpers -----------------------------------------------------------------------------
@@ -135,7 +231,7 @@ class Walker:
             ctype = "message/rfc822" if parent_type == "multipart/digest" else "text/plain"
         return ctype, params
 
-    def _attach(
+    def _record(
         self,
         data: bytes,
         *,
@@ -143,7 +239,8 @@ class Walker:
         ctype: str,
         disposition: str,
         content_id: str | None,
-    ) -> None:
+        inside: _Inside | None,
+    ) -> Attachment:
         too_big = len(data) > self.limits.max_attachment_bytes
         if too_big:
             self.errors.add(
@@ -151,31 +248,37 @@ class Walker:
                 f"attachment of {len(data)} bytes over {self.limits.max_attachment_bytes}; "
                 "listed but not stored",
             )
-        self.out.attachments.append(
-            make_attachment(
-                data=data,
-                filename=filename,
-                content_type=ctype,
-                disposition=disposition,
-                content_id=content_id,
-                index=len(self.out.attachments) + 1,
-                message_key=self.message_key,
-                blob_sink=self.blob_sink,
-                store=not too_big,
-            )
+        listing: list[Any] = self.out.attachments if inside is None else inside.contains
+        record = make_attachment(
+            data=data,
+            filename=filename,
+            content_type=ctype,
+            disposition=disposition,
+            content_id=content_id,
+            index=len(listing) + 1,
+            message_key=self.message_key if inside is None else f"{self.message_key}:contains",
+            blob_sink=self.blob_sink,
+            store=not too_big,
         )
+        if inside is not None:
+            entry = cast(dict[str, Any], record)
+            entry["path"] = f"{inside.path}/{record['filename']}"
+        listing.append(record)
+        return record
 
     def _decode(self, part: Message) -> bytes:
         cte_text = header_text(part, "content-transfer-encoding") or ""
         cte = cte_text.strip().lower()
         data, problem = decode_body(part, cte)
         if problem:
-            self.errors.add("body.transfer-encoding", problem)
+            code = "body.undecodable" if problem in UNDECODABLE else "body.transfer-encoding"
+            self.errors.add(code, problem)
         return data
 
     # -- the walk ----------------------------------------------------------------------------
 
-    def _visit(self, part: Message, depth: int, alt: int | None, parent_type: str) -> None:
+    def _visit(self, item: _Item) -> None:
+        part, depth = item.part, item.depth
         self.parts += 1
         if self.parts > self.limits.max_parts:
             if self.parts == self.limits.max_parts + 1:
@@ -188,47 +291,70 @@ class Walker:
                 "limit.depth", f"MIME nesting deeper than {self.limits.max_depth}; rest skipped"
             )
             return
-        ctype, params = self._content_type(part, parent_type)
+        ctype, params = self._content_type(part, item.parent_type)
         payload = children(part)
         if payload is not None:
-            if not ctype.startswith("multipart/"):
-                self.errors.add("structure.unexpected-children", f"{ctype} part had sub-parts")
-            if ctype == "multipart/report" and params.get("report-type") == "delivery-status":
-                self.out.is_report = True
-            group = id(part) if ctype == "multipart/alternative" else alt
-            boundary = params.get("boundary")
-            reused = False
-            for child in payload:
-                if not (boundary and _reuses_boundary(child, boundary)):
-                    self._visit(child, depth + 1, group, ctype)
-                else:
-                    # RFC 2046 5.1.1 forbids a nested multipart reusing its parent's boundary,
-                    # but Outlook Express for Mac did: the stdlib then gives the inner part no
-                    # children and the outer one its parts. The siblings that follow are really
-                    # the inner part's (an alternative: one body, not two).
-                    reused = True
-                    self.errors.add(
-                        "structure.reused-boundary",
-                        "a nested multipart reuses its parent's boundary; parts regrouped",
-                    )
-                    inner_type = parse_structured(header_text(child, "content-type"))[0]
-                    if inner_type == "multipart/alternative":
-                        group = id(child)
-            if reused:
-                # What the stdlib left in the epilogue after the inner close delimiter are the
-                # outer part's remaining parts.
-                for extra in _epilogue_parts(part, boundary or ""):
-                    self._visit(extra, depth + 1, alt, ctype)
+            self._container(item, ctype, params, payload)
             return
         if ctype.startswith("multipart/"):
-            self.errors.add(
-                "structure.multipart-without-parts",
-                f"{ctype} without readable parts (missing or wrong boundary); read as text",
-            )
+            if _blank(part):
+                self.errors.add(
+                    "structure.multipart-without-parts",
+                    f"{ctype} without readable parts (missing or wrong boundary); read as text",
+                )
+            else:
+                self.errors.add(
+                    "structure.unsplittable",
+                    f"{ctype} with content but no readable parts (missing or wrong boundary); "
+                    "read as text, may hide parts",
+                )
             ctype = "text/plain"
-        self._leaf(part, ctype, params, alt)
+        self._leaf(item, ctype, params)
 
-    def _leaf(self, part: Message, ctype: str, params: dict[str, str], alt: int | None) -> None:
+    def _container(
+        self, item: _Item, ctype: str, params: dict[str, str], payload: list[Message]
+    ) -> None:
+        part, depth, alt = item.part, item.depth, item.alt
+        if not ctype.startswith("multipart/"):
+            self.errors.add("structure.unexpected-children", f"{ctype} part had sub-parts")
+        # A forwarded report is not this message's bounce.
+        is_report = ctype == "multipart/report" and params.get("report-type") == "delivery-status"
+        if is_report and item.inside is None:
+            self.out.is_report = True
+        group = id(part) if ctype == "multipart/alternative" else alt
+        boundary = params.get("boundary")
+        reused = False
+        todo: list[_Item] = []
+        for child in payload:
+            if not (boundary and _reuses_boundary(child, boundary)):
+                todo.append(_Item(child, depth + 1, group, ctype, item.inside))
+            else:
+                # RFC 2046 5.1.1 forbids a nested multipart reusing its parent's boundary,
+                # but Outlook Express for Mac did: the stdlib then gives the inner part no
+                # children and the outer one its parts. The siblings that follow are really
+                # the inner part's (an alternative: one body, not two).
+                reused = True
+                self.errors.add(
+                    "structure.reused-boundary",
+                    "a nested multipart reuses its parent's boundary; parts regrouped",
+                )
+                inner_type = parse_structured(header_text(child, "content-type"))[0]
+                if inner_type == "multipart/alternative":
+                    group = id(child)
+        if reused:
+            # What the stdlib left in the epilogue after the inner close delimiter are the
+            # outer part's remaining parts.
+            for extra in _epilogue_parts(part, boundary or ""):
+                todo.append(_Item(extra, depth + 1, alt, ctype, item.inside))
+        elif boundary and _opens_part_after_close(part.epilogue, boundary):
+            self.errors.add(
+                "structure.after-close",
+                f"{ctype} has parts after its close delimiter; not read, may hide parts",
+            )
+        self._stack.extend(reversed(todo))
+
+    def _leaf(self, item: _Item, ctype: str, params: dict[str, str]) -> None:
+        part, alt, inside = item.part, item.alt, item.inside
         disp, dparams = parse_structured(header_text(part, "content-disposition"))
         filename = dparams.get("filename") or params.get("name")
         content_id = _content_id(part)
@@ -236,18 +362,19 @@ class Walker:
         if isinstance(part._payload, str) and len(part._payload) > _FREE_AFTER:  # type: ignore[attr-defined]
             part._payload = ""  # type: ignore[attr-defined]  # drop the encoded copy early
         if ctype in _BODY_TYPES and disp != "attachment":
-            self._body(data, ctype, params, alt)
+            if inside is None:
+                self._body(data, ctype, params, alt)
             # Inline text with an explicit Content-Disposition filename is a file the sender
             # attached (Netscape, Apple Mail): mail clients show it inline *and* list it, so
             # it is body text and an attachment. A bare Content-Type name= alone is not.
             if not dparams.get("filename"):
                 return
         if ctype in _MESSAGE_TYPES:
-            summary = forwarded_summary(data, self.limits, self.errors)
-            self.out.forwarded.append(summary)
-            if not filename and summary.get("subject"):
-                filename = f"{summary['subject']}.eml"
-        elif ctype in _REPORT_TYPES:
+            self._forward(item, data, ctype, filename, disp, content_id)
+            return
+        if ctype in _REPORT_TYPES:
+            if inside is not None:
+                return
             # RFC 3464 fields feed ``bounce``; the report is text a reader sees, not a file.
             report = normalize_newlines(decode_bytes(data, "utf-8")[0])
             bounce = parse_delivery_status(report)
@@ -256,29 +383,104 @@ class Walker:
             if alt is None:
                 self.out.texts.append(report)
             return
-        if is_tnef(ctype, filename):
-            unpacked = extract_tnef(data, self.limits.max_tnef_files)
-            files, tnef_body = unpacked if unpacked is not None else ([], None)
-            if tnef_body and not self.out.texts and alt is None:
-                self.out.texts.append(normalize_newlines(tnef_body))
-            if files:
-                for name, blob in files:
-                    self._attach(
-                        blob,
-                        filename=name or None,
-                        ctype=type_for_filename(name),
-                        disposition="attachment",
-                        content_id=None,
-                    )
-                return
-            if unpacked is None:
-                self.errors.add("attachment.tnef", "winmail.dat could not be unpacked; kept as is")
-            elif tnef_body:
-                return  # readable TNEF that only carried the (now extracted) body
+        if is_tnef(ctype, filename) and self._tnef(data, alt, inside):
+            return
         if disp not in ("inline", "attachment"):
             # No disposition: a part referenced by Content-ID (multipart/related) is shown inline.
             disp = "inline" if content_id else "attachment"
-        self._attach(data, filename=filename, ctype=ctype, disposition=disp, content_id=content_id)
+        self._record(
+            data,
+            filename=filename,
+            ctype=ctype,
+            disposition=disp,
+            content_id=content_id,
+            inside=inside,
+        )
+
+    def _tnef(self, data: bytes, alt: int | None, inside: _Inside | None) -> bool:
+        """Unpack a winmail.dat; True when its files (or body) replace the blob itself."""
+        unpacked = extract_tnef(data, self.limits.max_tnef_files + 1)
+        files, tnef_body = unpacked if unpacked is not None else ([], None)
+        if len(files) > self.limits.max_tnef_files:
+            self.errors.add(
+                "limit.tnef-files",
+                f"winmail.dat holds more than {self.limits.max_tnef_files} files; rest not read",
+            )
+            files = files[: self.limits.max_tnef_files]
+        if tnef_body and not self.out.texts and alt is None and inside is None:
+            self.out.texts.append(normalize_newlines(tnef_body))
+        if files:
+            for name, blob in files:
+                self._record(
+                    blob,
+                    filename=name or None,
+                    ctype=type_for_filename(name),
+                    disposition="attachment",
+                    content_id=None,
+                    inside=inside,
+                )
+            return True
+        if unpacked is None:
+            if looks_like_tnef(data):
+                self.errors.add(
+                    "attachment.tnef-unreadable",
+                    "winmail.dat has the TNEF signature but could not be unpacked; may hide files",
+                )
+            else:
+                self.errors.add("attachment.tnef", "winmail.dat could not be unpacked; kept as is")
+            return False
+        # readable TNEF that only carried the (now extracted) body
+        return bool(tnef_body)
+
+    def _forward(
+        self,
+        item: _Item,
+        data: bytes,
+        ctype: str,
+        filename: str | None,
+        disp: str,
+        content_id: str | None,
+    ) -> None:
+        """A message/rfc822 part: listed (top level) and opened for the files it holds."""
+        inside = item.inside
+        if inside is None:
+            summary = forwarded_summary(data, self.limits, self.errors)
+            self.out.forwarded.append(summary)
+            if not filename and summary.get("subject"):
+                filename = f"{summary['subject']}.eml"
+            if disp not in ("inline", "attachment"):
+                disp = "inline" if content_id else "attachment"
+            record = self._record(
+                data,
+                filename=filename,
+                ctype=ctype,
+                disposition=disp,
+                content_id=content_id,
+                inside=None,
+            )
+            entry = cast(dict[str, Any], record)
+            contains: list[dict[str, Any]] = []
+            entry["contains"] = contains
+            inside = _Inside(contains, record["filename"])
+        else:
+            inside = _Inside(inside.contains, f"{inside.path}/{filename or 'message.eml'}")
+        self.nested_bytes += len(data)
+        if self.nested_bytes > self.limits.max_nested_bytes:
+            self.errors.add(
+                "limit.nested-bytes",
+                f"forwarded messages over {self.limits.max_nested_bytes} bytes in all; "
+                "the rest not opened",
+            )
+            return
+        if item.depth + 1 > self.limits.max_depth:
+            self.errors.add(
+                "limit.depth", f"MIME nesting deeper than {self.limits.max_depth}; rest skipped"
+            )
+            return
+        fields, body_start = split_header_block(data, self.limits, ErrorLog())
+        root = parse_tree(fields, data, body_start, self.errors, "forwarded message")
+        if root is not None:
+            self._stack.append(_Item(root, item.depth + 1, None, "", inside))
 
     def _body(self, data: bytes, ctype: str, params: dict[str, str], alt: int | None) -> None:
         charset = params.get("charset")
@@ -326,6 +528,19 @@ def _content_id(part: Message) -> str | None:
     if value.startswith("<") and ">" in value:
         value = value[1 : value.index(">")]
     return value.strip() or None
+
+
+def _blank(part: Message) -> bool:
+    payload = part._payload  # type: ignore[attr-defined]
+    return not payload or (isinstance(payload, (str, bytes)) and not payload.strip())
+
+
+def _opens_part_after_close(epilogue: str | None, boundary: str) -> bool:
+    """A delimiter line opening a part (not a repeated close) in the text after the close."""
+    if not epilogue or f"--{boundary}" not in epilogue:
+        return False
+    opener = re.compile(rf"^--{re.escape(boundary)}[ \t]*\r?$", re.MULTILINE)
+    return opener.search(epilogue) is not None
 
 
 def _reuses_boundary(child: Message, boundary: str) -> bool:

@@ -6,6 +6,13 @@ from tnefparse import TNEF
 
 from mailgate.mime.charsets import decode_8bit_header
 
+TNEF_SIGNATURE = b"\x78\x9f\x3e\x22"
+"""0x223E9F78, little-endian: the first four bytes of every TNEF stream ([MS-OXTNEF] 2.1.3.1)."""
+
+
+def looks_like_tnef(data: bytes) -> bool:
+    return data.startswith(TNEF_SIGNATURE)
+
 
 def is_tnef(content_type: str, filename: str | None) -> bool:
     return content_type in ("application/ms-tnef", "application/vnd.ms-tnef") or (

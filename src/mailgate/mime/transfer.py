@@ -15,6 +15,10 @@ from email.message import Message
 _B64_JUNK = re.compile(rb"[^A-Za-z0-9+/=]+")
 _B64_BLOCKS = re.compile(rb"[A-Za-z0-9+/]+")
 _MAX_INFLATE = 50 * 1024 * 1024
+UUENCODE_FAILED = "uuencoded body could not be decoded"
+GZIP64_TOO_BIG = "x-gzip64 body inflates past the limit; kept compressed"
+UNDECODABLE = frozenset({UUENCODE_FAILED, GZIP64_TOO_BIG})
+"""Problems after which the body's content is unknown (not just repaired): unscannable."""
 
 
 def _b64_lenient(data: bytes) -> bytes:
@@ -105,7 +109,7 @@ def decode_body(part: Message, cte: str) -> tuple[bytes, str | None]:
             decoded = None
         if isinstance(decoded, bytes):
             return decoded, None
-        return to_bytes(payload), "uuencoded body could not be decoded"
+        return to_bytes(payload), UUENCODE_FAILED
     if cte == "x-gzip64":
         # Old MIME-tools convention: gzip, then base64. Inflated with a bound (zip bombs).
         packed, _ = decode_base64(payload)
@@ -115,7 +119,7 @@ def decode_body(part: Message, cte: str) -> tuple[bytes, str | None]:
         except zlib.error:
             return packed, "x-gzip64 body is not gzip; kept base64-decoded"
         if inflater.unconsumed_tail:
-            return packed, "x-gzip64 body inflates past the limit; kept compressed"
+            return packed, GZIP64_TOO_BIG
         return data, None
     # Misspelled names seen in the wild: "base-64", "Base64 ", "quoted-printable;".
     if "64" in cte:
