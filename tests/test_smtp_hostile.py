@@ -50,7 +50,7 @@ class Listener:
 async def listener(
     tmp_path: Path, domains: list[DomainConfig] | None = None, **smtp: Any
 ) -> AsyncIterator[Listener]:
-    # (greet_delay set to 0 once it exists)
+    smtp.setdefault("greet_delay", 0.0)
     cfg = dataclasses.replace(SmtpConfig(listen="127.0.0.1:0", hostname="mx.test"), **smtp)
     store = SqliteStore(tmp_path / "data")
     await store.open()

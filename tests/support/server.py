@@ -40,6 +40,7 @@ listen = "127.0.0.1:0"
 hostname = "mx.test.mailgate"
 max_message_size = "{max_size}"
 max_recipients = {max_recipients}
+greet_delay = "0s"
 {smtp_extra}
 
 [store]

@@ -28,6 +28,8 @@ DOMAINS = [
 async def inproc_listener(
     tmp_path: Path, *, spool: Any = None, auth: Any = None, **smtp_overrides: Any
 ) -> AsyncIterator[tuple[str, int, SqliteStore]]:
+    # No pregreet wait: the suite opens hundreds of sessions (tests of it set greet_delay).
+    smtp_overrides.setdefault("greet_delay", 0.0)
     smtp_cfg = dataclasses.replace(
         SmtpConfig(listen="127.0.0.1:0", hostname="mx.test"), **smtp_overrides
     )

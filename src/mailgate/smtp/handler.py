@@ -21,7 +21,13 @@ from mailgate.envelope import AuthResult, new_id
 from mailgate.logs import get_logger, log_fields
 from mailgate.metrics import record_auth_action
 from mailgate.smtp import replies
-from mailgate.smtp.policy import Accepted, IpRateLimiter, RecipientPolicy, Refused
+from mailgate.smtp.policy import (
+    Accepted,
+    IpRateLimiter,
+    RecipientPolicy,
+    Refused,
+    split_address,
+)
 from mailgate.smtp.protocol import peer_ip
 from mailgate.store.base import Spool, SpoolRecord
 
@@ -89,10 +95,13 @@ class SmtpHandler:
         responses: list[str],
     ) -> list[str]:
         """Advertise PIPELINING (RFC 2920: aiosmtpd reads commands in order, the DATA reader
-        returns what follows the dot to the stream); never AUTH: an MX takes no logins."""
+        returns what follows the dot to the stream) and ENHANCEDSTATUSCODES (RFC 2034: every
+        reply after the EHLO carries one, see ``replies.enhanced``); never AUTH: an MX takes
+        no logins."""
         session.host_name = hostname
         out = [r for r in responses if not r.startswith("250-AUTH")]
         out.insert(len(out) - 1, "250-PIPELINING")
+        out.insert(len(out) - 1, "250-ENHANCEDSTATUSCODES")
         return out
 
     async def handle_MAIL(
@@ -145,9 +154,18 @@ class SmtpHandler:
         verdict = self.policy.check(address)
         if isinstance(verdict, Refused):
             metrics.SMTP_REJECTED.labels(reason=verdict.reason).inc()
+            # The domain says whom the attempt was for; the local part is the sender's guess
+            # at a mailbox and stays out of the log.
+            parts = split_address(address)
             log.info(
                 "recipient refused",
-                extra=log_fields(fields={"reason": verdict.reason, "client_ip": peer_ip(session)}),
+                extra=log_fields(
+                    fields={
+                        "reason": verdict.reason,
+                        "rcpt_domain": parts[1] if parts else "",
+                        "client_ip": peer_ip(session),
+                    }
+                ),
             )
             if verdict.reason == "unknown-mailbox":
                 return replies.UNKNOWN_MAILBOX
@@ -281,4 +299,4 @@ class SmtpHandler:
             txn.spf_task.cancel()
             with contextlib.suppress(BaseException):
                 await txn.spf_task
-        return "250 OK"
+        return replies.OK

@@ -174,31 +174,3 @@ class IpRateLimiter:
             del self._hits[ip]
         if len(self._hits) >= self.max_ips:
             self._hits.clear()
-
-
-class ConnectionCounter:
-    """Open connections in all and per IP, for the 421 limits."""
-
-    def __init__(self, max_total: int, max_per_ip: int) -> None:
-        self.max_total = max_total
-        self.max_per_ip = max_per_ip
-        self.total = 0
-        self.per_ip: dict[str, int] = {}
-
-    def try_open(self, ip: str) -> str | None:
-        """None when admitted, else which limit was hit ("total" or "per-ip")."""
-        if self.max_total and self.total >= self.max_total:
-            return "total"
-        if self.max_per_ip and self.per_ip.get(ip, 0) >= self.max_per_ip:
-            return "per-ip"
-        self.total += 1
-        self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
-        return None
-
-    def close(self, ip: str) -> None:
-        self.total = max(0, self.total - 1)
-        n = self.per_ip.get(ip, 0) - 1
-        if n <= 0:
-            self.per_ip.pop(ip, None)
-        else:
-            self.per_ip[ip] = n

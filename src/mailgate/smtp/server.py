@@ -15,8 +15,8 @@ from typing import Any
 from mailgate.config import SmtpConfig
 from mailgate.logs import get_logger
 from mailgate.smtp import replies
+from mailgate.smtp.connections import ConnectionCounter, ConnectionLimits, PeerHistory
 from mailgate.smtp.handler import SmtpHandler
-from mailgate.smtp.policy import ConnectionCounter
 from mailgate.smtp.protocol import MailgateSMTP
 
 log = get_logger("smtp")
@@ -40,7 +40,10 @@ def tls_context(cfg: SmtpConfig) -> ssl.SSLContext | None:
 
 class SmtpServer:
     def __init__(self, cfg: SmtpConfig, handler: SmtpHandler) -> None:
-        self.connections = ConnectionCounter(cfg.max_connections, cfg.max_connections_per_ip)
+        # Shared by every session and kept across reloads: the counts and the history are
+        # facts about clients, only the limits they are compared with come from the config.
+        self.connections = ConnectionCounter()
+        self.history = PeerHistory(cfg.history_ttl)
         self._server: asyncio.base_events.Server | None = None
         self._protocols: set[MailgateSMTP] = set()
         self._install(cfg, handler, tls_context(cfg))
@@ -55,15 +58,22 @@ class SmtpServer:
         self.cfg = cfg
         self.handler = handler
         self._tls = tls
-        self.connections.max_total = cfg.max_connections
-        self.connections.max_per_ip = cfg.max_connections_per_ip
+        self.history.ttl = cfg.history_ttl
         counter = self.connections
+        peer_history = self.history
         protocols = self._protocols
 
         class _Protocol(MailgateSMTP):
             max_data_line = cfg.max_line_length
             connections = counter
+            history = peer_history
+            limits = ConnectionLimits.from_config(cfg)
             chunked_data = cfg.chunked_data
+            greet_delay = cfg.greet_delay
+            data_timeout = cfg.data_timeout
+            min_data_rate = cfg.min_data_rate
+            min_data_rate_grace = cfg.min_data_rate_grace
+            session_timeout = cfg.session_timeout
 
             def connection_made(self, transport: asyncio.BaseTransport) -> None:
                 protocols.add(self)
