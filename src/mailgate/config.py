@@ -308,6 +308,17 @@ class PipelineConfig:
 
 @dataclass(frozen=True)
 class IngestConfig:
+MAX_MIME_NESTING = 250
+"""Upper bound for [mime] max_nesting: the stdlib parser nests one generator per level and
+reaches Python's recursion limit near 1000 levels (past it: unscannable anyway)."""
+
+
+@dataclass(frozen=True)
+class MimeConfig:
+    max_nesting: int = 100  # Postfix's mime_nesting_limit; deeper mail is quarantined unscannable
+    remote_images: Literal["keep", "strip"] = "keep"
+
+
     workers: int = 1
     batch_size: int = 64
     poll_interval: Duration = 0.2
@@ -394,6 +405,7 @@ class _Locator:
         self.lines = text.splitlines()
 
     def line_of(self, keypath: str) -> int | None:
+    mime: MimeConfig = field(default_factory=MimeConfig)
         parts = [p for p in re.split(r"[.\[\]]+", keypath) if p and not p.isdigit()]
         if not parts:
             return None
@@ -721,6 +733,22 @@ def _validate_tenants(
 def config_warnings(cfg: Config) -> list[str]:
     """Valid but probably unintended settings: ``check-config`` prints them, ``serve`` logs them."""
     warnings: list[str] = []
+    if cfg.ingest.workers > 16:
+        bad("ingest.workers", cfg.ingest.workers, "0 (inline) to 16 worker processes")
+    if not 1 <= cfg.mime.max_nesting <= MAX_MIME_NESTING:
+        bad("mime.max_nesting", cfg.mime.max_nesting, f"1 to {MAX_MIME_NESTING} (Postfix: 100)")
+    if cfg.spam.engine != "none" and not re.match(r"^https?://[^/\s]+", cfg.spam.url):
+        bad("spam.url", cfg.spam.url, "an http:// URL of rspamd's normal worker")
+    if cfg.antivirus.engine != "none" and not _clamd_address_ok(cfg.antivirus.address):
+        bad("antivirus.address", cfg.antivirus.address, '"host:port" or "unix:/path/to/clamd.ctl"')
+    for section, timeout in (("spam", cfg.spam.timeout), ("antivirus", cfg.antivirus.timeout)):
+        if timeout <= 0 or (cfg.pipeline.stage_timeout and timeout >= cfg.pipeline.stage_timeout):
+            # the engine's own timeout must fire first, so that on_error decides, not the runner
+            bad(f"{section}.timeout", timeout, "more than 0 and less than pipeline.stage_timeout")
+    if errors:
+        raise ConfigErrors(errors)
+
+
     warnings.extend(_reply_from_warnings(cfg))
     return warnings
 

@@ -32,6 +32,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from mailgate.logs import RateLimitedLog, describe_error, log_fields
 from mailgate.store.base import StoreError
 
 log = logging.getLogger("mailgate.delivery")
@@ -87,6 +88,8 @@ class MetricsPublisher:
         self.interval = interval
         self.key = process_key()
         self._task: asyncio.Task[None] | None = None
+        # a store that keeps failing (disk full) gets one line every few minutes, not one per try
+        self._limited = RateLimitedLog(log, interval=300.0)
 
     async def publish(self) -> None:
         text = generate_latest(self.registry).decode("utf-8")
@@ -96,8 +99,12 @@ class MetricsPublisher:
         while True:
             try:
                 await self.publish()
-            except StoreError:
-                log.warning("could not publish this process's metrics; retrying")
+            except StoreError as exc:
+                self._limited.log(
+                    logging.WARNING, "publish", "could not publish this process's metrics", exc=exc
+                )
+            else:
+                self._limited.reset("publish")
             await asyncio.sleep(self.interval)
 
     async def start(self) -> None:
@@ -129,8 +136,11 @@ def _merge(texts: list[str]) -> list[Metric]:
     for text in texts:
         try:
             parsed = list(text_string_to_metric_families(text))
-        except ValueError:
-            log.warning("skipping an unreadable metrics snapshot")
+        except ValueError as exc:
+            log.warning(
+                "skipping an unreadable metrics snapshot",
+                extra=log_fields(error=describe_error(exc)),
+            )
             continue
         for fam in parsed:
             if fam.name.endswith("_created"):
