@@ -114,7 +114,7 @@ class WorkerRuntime:
         self.stop_event = asyncio.Event()
 
     async def start(self) -> None:
-        from mailgate.mime.parse import parse_message
+        from mailgate.mime.parse import configured_parser
 
         if self._own_store:
             await self.store.open()
@@ -142,7 +142,7 @@ class WorkerRuntime:
         self.ingest = IngestWorker(
             self.store,
             processor,
-            parse=parse_message,
+            parse=configured_parser(self.cfg.mime.max_nesting, self.cfg.mime.remote_images),
             blob_sink=self.blobs.put,
             batch_size=self.cfg.ingest.batch_size,
             poll_interval=self.cfg.ingest.poll_interval,
