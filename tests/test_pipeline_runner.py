@@ -163,6 +163,8 @@ async def test_one_log_line_per_stage(caplog: pytest.LogCaptureFixture) -> None:
             "stage=dedup",
             "stage=intent",
             "stage=thread",
+            "stage=antivirus",
+            "stage=spam",
             "stage=scan",
             "stage=classify",
             "stage=extract",

@@ -83,10 +83,18 @@ def auth_needed_before_250(cfg: Config) -> bool:
     return a.dmarc_enforce == "reject" or a.spf_fail == "reject" or a.temperror == "defer"
 
 
-def build_processor(cfg: Config, store: SqliteStore) -> Any:
+def build_processor(cfg: Config, store: SqliteStore, stages: Any = None) -> Any:
     from mailgate.pipeline.runner import PipelineRunner
 
-    return PipelineRunner(cfg, store)
+    return PipelineRunner(cfg, store, stages=stages)
+
+
+def build_stages(cfg: Config, store: SqliteStore) -> Any:
+    """The configured stages built by their factories (docs/stages.md); a worker service."""
+    from mailgate.pipeline.lifecycle import Services, StageSet
+    from mailgate.pipeline.stages import registry
+
+    return StageSet(cfg, Services(raw_message=store.get_raw), registry())
 
 
 def build_url_signer(cfg: Config) -> Any:
@@ -118,7 +126,9 @@ class WorkerRuntime:
 
         if self._own_store:
             await self.store.open()
-        processor = build_processor(self.cfg, self.store)
+        stages = build_stages(self.cfg, self.store)
+        self._services.append(stages)
+        processor = build_processor(self.cfg, self.store, stages.stages)
         self.auth = build_auth(self.cfg)
         webhook = None
         if self.index == 0:

@@ -249,6 +249,8 @@ class PipelineConfig:
             "dedup",
             "intent",
             "thread",
+            "antivirus",
+            "spam",
             "scan",
             "classify",
             "extract",
@@ -306,8 +308,6 @@ class PipelineConfig:
     max_compression_ratio: float = 100.0
 
 
-@dataclass(frozen=True)
-class IngestConfig:
 MAX_MIME_NESTING = 250
 """Upper bound for [mime] max_nesting: the stdlib parser nests one generator per level and
 reaches Python's recursion limit near 1000 levels (past it: unscannable anyway)."""
@@ -319,6 +319,8 @@ class MimeConfig:
     remote_images: Literal["keep", "strip"] = "keep"
 
 
+@dataclass(frozen=True)
+class IngestConfig:
     workers: int = 1
     batch_size: int = 64
     poll_interval: Duration = 0.2
@@ -354,6 +356,33 @@ class ReplyConfig:
     smarthost_ca_file: ExistingFile = ""
 
 
+OnError = Literal["defer", "continue", "quarantine"]
+"""A stage's failure policy when its engine is down, slow or answers garbage (docs/stages.md)."""
+
+
+@dataclass(frozen=True)
+class SpamConfig:
+    engine: Literal["none", "rspamd"] = "none"
+    url: str = "http://127.0.0.1:11333"
+    password: str = ""
+    timeout: Duration = 3.0
+    on_error: OnError = "continue"
+    quarantine_at: float = 0.0
+    """Score at which the worker quarantines; 0 with reject_at 0: follow rspamd's action."""
+    reject_at: float = 0.0
+    unready_after: Duration = 60.0
+
+
+@dataclass(frozen=True)
+class AntivirusConfig:
+    engine: Literal["none", "clamav"] = "none"
+    address: str = "127.0.0.1:3310"
+    """``host:port`` of clamd's TCPSocket, or ``unix:/path`` of its LocalSocket."""
+    timeout: Duration = 4.0
+    on_error: OnError = "defer"
+    unready_after: Duration = 60.0
+
+
 @dataclass(frozen=True)
 class LogConfig:
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -376,8 +405,11 @@ class Config:
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     rules: Raw = field(default_factory=list)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    mime: MimeConfig = field(default_factory=MimeConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     reply: ReplyConfig = field(default_factory=ReplyConfig)
+    spam: SpamConfig = field(default_factory=SpamConfig)
+    antivirus: AntivirusConfig = field(default_factory=AntivirusConfig)
     log: LogConfig = field(default_factory=LogConfig)
     source: str = "<defaults>"
 
@@ -405,7 +437,6 @@ class _Locator:
         self.lines = text.splitlines()
 
     def line_of(self, keypath: str) -> int | None:
-    mime: MimeConfig = field(default_factory=MimeConfig)
         parts = [p for p in re.split(r"[.\[\]]+", keypath) if p and not p.isdigit()]
         if not parts:
             return None
@@ -499,7 +530,16 @@ def _convert(value: Any, tp: Any, keypath: str, loc: _Locator) -> Any:
         if not isinstance(value, list):
             raise fail(_describe(tp))
         (item_tp,) = typing.get_args(tp)
-        return [_convert(v, item_tp, f"{keypath}[{i}]", loc) for i, v in enumerate(value)]
+        items: list[Any] = []
+        item_errors: list[ConfigError] = []
+        for i, v in enumerate(value):
+            try:
+                items.append(_convert(v, item_tp, f"{keypath}[{i}]", loc))
+            except ConfigError as exc:
+                item_errors.extend(_flatten(exc))
+        if item_errors:
+            raise ConfigErrors(item_errors)
+        return items
     if origin is dict:
         if not isinstance(value, dict):
             raise fail("a table")
@@ -531,33 +571,48 @@ def _convert(value: Any, tp: Any, keypath: str, loc: _Locator) -> Any:
     return value
 
 
+def _flatten(exc: ConfigError) -> list[ConfigError]:
+    return list(exc.errors) if isinstance(exc, ConfigErrors) else [exc]
+
+
 def _build(cls: Any, data: dict[str, Any], keypath: str, loc: _Locator) -> Any:
+    """``data`` as ``cls``; every bad key of the table (and of nested tables) is reported at
+    once, as a `ConfigErrors`, so ``check-config`` lists them all."""
     hints = typing.get_type_hints(cls, include_extras=True)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in _SKIP_FIELDS}
     kwargs: dict[str, Any] = {}
+    errors: list[ConfigError] = []
     for key, value in data.items():
         name = _KEY_ALIASES.get(key, key)
         sub = f"{keypath}.{key}" if keypath else key
         if name not in fields:
             known = ", ".join(sorted(_toml_key(n) for n in fields))
-            raise ConfigError(f"{loc.where(sub)}: unknown key {sub!r}: expected one of {known}")
-        kwargs[name] = _convert(value, hints[name], sub, loc)
+            errors.append(
+                ConfigError(f"{loc.where(sub)}: unknown key {sub!r}: expected one of {known}")
+            )
+            continue
+        try:
+            kwargs[name] = _convert(value, hints[name], sub, loc)
+        except ConfigError as exc:
+            errors.extend(_flatten(exc))
     for name, f in fields.items():
         if (
             name not in kwargs
+            and _toml_key(name) not in data
             and f.default is dataclasses.MISSING
             and f.default_factory is dataclasses.MISSING
         ):
             sub = f"{keypath}.{_toml_key(name)}" if keypath else name
-            raise ConfigError(
-                f"{loc.where(keypath)}: missing key {sub!r}: expected {_describe(hints[name])}"
+            errors.append(
+                ConfigError(
+                    f"{loc.where(keypath)}: missing key {sub!r}: expected {_describe(hints[name])}"
+                )
             )
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise ConfigErrors(errors)
     return cls(**kwargs)
-
-
-_DOMAIN_RE = re.compile(
-    r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
-)
 
 
 # Values shipped in config.example.toml (and the usual stand-ins): refused so that no install
@@ -567,6 +622,11 @@ PLACEHOLDER_WEBHOOK_SECRETS = frozenset({"whsec_change-me", "whsec_changeme", "c
 MIN_TOKEN_LENGTH = 32
 GEN_TOKEN = "generate one with: mailgate keys new-token"
 GEN_SECRET = "generate one with: mailgate keys new-webhook-secret"
+
+
+_DOMAIN_RE = re.compile(
+    r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
 
 
 def _validate(cfg: Config, loc: _Locator) -> None:
@@ -632,11 +692,22 @@ def _validate(cfg: Config, loc: _Locator) -> None:
                 raise ValueError
         except ValueError:
             bad(f"auth.nameservers[{i}]", ns, "an IP address, optionally with :port")
+    if cfg.api.enabled and _same_listener(cfg.smtp.listen, cfg.api.listen):
+        bad("api.listen", cfg.api.listen, f"an address other than smtp.listen ({cfg.smtp.listen})")
     if cfg.api.enabled and not re.match(r"^https?://", cfg.api.public_url):
         bad("api.public_url", cfg.api.public_url, "an http:// or https:// URL")
     for i, t in enumerate(cfg.api.tokens):
         if not t.token and not t.token_sha256:
             bad(f"api.tokens[{i}]", {}, "token or token_sha256")
+        if t.token and t.token.strip().lower() in PLACEHOLDER_TOKENS:
+            bad(f"api.tokens[{i}].token", t.token, f"a real token, not a placeholder ({GEN_TOKEN})")
+        elif t.token and len(t.token) < MIN_TOKEN_LENGTH:
+            # the value is a secret: name its length, never echo it
+            bad(
+                f"api.tokens[{i}].token",
+                f"<{len(t.token)} characters>",
+                f"at least {MIN_TOKEN_LENGTH} characters ({GEN_TOKEN})",
+            )
         if t.token_sha256 and not re.fullmatch(r"[0-9a-fA-F]{64}", t.token_sha256):
             bad(f"api.tokens[{i}].token_sha256", t.token_sha256, "64 hex digits")
     mt = cfg.api.metrics_token
@@ -650,26 +721,11 @@ def _validate(cfg: Config, loc: _Locator) -> None:
         if not re.match(r"^https?://[^/\s]+", w.url):
             bad(f"webhooks[{i}].url", w.url, "an http:// or https:// URL")
         if not w.secrets:
-        if t.token and t.token.strip().lower() in PLACEHOLDER_TOKENS:
-            bad(f"api.tokens[{i}].token", t.token, f"a real token, not a placeholder ({GEN_TOKEN})")
-        elif t.token and len(t.token) < MIN_TOKEN_LENGTH:
-            # the value is a secret: name its length, never echo it
-            bad(
-                f"api.tokens[{i}].token",
-                f"<{len(t.token)} characters>",
-                f"at least {MIN_TOKEN_LENGTH} characters ({GEN_TOKEN})",
-            )
             bad(
                 f"webhooks[{i}].secrets",
                 [],
                 "at least one signing secret (webhooks are always signed)",
             )
-    if cfg.ingest.workers > 16:
-        bad("ingest.workers", cfg.ingest.workers, "0 (inline) to 16 worker processes")
-    if errors:
-        raise ConfigErrors(errors)
-
-
         for j, secret in enumerate(w.secrets):
             if secret.strip().lower() in PLACEHOLDER_WEBHOOK_SECRETS:
                 bad(
@@ -677,6 +733,22 @@ def _validate(cfg: Config, loc: _Locator) -> None:
                     secret,
                     f"a real signing secret, not a placeholder ({GEN_SECRET})",
                 )
+    if cfg.ingest.workers > 16:
+        bad("ingest.workers", cfg.ingest.workers, "0 (inline) to 16 worker processes")
+    if not 1 <= cfg.mime.max_nesting <= MAX_MIME_NESTING:
+        bad("mime.max_nesting", cfg.mime.max_nesting, f"1 to {MAX_MIME_NESTING} (Postfix: 100)")
+    if cfg.spam.engine != "none" and not re.match(r"^https?://[^/\s]+", cfg.spam.url):
+        bad("spam.url", cfg.spam.url, "an http:// URL of rspamd's normal worker")
+    if cfg.antivirus.engine != "none" and not _clamd_address_ok(cfg.antivirus.address):
+        bad("antivirus.address", cfg.antivirus.address, '"host:port" or "unix:/path/to/clamd.ctl"')
+    for section, timeout in (("spam", cfg.spam.timeout), ("antivirus", cfg.antivirus.timeout)):
+        if timeout <= 0 or (cfg.pipeline.stage_timeout and timeout >= cfg.pipeline.stage_timeout):
+            # the engine's own timeout must fire first, so that on_error decides, not the runner
+            bad(f"{section}.timeout", timeout, "more than 0 and less than pipeline.stage_timeout")
+    if errors:
+        raise ConfigErrors(errors)
+
+
 _LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
@@ -730,25 +802,19 @@ def _validate_tenants(
                 named[key] = i
 
 
+def _clamd_address_ok(address: str) -> bool:
+    if address.startswith("unix:"):
+        return len(address) > len("unix:")
+    try:
+        parse_hostport(address)
+    except ValueError:
+        return False
+    return True
+
+
 def config_warnings(cfg: Config) -> list[str]:
     """Valid but probably unintended settings: ``check-config`` prints them, ``serve`` logs them."""
     warnings: list[str] = []
-    if cfg.ingest.workers > 16:
-        bad("ingest.workers", cfg.ingest.workers, "0 (inline) to 16 worker processes")
-    if not 1 <= cfg.mime.max_nesting <= MAX_MIME_NESTING:
-        bad("mime.max_nesting", cfg.mime.max_nesting, f"1 to {MAX_MIME_NESTING} (Postfix: 100)")
-    if cfg.spam.engine != "none" and not re.match(r"^https?://[^/\s]+", cfg.spam.url):
-        bad("spam.url", cfg.spam.url, "an http:// URL of rspamd's normal worker")
-    if cfg.antivirus.engine != "none" and not _clamd_address_ok(cfg.antivirus.address):
-        bad("antivirus.address", cfg.antivirus.address, '"host:port" or "unix:/path/to/clamd.ctl"')
-    for section, timeout in (("spam", cfg.spam.timeout), ("antivirus", cfg.antivirus.timeout)):
-        if timeout <= 0 or (cfg.pipeline.stage_timeout and timeout >= cfg.pipeline.stage_timeout):
-            # the engine's own timeout must fire first, so that on_error decides, not the runner
-            bad(f"{section}.timeout", timeout, "more than 0 and less than pipeline.stage_timeout")
-    if errors:
-        raise ConfigErrors(errors)
-
-
     warnings.extend(_reply_from_warnings(cfg))
     return warnings
 
@@ -779,6 +845,18 @@ def _reply_from_warnings(cfg: Config) -> list[str]:
         " acknowledgements come from the address the customer wrote to (or the local part of"
         " reply.from at the tenant's domain), so the Reply-To alias returns to the same tenant"
     ]
+
+
+def _same_listener(a: str, b: str) -> bool:
+    """Whether two listen addresses would fight over one port (port 0: the kernel picks two)."""
+    try:
+        (host_a, port_a), (host_b, port_b) = parse_hostport(a), parse_hostport(b)
+    except ValueError:
+        return False
+    if port_a != port_b or port_a == 0:
+        return False
+    wildcard = ("", "*", "0.0.0.0", "::")
+    return host_a == host_b or host_a in wildcard or host_b in wildcard
 
 
 def _is_ip(value: str) -> bool:

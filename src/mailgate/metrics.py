@@ -63,3 +63,16 @@ def record_auth_action(report: dict[str, object]) -> None:
         AUTH_ACTIONS.labels(
             action=str(action.get("action") or ""), would=str(action.get("would") or "")
         ).inc()
+SCAN_TOTAL = Counter(
+    "mailgate_scan",
+    "Content scans by engine (rspamd, clamav) and outcome (clean, spam, ham, virus, error)",
+    ["engine", "outcome"],
+    registry=REGISTRY,
+)
+SCAN_SECONDS = Histogram(
+    "mailgate_scan_seconds",
+    "Time one content-scan engine took for one message (errors included)",
+    ["engine"],
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+    registry=REGISTRY,
+)

@@ -1,0 +1,120 @@
+"""Spam: rspamd's score for the raw message, as MailParse names it (``spam.score/flagged``).
+
+The raw message goes to rspamd's ``/checkv2`` with the SMTP facts (client IP, HELO, MAIL FROM,
+recipients, queue id) and mailgate's own Authentication-Results. The envelope gets
+``spam: {score, flagged, action, required, symbols: [{name, score, description}], engine,
+error}``; rules match ``spam.score``, ``spam.flagged``, ``spam.action`` and ``spam.symbol``.
+
+What is held: with ``[spam] quarantine_at``/``reject_at`` set (> 0), a score at or above either
+(the message is already accepted, so "reject" becomes quarantine in the worker); with both 0,
+rspamd's own action — ``reject`` holds it. ``flagged`` is true for a held message and for
+rspamd's ``add header``/``rewrite subject``: it is delivered but never auto-acknowledged (the
+reply guard skips flagged spam).
+
+Failure policy (``[spam] on_error``, default ``continue``): rspamd down, slow or answering
+garbage -> ``spam: {error, score: null, flagged: false}`` and the message goes on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mailgate.config import Config, OnError, SpamConfig
+from mailgate.envelope import Envelope
+from mailgate.pipeline.base import Context, Quarantine, Verdict
+from mailgate.pipeline.lifecycle import RawSource, Services, apply_policy
+from mailgate.pipeline.view import EnvView
+from mailgate.scanners.base import ScanError, SpamVerdict
+from mailgate.scanners.rspamd import SPAM_ACTIONS, MessageFacts, RspamdClient
+
+MAX_SYMBOLS = 50
+"""Symbols kept in the envelope (largest absolute score first); rspamd can list hundreds."""
+
+
+class SpamStage:
+    name = "spam"
+    description = "rspamd score, action and symbols; spam is flagged or held"
+
+    def __init__(
+        self, cfg: SpamConfig, client: RspamdClient | None = None, raw: RawSource | None = None
+    ) -> None:
+        self.cfg = cfg
+        self.client = client
+        self.raw = raw
+        self.on_error: OnError = cfg.on_error
+
+    @classmethod
+    def build(cls, cfg: Config, services: Services) -> SpamStage:
+        if cfg.spam.engine == "none" or services.raw_message is None:
+            return cls(cfg.spam)
+        return cls(cfg.spam, RspamdClient(cfg.spam), services.raw_message)
+
+    async def start(self) -> None:
+        if self.client is not None:
+            await self.client.start()
+
+    async def stop(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+
+    async def run(self, env: Envelope, ctx: Context) -> Verdict | None:
+        if self.client is None or self.raw is None:
+            ctx.note("no spam engine configured")
+            return None
+        raw = await self.raw(ctx.msg_id)
+        try:
+            verdict = await self.client.check(raw, facts(env, ctx.msg_id))
+        except ScanError as exc:
+            env["spam"] = {
+                "engine": "rspamd",
+                "score": None,
+                "flagged": False,
+                "action": None,
+                "required": None,
+                "symbols": [],
+                "error": str(exc),
+            }
+            return apply_policy(self.on_error, self.name, str(exc), ctx, permanent=exc.permanent)
+        hold = should_hold(self.cfg, verdict)
+        env["spam"] = spam_field(verdict, flagged=hold or verdict.action in SPAM_ACTIONS)
+        detail = f"score {verdict.score:g} (action {verdict.action}, required {verdict.required:g})"
+        if hold:
+            ctx.quarantine.append(Quarantine("spam", detail))
+        ctx.note(("spam: " if hold else "") + detail)
+        return None
+
+
+def should_hold(cfg: SpamConfig, verdict: SpamVerdict) -> bool:
+    """Thresholds when set, else rspamd's ``reject`` (see the module docstring)."""
+    limits = [t for t in (cfg.quarantine_at, cfg.reject_at) if t > 0]
+    if limits:
+        return verdict.score >= min(limits)
+    return verdict.action == "reject"
+
+
+def spam_field(verdict: SpamVerdict, *, flagged: bool) -> dict[str, Any]:
+    return {
+        "engine": "rspamd",
+        "score": verdict.score,
+        "flagged": flagged,
+        "action": verdict.action,
+        "required": verdict.required,
+        "symbols": [s.to_json() for s in verdict.symbols[:MAX_SYMBOLS]],
+        "error": None,
+    }
+
+
+def facts(env: Envelope, msg_id: str) -> MessageFacts:
+    view = EnvView(env)
+    session = view.section("envelope")
+    return MessageFacts(
+        client_ip=str(session.get("clientIp") or ""),
+        helo=str(session.get("helo") or ""),
+        mail_from=view.mail_from,
+        rcpt_to=tuple(view.rcpt_to),
+        queue_id=msg_id,
+        authentication_results=str(env.get("authenticationResults") or ""),
+    )
+
+
+STAGE = SpamStage(SpamConfig())
