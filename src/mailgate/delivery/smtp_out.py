@@ -11,6 +11,8 @@ Outcomes of an attempt:
 
 - ``250`` after DATA: ``sent``;
 - a 5xx answer to MAIL, RCPT or DATA: permanent, the reply goes to the DLQ (``dead``);
+- an SMTPUTF8 reply (a non-ASCII return path or From) and a smarthost that does not advertise
+  SMTPUTF8: ``skipped``, the row is kept ``suppressed`` with reason ``smtputf8-unsupported``;
 - a 4xx answer, a refused/lost connection, a timeout, a TLS or login failure (a smarthost or
   config problem, not the reply's): retried on ``[reply] retry_schedule``, and to the DLQ once
   the schedule is spent. Nothing is lost while the smarthost is down.
@@ -49,7 +51,7 @@ log = logging.getLogger("mailgate.reply")
 
 REPLIES_SENT = Counter(
     "mailgate_reply_attempts",
-    "Auto-reply send attempts by outcome (sent, retry, dead)",
+    "Auto-reply send attempts by outcome (sent, retry, dead, skipped)",
     ["outcome"],
     registry=REGISTRY,
 )
@@ -242,6 +244,15 @@ class ReplySender:
             # a key problem is the operator's to fix; keep the reply until it is fixed
             return self._retry(item, None, str(exc))
         options = ["SMTPUTF8"] if item.smtputf8 else []
+        if item.smtputf8 and not await self._supports_smtputf8(client):
+            # RFC 6531 section 3.4: without the extension the smarthost cannot carry a
+            # non-ASCII address; downgrading it is not ours to invent. Skipped, with reason.
+            return ReplyAttempt(
+                "skipped",
+                None,
+                "smarthost does not advertise SMTPUTF8; the return path needs it",
+                reason="smtputf8-unsupported",
+            )
         try:
             errors, _response = await client.sendmail(
                 item.mail_from, [item.recipient], message, mail_options=options
@@ -265,6 +276,15 @@ class ReplySender:
             code, text = next(iter(errors.values()))
             return self._answered(item, code, f"refused: {text}")
         return ReplyAttempt("sent", 250, None)
+
+    async def _supports_smtputf8(self, client: aiosmtplib.SMTP) -> bool:
+        """Whether the smarthost's EHLO answer lists SMTPUTF8 (EHLO is sent first if needed)."""
+        if client.is_ehlo_or_helo_needed:
+            try:
+                await client.ehlo()
+            except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+                raise _Transient(f"smarthost {self.cfg.smarthost}: {_text(exc)}") from None
+        return client.supports_extension("smtputf8")
 
     def _answered(self, item: ReplyItem, code: int | None, error: str) -> ReplyAttempt:
         """A reply code from the smarthost: 5xx is permanent (DLQ), anything else is retried."""

@@ -7,7 +7,8 @@ added, and returns the first reason found (a stable token for ``env.reply.reason
 ``outbox`` listing) or None:
 
 - ``null-sender``: an empty return path (``MAIL FROM:<>``: bounces and other auto-replies);
-- ``invalid-return-path``: a return path that is not one plain address;
+- ``invalid-return-path``: a return path that is not one plain address (%-hack, bang path,
+  source route, IP literal, quoted local part…: see ``reply.return_path``);
 - ``auto-submitted``: ``Auto-Submitted`` other than ``no`` (RFC 3834 section 5);
 - ``bounce``: a delivery report (``multipart/report``, a parsed bounce, or intent ``bounce``);
 - ``precedence``: ``Precedence: bulk|list|junk|auto_reply`` (RFC 2076 practice);
@@ -34,6 +35,7 @@ from mailgate.config import DomainConfig
 from mailgate.envelope import Envelope
 from mailgate.pipeline.stages.intent import LOOP_HEADER
 from mailgate.pipeline.view import EnvView, emails
+from mailgate.reply.return_path import describe, return_path_problem
 
 _COMMENT = re.compile(r"\([^()]*\)")
 _CTL = re.compile(r"[\x00-\x1f\x7f]")
@@ -155,8 +157,9 @@ class Guard:
         path = view.mail_from
         if not path:
             return Skip("null-sender", "empty envelope return path (MAIL FROM:<>)")
-        if not is_valid_address(path):
-            return Skip("invalid-return-path", "return path is not one plain address")
+        problem = return_path_problem(path)
+        if problem is not None:
+            return Skip("invalid-return-path", describe(problem))
         return None
 
     @staticmethod

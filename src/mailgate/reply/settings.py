@@ -9,7 +9,7 @@ missing or refused (see ``reply.templates``), naming the key and the reason.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from mailgate.config import Config, ConfigError, ReplyConfig, register_validator
 from mailgate.reply.compose import parse_from
 from mailgate.reply.guard import is_valid_address
 from mailgate.reply.templates import ReplyTemplates, TemplateProblem
+from mailgate.smtp.policy import Accepted, RecipientPolicy
 
 _CACHE: dict[tuple[str, str], ReplyTemplates] = {}
 _CACHE_LOCK = threading.Lock()
@@ -49,13 +50,30 @@ def templates_for(cfg: Config) -> ReplyTemplates:
     return found
 
 
-def from_for(reply: ReplyConfig, tenant: str | None) -> tuple[str, str]:
-    """(display name, address) of the reply's From for a tenant (``tenant_from`` or ``from``)."""
-    value = reply.from_
+def from_for(
+    reply: ReplyConfig, policy: RecipientPolicy, tenant: str, rcpt_to: Sequence[str]
+) -> tuple[str, str] | None:
+    """(display name, address) of an acknowledgement's From for a tenant, or None.
+
+    The customer answers the Reply-To alias (``local+T-7@domain`` of this From), and that
+    answer must land in the same tenant, so the From is always an address of the tenant:
+    ``tenant_from[tenant]`` when set; else ``from`` when its domain belongs to the tenant; else
+    the address the customer wrote to (the first recipient of this tenant, without its
+    ``+tag``), with the display name of ``from``. None when no address of the tenant is known.
+    """
     per_tenant = reply.tenant_from if isinstance(reply.tenant_from, dict) else {}
-    if tenant and isinstance(per_tenant.get(tenant), str):
-        value = per_tenant[tenant]
-    return parse_from(value)
+    explicit = per_tenant.get(tenant)
+    if isinstance(explicit, str):
+        return parse_from(explicit)
+    name, address = parse_from(reply.from_)
+    found = policy.check(address) if address else None
+    if isinstance(found, Accepted) and found.tenant == tenant:
+        return name, address
+    for rcpt in rcpt_to:
+        verdict = policy.check(rcpt)
+        if isinstance(verdict, Accepted) and verdict.tenant == tenant and "@" in verdict.address:
+            return name, f"{verdict.mailbox}@{verdict.domain}"
+    return None
 
 
 def own_addresses(reply: ReplyConfig) -> list[str]:

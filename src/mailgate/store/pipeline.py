@@ -149,7 +149,10 @@ class PipelinePorts(Protocol):
         """The thread with this ticket number (``T-1042``), if any."""
 
     async def message_seq(self, msg_id: str) -> int | None:
-        """The spool sequence number of a stored message (new tickets are numbered by it)."""
+        """The message's number in its tenant's own sequence (new tickets are numbered by it).
+
+        Per tenant, so ticket numbers reveal nothing about other tenants' volume.
+        """
 
     async def get_envelope(self, msg_id: str) -> dict[str, Any]:
         """The processed envelope of a stored message (empty when not processed yet)."""

@@ -25,6 +25,11 @@ from mailgate.store.base import Intent
 REPLY_STATES = ("pending", "sent", "dead", "suppressed")
 
 
+def recipient_domain(address: str) -> str:
+    """The domain of a return path, lower-cased: what ``per_domain_limit`` counts."""
+    return address.rpartition("@")[2].strip().rstrip(".").lower()
+
+
 def reply_id_for(msg_id: str) -> str:
     """The outbox id of the acknowledgement of a message: ``rpl_`` + the message's ULID."""
     ulid = msg_id.split("_", 1)[1] if "_" in msg_id else msg_id
@@ -41,7 +46,10 @@ class ReplyIntent(Intent):
     ``recipient`` is the envelope return path of the acknowledged message (RFC 3834 section
     4: never a From or Reply-To the sender chose); ``mail_from`` is the envelope sender of the
     reply, empty for the null sender ``MAIL FROM:<>``. The limits are re-checked when the
-    intent is applied (0 means no limit).
+    intent is applied (0 means no limit). The limits per return path and per recipient domain
+    count every tenant's replies: a forged victim gets no more acknowledgements by being sent to
+    many tenants. When the applier suppresses the reply, it rewrites the ``reply`` field of the
+    stored envelope, so the envelope never says ``queued`` for a reply that will not leave.
     """
 
     reply_id: str
@@ -58,6 +66,7 @@ class ReplyIntent(Intent):
     per_thread_limit: int = 0
     per_sender_limit: int = 0
     per_sender_window: float = 86400.0
+    per_domain_limit: int = 0
     global_hourly_cap: int = 0
     smtputf8: bool = False
     at: float = 0.0
@@ -70,11 +79,13 @@ class ReplyUsage:
     thread: int
     """Replies to this thread, ever."""
     sender: int
-    """Replies of this tenant to this recipient since the start of the sender window."""
+    """Replies (of any tenant) to this recipient since the start of the sender window."""
     hour: int
     """Replies in all, during the last hour."""
     existing: str | None = None
     """The state of this message's own reply when it already has one (a replayed run)."""
+    domain: int = 0
+    """Replies (of any tenant) to this recipient's domain since the start of the sender window."""
 
 
 @dataclass(frozen=True)
@@ -156,12 +167,15 @@ class ReplyRecord:
 
 @dataclass(frozen=True)
 class ReplyAttempt:
-    """How one send attempt ended: ``sent``, ``retry`` (at ``next_attempt_at``) or ``dead``."""
+    """How one send attempt ended: ``sent``, ``retry`` (at ``next_attempt_at``), ``dead``, or
+    ``skipped`` (never sendable as it stands, e.g. an SMTPUTF8 return path and a smarthost
+    without SMTPUTF8: the row is suppressed with ``reason``)."""
 
     outcome: str
     code: int | None = None
     error: str | None = None
     next_attempt_at: float | None = None
+    reason: str | None = None
 
 
 # --------------------------------------------------------------------------- ports
@@ -181,7 +195,10 @@ class ReplyPorts(Protocol):
         sender_since: float,
         hour_since: float,
     ) -> ReplyUsage:
-        """Counts for the rate limits, and this message's own reply state if it has one."""
+        """Counts for the rate limits, and this message's own reply state if it has one.
+
+        ``tenant`` is informational: the sender and domain counts span every tenant.
+        """
 
     async def reply_banners(self, queue: str | None) -> list[Banner]:
         """The banners that apply to a queue: its own first, then the one for every queue."""

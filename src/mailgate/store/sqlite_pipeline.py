@@ -230,9 +230,11 @@ class PipelineStoreMixin(SqliteBase):
         return ThreadRef(r["id"], r["ticket"], r["contact"], _participants(r["participants"]))
 
     async def message_seq(self, msg_id: str) -> int | None:
-        """See `PipelinePorts.message_seq`."""
-        rows = self._lookup("SELECT seq FROM messages WHERE id = ?", (msg_id,))
-        return int(rows[0]["seq"]) if rows else None
+        """See `PipelinePorts.message_seq`: the tenant's own number (``005_tenant_tickets.sql``)."""
+        rows = self._lookup(
+            "SELECT COALESCE(tenant_seq, seq) AS n FROM messages WHERE id = ?", (msg_id,)
+        )
+        return int(rows[0]["n"]) if rows else None
 
     async def attachment_bytes(self, sha256: str) -> bytes | None:
         """See `PipelinePorts.attachment_bytes` (the blob store beside the database)."""

@@ -23,8 +23,9 @@ from mailgate.store.replies import (
     ReplyItem,
     ReplyRecord,
     ReplyUsage,
+    recipient_domain,
 )
-from mailgate.store.sqlite_base import SqliteBase, Wakers, applies
+from mailgate.store.sqlite_base import SqliteBase, Wakers, applies, dumps
 
 # ---------------------------------------------------------------------------- wake-ups
 
@@ -39,9 +40,20 @@ _wake = _WAKERS.wake
 
 _COUNTED = "state <> 'suppressed'"
 
+_DETAILS = {
+    "thread-limit": "acknowledgement(s) already in this thread",
+    "sender-limit": "acknowledgement(s) to this return path in the window, all tenants",
+    "domain-limit": "acknowledgement(s) to this recipient domain in the window, all tenants",
+    "global-cap": "acknowledgements in the last hour",
+}
+
 
 def limit_reason(conn: sqlite3.Connection, intent: ReplyIntent, now: float) -> str | None:
-    """The first rate limit this reply would exceed, with the committed rows in view."""
+    """The first rate limit this reply would exceed, with the committed rows in view.
+
+    The return-path and domain limits count every tenant's replies (backscatter through many
+    tenants is still bounded by one limit).
+    """
     if intent.per_thread_limit > 0 and intent.thread_id:
         (n,) = conn.execute(
             f"SELECT COUNT(*) FROM reply_outbox WHERE thread_id = ? AND {_COUNTED}",
@@ -49,14 +61,23 @@ def limit_reason(conn: sqlite3.Connection, intent: ReplyIntent, now: float) -> s
         ).fetchone()
         if n >= intent.per_thread_limit:
             return "thread-limit"
+    since = now - intent.per_sender_window
     if intent.per_sender_limit > 0:
         (n,) = conn.execute(
-            "SELECT COUNT(*) FROM reply_outbox WHERE tenant = ? AND recipient_key = ?"
+            "SELECT COUNT(*) FROM reply_outbox WHERE recipient_key = ?"
             f" AND created_at >= ? AND {_COUNTED}",
-            (intent.tenant, intent.recipient.lower(), now - intent.per_sender_window),
+            (intent.recipient.lower(), since),
         ).fetchone()
         if n >= intent.per_sender_limit:
             return "sender-limit"
+    if intent.per_domain_limit > 0:
+        (n,) = conn.execute(
+            "SELECT COUNT(*) FROM reply_outbox WHERE recipient_domain = ?"
+            f" AND created_at >= ? AND {_COUNTED}",
+            (recipient_domain(intent.recipient), since),
+        ).fetchone()
+        if n >= intent.per_domain_limit:
+            return "domain-limit"
     if intent.global_hourly_cap > 0:
         (n,) = conn.execute(
             f"SELECT COUNT(*) FROM reply_outbox WHERE created_at >= ? AND {_COUNTED}",
@@ -74,7 +95,11 @@ def limit_reason(conn: sqlite3.Connection, intent: ReplyIntent, now: float) -> s
 def apply_reply(
     conn: sqlite3.Connection, msg_id: str, envelope: dict[str, Any], intent: ReplyIntent
 ) -> None:
-    """Queue the reply unless this message already has one; over a limit it is kept suppressed."""
+    """Queue the reply unless this message already has one; over a limit it is kept suppressed.
+
+    A suppressed reply also corrects the envelope's ``reply`` field, in the stored row (same
+    transaction) and in ``envelope``: the stage wrote ``queued: true`` before the store knew.
+    """
     if conn.execute("SELECT 1 FROM reply_outbox WHERE msg_id = ?", (msg_id,)).fetchone():
         return
     now = intent.at or time.time()
@@ -82,8 +107,9 @@ def apply_reply(
     state = "pending" if reason is None else "suppressed"
     conn.execute(
         "INSERT INTO reply_outbox (id, msg_id, tenant, thread_id, ticket, queue, template,"
-        " recipient, recipient_key, mail_from, message_id, subject, draft, smtputf8, state, reason,"
-        " next_attempt_at, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        " recipient, recipient_key, recipient_domain, mail_from, message_id, subject, draft,"
+        " smtputf8, state, reason, next_attempt_at, created_at)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (
             intent.reply_id,
             msg_id,
@@ -94,6 +120,7 @@ def apply_reply(
             intent.template,
             intent.recipient,
             intent.recipient.lower(),
+            recipient_domain(intent.recipient),
             intent.mail_from,
             intent.message_id,
             intent.subject,
@@ -105,8 +132,24 @@ def apply_reply(
             now,
         ),
     )
-    if state == "pending":
+    if reason is None:
         _wake()
+        return
+    decision = {
+        "queued": False,
+        "sent": False,
+        "reason": reason,
+        "detail": f"suppressed when stored: {_DETAILS.get(reason, reason)}",
+        "template": intent.template,
+        "outboxId": intent.reply_id,
+        "to": intent.recipient,
+    }
+    envelope["reply"] = decision
+    conn.execute(
+        "UPDATE messages SET envelope = json_set(envelope, '$.reply', json(?))"
+        " WHERE id = ? AND envelope IS NOT NULL",
+        (dumps(decision), msg_id),
+    )
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -173,15 +216,25 @@ class ReplyStoreMixin(SqliteBase):
         sender_since: float,
         hour_since: float,
     ) -> ReplyUsage:
-        """See `ReplyPorts.reply_usage` (one read: four indexed counts)."""
+        """See `ReplyPorts.reply_usage` (one read: five indexed counts)."""
         rows = await self._port_read(
             "SELECT"
             f" (SELECT COUNT(*) FROM reply_outbox WHERE thread_id = ? AND {_COUNTED}) AS thread,"
-            " (SELECT COUNT(*) FROM reply_outbox WHERE tenant = ? AND recipient_key = ?"
+            " (SELECT COUNT(*) FROM reply_outbox WHERE recipient_key = ?"
             f"   AND created_at >= ? AND {_COUNTED}) AS sender,"
+            " (SELECT COUNT(*) FROM reply_outbox WHERE recipient_domain = ?"
+            f"   AND created_at >= ? AND {_COUNTED}) AS domain,"
             f" (SELECT COUNT(*) FROM reply_outbox WHERE created_at >= ? AND {_COUNTED}) AS hour,"
             " (SELECT state FROM reply_outbox WHERE msg_id = ?) AS existing",
-            (thread_id or "", tenant, recipient.lower(), sender_since, hour_since, msg_id),
+            (
+                thread_id or "",
+                recipient.lower(),
+                sender_since,
+                recipient_domain(recipient),
+                sender_since,
+                hour_since,
+                msg_id,
+            ),
         )
         if not rows:  # pragma: no cover - a SELECT without FROM always yields one row
             return ReplyUsage(0, 0, 0)
@@ -191,6 +244,7 @@ class ReplyStoreMixin(SqliteBase):
             sender=row["sender"],
             hour=row["hour"],
             existing=row["existing"],
+            domain=row["domain"],
         )
 
     async def reply_banners(self, queue: str | None) -> list[Banner]:
@@ -290,6 +344,13 @@ class ReplyStoreMixin(SqliteBase):
                     " last_code = ?, last_error = ?, locked_until = 0, lock_owner = NULL"
                     f" WHERE {owned}",
                     (attempt, now, result.code, error, item.id, owner),
+                )
+            elif result.outcome == "skipped":
+                conn.execute(
+                    "UPDATE reply_outbox SET state = 'suppressed', reason = ?, attempts = ?,"
+                    " last_code = ?, last_error = ?, locked_until = 0, lock_owner = NULL"
+                    f" WHERE {owned}",
+                    (result.reason or "skipped", attempt, result.code, error, item.id, owner),
                 )
             else:
                 raise ValueError(f"unknown reply attempt outcome {result.outcome!r}")

@@ -1,12 +1,23 @@
 """Dedup: the same message arriving twice within the window is recorded, not delivered twice.
 
 The key is the Message-ID (RFC 5322 section 3.6.4: unique per message), per tenant; a message
-without one is keyed by a hash of sender, normalized subject and normalized body. The first
-message with a key wins: a later one within ``pipeline.dedup_window`` gets ``duplicateOf`` =
-the first message's id, a copy of its route and thread, and the run stops (no event, no
-reply). One SMTP transaction to three of our inboxes is already one message listing all three
-in ``envelope.rcptTo``; separate transactions carrying the same Message-ID (a sender's MTA
-splitting recipients, or retrying after a lost 250) are folded here.
+without one is keyed by a hash of sender, normalized subject and normalized body.
+
+A Message-ID alone proves nothing: anyone can send one first. So a message is a duplicate by
+Message-ID only when its *content fingerprint* (From address, normalized body, attachment
+hashes) matches the earlier message's as well: then it gets ``duplicateOf`` = that message's
+id, a copy of its route and thread, and the run stops (no event, no reply). A message that
+reuses a known Message-ID with other content is processed normally and flagged
+``messageIdReused: true`` with ``messageIdReusedOf`` = the first message with that Message-ID
+(a squatter cannot suppress later mail). A resend of the very same message (the sender's MTA
+retrying after a lost 250, or splitting recipients over transactions: the multi-inbox CC
+case) has the same fingerprint and stays a duplicate.
+
+Two index entries make this work with the store's one-key lookups: ``mid:<id>`` names the
+first message with the Message-ID, ``mid:<id>#<fingerprint>`` the first with that content.
+Entries written before fingerprints existed only have the first kind: a later message with
+that Message-ID is then delivered and flagged rather than suppressed (a possible double
+delivery, never a lost message).
 """
 
 from __future__ import annotations
@@ -18,7 +29,7 @@ import time
 from mailgate.envelope import Envelope
 from mailgate.pipeline.base import Context, Stop, Verdict
 from mailgate.pipeline.view import EnvView, parse_time
-from mailgate.store.pipeline import DedupIntent
+from mailgate.store.pipeline import DedupHit, DedupIntent
 
 _WS = re.compile(r"\s+")
 _SUBJECT_PREFIX = re.compile(r"^\s*((re|fwd?|aw|wg|sv|vs|antw)\s*(\[\d+\])?\s*:\s*)+", re.I)
@@ -39,13 +50,26 @@ def dedup_key(env: Envelope, view: EnvView | None = None) -> str:
     return "hash:" + hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def content_fingerprint(env: Envelope, view: EnvView | None = None) -> str:
+    """Hash of the From address, the normalized body and the attachment hashes (hex, 32 chars).
+
+    Headers that differ between copies of one message (To, Received, the SMTP envelope) are
+    left out, so two copies of the same message agree.
+    """
+    view = view or EnvView(env)
+    body = _WS.sub(" ", view.text("text") or view.text("html")).strip()
+    blobs = sorted(str(a.get("sha256") or "") for a in view.attachments)
+    material = "\n".join([view.sender, body, *blobs])
+    return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
 def received_at(env: Envelope) -> float:
     return parse_time(env.get("timestamp")) or time.time()
 
 
 class DedupStage:
     name = "dedup"
-    description = "same Message-ID (or content hash) within the window: duplicateOf, no delivery"
+    description = "same Message-ID and content (or content hash) in the window: duplicateOf"
 
     async def run(self, env: Envelope, ctx: Context) -> Verdict | None:
         view = ctx.view(env)
@@ -53,26 +77,50 @@ class DedupStage:
         tenant = view.tenant
         at = received_at(env)
         window = ctx.config.dedup_window
-        hit = await ctx.ports.find_duplicate(tenant, key, at - window)
+        since = at - window
         kind = key.split(":", 1)[0]
-        if hit is not None and ctx.stored and hit.seen_at > at:
-            # Replaying an old message whose key a later message took over after the window
-            # expired: that later message is not what this one duplicated.
-            hit = None
-        if hit is not None and hit.msg_id != ctx.msg_id:
+        keys = [key]
+        first: DedupHit | None = None  # the first message with this Message-ID
+        if kind == "mid":
+            content_key = f"{key}#{content_fingerprint(env, view)}"
+            first = self._usable(await ctx.ports.find_duplicate(tenant, key, since), at, ctx)
+            hit = self._usable(await ctx.ports.find_duplicate(tenant, content_key, since), at, ctx)
+            keys = [content_key] if first is not None else [key, content_key]
+        else:
+            hit = self._usable(await ctx.ports.find_duplicate(tenant, key, since), at, ctx)
+        if hit is not None:
             ctx.duplicate = hit
             env["duplicateOf"] = hit.msg_id
             original = await ctx.ports.get_envelope(hit.msg_id)
             for field in COPIED:
                 if field in original:
                     env[field] = original[field]
-            reason = f"same {'Message-ID' if kind == 'mid' else 'content hash'} as {hit.msg_id}"
+            what = "Message-ID and content" if kind == "mid" else "content hash"
+            reason = f"same {what} as {hit.msg_id}"
             ctx.note(reason)
             return Stop("duplicate", reason)
+        if first is not None:
+            env["messageIdReused"] = True
+            env["messageIdReusedOf"] = first.msg_id
+            ctx.note(f"Message-ID of {first.msg_id} reused with other content: processed, flagged")
         if not ctx.stored and ctx.mode != "dry-run":
-            ctx.intents.append(DedupIntent(tenant=tenant, key=key, seen_at=at, window=window))
-        ctx.note(f"first with this {'Message-ID' if kind == 'mid' else 'content hash'}")
+            ctx.intents.extend(
+                DedupIntent(tenant=tenant, key=k, seen_at=at, window=window) for k in keys
+            )
+        if first is None:
+            ctx.note(f"first with this {'Message-ID' if kind == 'mid' else 'content hash'}")
         return None
+
+    @staticmethod
+    def _usable(hit: DedupHit | None, at: float, ctx: Context) -> DedupHit | None:
+        """The hit, unless it is this message itself or a later one seen by a replay."""
+        if hit is None or hit.msg_id == ctx.msg_id:
+            return None
+        if ctx.stored and hit.seen_at > at:
+            # Replaying an old message whose key a later message took over after the window
+            # expired: that later message is not what this one duplicated.
+            return None
+        return hit
 
 
 STAGE = DedupStage()

@@ -8,8 +8,15 @@ is recorded in ``env["reply"]``:
 - ``{"queued": true, "template", "outboxId", "to", "messageId"}`` when a reply was queued;
 - ``{"queued": false, "sent": false, "reason", "detail"}`` when not, ``reason`` being a
   loop-protection token (``reply.guard``), ``rule``, a rate limit (``thread-limit``,
-  ``sender-limit``, ``global-cap``), ``already-acknowledged`` (a replayed message) or a
-  template problem (``template-missing``, ``template-refused``).
+  ``sender-limit``, ``domain-limit``, ``global-cap``), ``already-acknowledged`` (a replayed
+  message), ``no-tenant-address`` or a template problem (``template-missing``,
+  ``template-refused``). The store re-checks the limits when it stores the reply and, if it
+  suppresses it, rewrites this field (``outboxId`` kept), so the stored envelope tells the
+  truth.
+
+The From of an acknowledgement is always an address of the message's tenant (see
+``reply.settings.from_for``): its Reply-To alias then brings the customer's answer back to
+the same tenant and ticket.
 
 The stage decides and renders; it never sends. The reply leaves as a ``ReplyIntent`` stored in
 the transaction of the envelope (the store re-checks the limits there), plus a ``ThreadIntent``
@@ -47,6 +54,7 @@ from mailgate.reply.settings import (
     templates_for,
 )
 from mailgate.reply.templates import TemplateProblem
+from mailgate.smtp.policy import RecipientPolicy
 from mailgate.store.pipeline import ThreadIntent
 from mailgate.store.replies import ReplyIntent, ReplyPorts, reply_id_for
 
@@ -61,6 +69,7 @@ class RespondStage:
 
     def __init__(self) -> None:
         self._guards: dict[int, Guard] = {}
+        self._policies: dict[int, RecipientPolicy] = {}
         self._ports_ok: dict[int, bool] = {}
 
     def _reply_ports(self, ports: object) -> ReplyPorts | None:
@@ -90,6 +99,16 @@ class RespondStage:
                 self._guards.clear()
             self._guards[key] = guard
         return guard
+
+    def _policy(self, ctx: Context) -> RecipientPolicy:
+        key = id(ctx.root)
+        policy = self._policies.get(key)
+        if policy is None:
+            policy = RecipientPolicy(ctx.root.domains)
+            if len(self._policies) > 8:
+                self._policies.clear()
+            self._policies[key] = policy
+        return policy
 
     async def run(self, env: Envelope, ctx: Context) -> Verdict | None:
         reply = ctx.root.reply
@@ -140,7 +159,15 @@ class RespondStage:
             if reply.per_sender_limit and usage.sender >= reply.per_sender_limit:
                 skip(
                     "sender-limit",
-                    f"{usage.sender} acknowledgement(s) to this sender in the window",
+                    f"{usage.sender} acknowledgement(s) to this return path in the window,"
+                    " all tenants",
+                )
+                return None
+            if reply.per_domain_limit and usage.domain >= reply.per_domain_limit:
+                skip(
+                    "domain-limit",
+                    f"{usage.domain} acknowledgement(s) to this recipient domain in the window,"
+                    " all tenants",
                 )
                 return None
             if reply.global_hourly_cap and usage.hour >= reply.global_hourly_cap:
@@ -151,7 +178,11 @@ class RespondStage:
             ctx.note("rate limits not checked here (no reply ports); the store enforces them")
 
         template = ctx.reply if isinstance(ctx.reply, str) else reply.default_template
-        from_name, from_address = from_for(reply, tenant)
+        sender = from_for(reply, self._policy(ctx), tenant, view.rcpt_to)
+        if sender is None:
+            skip("no-tenant-address", f"no reply From for tenant {tenant} (set tenant_from)")
+            return None
+        from_name, from_address = sender
         customer_name = clean(next(iter(names(env.get("from"))), ""), MAX_NAME)
         context: dict[str, Any] = {
             "name": customer_name,
@@ -224,6 +255,7 @@ class RespondStage:
                 per_thread_limit=reply.per_thread_limit,
                 per_sender_limit=reply.per_sender_limit,
                 per_sender_window=reply.per_sender_window,
+                per_domain_limit=reply.per_domain_limit,
                 global_hourly_cap=reply.global_hourly_cap,
                 smtputf8=needs_smtputf8(recipient, from_address),
                 at=now,

@@ -10,7 +10,10 @@ the thread's participants (its first sender and the people it was addressed to o
 so a stranger's reply to a newsletter, or a guessed ticket number, is not glued onto someone
 else's conversation; such a refusal is noted in the stage's reasons. Otherwise the message
 starts a new thread (``new``): its id derives from the message id, and its ticket number is
-``pipeline.ticket_prefix`` + the spool sequence number, both stable when a run is repeated.
+``pipeline.ticket_prefix`` + the message's number in its tenant's own sequence (one counter
+per tenant, so a ticket number says nothing about other tenants' volume), both stable when a
+run is repeated. Ticket lookups (alias, subject token) are scoped to the tenant the reply came
+back to.
 """
 
 from __future__ import annotations
