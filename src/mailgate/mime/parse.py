@@ -13,8 +13,11 @@ It does not set id/timestamp/envelope/auth/pipeline fields; the ingest worker do
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import logging
+from collections.abc import Callable
 from email.message import Message
 from typing import Any
 
@@ -37,7 +40,7 @@ from mailgate.mime.structure import Collected, Walker, parse_tree
 from mailgate.mime.text import normalize_newlines, reply_text
 from mailgate.mime.transfer import children
 
-__all__ = ["BlobSink", "BlobSinkError", "parse_message"]
+__all__ = ["BlobSink", "BlobSinkError", "configured_parser", "parse_message"]
 
 log = logging.getLogger("mailgate.mime")
 
@@ -171,6 +174,18 @@ def parse_message(
         log.exception("- mime parse failed unexpectedly")
         errors.add("parse.internal", f"parser error ({type(exc).__name__}); envelope is partial")
         return _empty(errors)
+
+
+def configured_parser(
+    max_nesting: int = DEFAULT_LIMITS.max_depth, remote_images: RemoteImages = "keep"
+) -> Callable[..., Envelope]:
+    """``parse_message`` with the ``[mime]`` settings bound (the app passes them in; this
+    module reads no config)."""
+    return functools.partial(
+        parse_message,
+        limits=dataclasses.replace(DEFAULT_LIMITS, max_depth=max_nesting),
+        remote_images=remote_images,
+    )
 
 
 def _empty(errors: ErrorLog) -> Envelope:

@@ -15,8 +15,16 @@ delivered or dropped here. Checks, per attachment:
                          ``vbaProject.bin``, an OLE document with a VBA project);
   ``archive-bomb``       a zip/gzip whose expanded size exceeds ``pipeline.max_compression_ratio``
                          times its size (nested archives counted), or over 1 GiB expanded;
-and for the message: ``parse-limit`` when the parser hit a hostile-input limit (``limit.*``
-in ``parseErrors``).
+  ``unscannable``        a zip that cannot be opened although it has the zip signature, or
+                         archives nested deeper than ``MAX_ARCHIVE_DEPTH`` (their members
+                         could not be checked);
+and for the message: ``unscannable`` when ``parseErrors`` says part of the message was never
+read (``mime.errors.UNSCANNABLE``: parser failure, nesting past ``[mime] max_nesting``, a
+multipart that could not be split...; see ``mime/structure.py`` for the exact line), and
+``parse-limit`` when the parser hit another hostile-input limit (``limit.*``).
+
+Files inside forwarded messages (an attachment's ``contains``, filled by the parser) are
+checked like top-level attachments, named by their ``path`` (``fwd.eml/invoice.exe``).
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ import filetype
 
 from mailgate.config import PipelineConfig
 from mailgate.envelope import Envelope
-from mailgate.mime.errors import limit_errors
+from mailgate.mime.errors import UNSCANNABLE, limit_errors, unscannable_errors
 from mailgate.pipeline.base import Context, Quarantine, Verdict
 
 EXECUTABLE_TYPES = (
@@ -93,6 +101,10 @@ _OLE_VBA = "_VBA_PROJECT".encode("utf-16-le")
 _MIN_BOMB = 10 * 1024 * 1024
 """Below this expanded size a high ratio is harmless (a zipped text file compresses 100:1)."""
 
+MAX_ARCHIVE_DEPTH = 3
+"""Archives inside archives opened this deep; one more level is unscannable (bounded work)."""
+_ZIP_ERRORS = (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError, RuntimeError)
+
 SIZE_LIMITS = frozenset({"limit.errors", "limit.text", "limit.html-size"})
 """parseErrors limit codes that mean "cut short", not "hostile structure": no quarantine."""
 
@@ -130,13 +142,14 @@ def filename_findings(name: str, cfg: PipelineConfig) -> list[Quarantine]:
 def _zip_scan(
     data: bytes, cfg: PipelineConfig, label: str, depth: int = 0
 ) -> tuple[int, list[Quarantine]]:
-    """(expanded size, findings) of a zip, looking into nested archives up to depth 3."""
+    """(expanded size, findings) of a zip, looking into nested archives up to
+    ``MAX_ARCHIVE_DEPTH``; an archive it cannot open, or nested deeper, is ``unscannable``."""
     findings: list[Quarantine] = []
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
         infos = zf.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError):
-        return 0, []
+    except _ZIP_ERRORS as exc:
+        return 0, [Quarantine("unscannable", f"{label}: zip unreadable ({type(exc).__name__})")]
     expanded = 0
     has_vba = False
     for info in infos[:10000]:
@@ -149,21 +162,26 @@ def _zip_scan(
             if f.reason in ("blocked-extension", "double-extension"):
                 findings.append(Quarantine(f.reason, f"{label} contains {f.detail}"))
         if (
-            depth < 3
-            and member.lower().endswith((".zip", ".jar", ".docx", ".xlsx", ".pptx"))
+            member.lower().endswith((".zip", ".jar", ".docx", ".xlsx", ".pptx"))
             and info.file_size <= 64 * 1024 * 1024
             and not info.flag_bits & 0x1
         ):
+            if depth >= MAX_ARCHIVE_DEPTH:
+                findings.append(
+                    Quarantine(
+                        "unscannable",
+                        f"{label}/{member}: archives nested deeper than {MAX_ARCHIVE_DEPTH}",
+                    )
+                )
+                continue
             try:
                 inner = zf.read(info)
-            except (
-                zipfile.BadZipFile,
-                OSError,
-                ValueError,
-                NotImplementedError,
-                EOFError,
-                RuntimeError,
-            ):
+            except _ZIP_ERRORS as exc:
+                findings.append(
+                    Quarantine(
+                        "unscannable", f"{label}/{member}: unreadable ({type(exc).__name__})"
+                    )
+                )
                 continue
             inner_size, inner_findings = _zip_scan(inner, cfg, f"{label}/{member}", depth + 1)
             expanded += max(0, inner_size - info.file_size)
@@ -254,6 +272,27 @@ def _size(att: dict[str, Any]) -> int:
     return size if isinstance(size, int) and not isinstance(size, bool) else 0
 
 
+def scanned_files(attachments: Iterable[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """(name, record) of every file to check: each attachment, then the files inside it
+    (``contains``: what the parser found inside a forwarded message), named by their path."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    for att in attachments:
+        out.append((str(att.get("filename") or att.get("id") or "attachment"), att))
+        inner = att.get("contains")
+        for sub in inner if isinstance(inner, list) else ():
+            if isinstance(sub, dict):
+                out.append((str(sub.get("path") or sub.get("filename") or "attachment"), sub))
+    return out
+
+
+def unscannable_finding(parse_errors: Iterable[object]) -> Quarantine | None:
+    """``unscannable`` with the parse errors that say part of the message was never read."""
+    hidden = unscannable_errors(parse_errors)
+    if not hidden:
+        return None
+    return Quarantine("unscannable", "; ".join(f"{e['code']}: {e['message']}" for e in hidden))
+
+
 class ScanStage:
     name = "scan"
     description = "attachment size, sniffed type, names, macros, archive bombs, parse limits"
@@ -262,8 +301,7 @@ class ScanStage:
         cfg = ctx.config
         view = ctx.view(env)
         findings: list[Quarantine] = []
-        for att in view.attachments:
-            name = str(att.get("filename") or att.get("id") or "attachment")
+        for name, att in scanned_files(view.attachments):
             size = _size(att)
             if cfg.max_attachment_size and size > cfg.max_attachment_size:
                 findings.append(
@@ -284,14 +322,17 @@ class ScanStage:
                 kind = filetype.guess(data[:8192])
                 sniffed = kind.mime if kind is not None else ""
             findings.extend(type_findings(name, sniffed, declared, cfg))
-            findings.extend(filename_findings(name, cfg))
+            findings.extend(filename_findings(name.rsplit("/", 1)[-1], cfg))
             if data is not None:
                 findings.extend(content_findings(data, name, sniffed, cfg))
         errors = [e for e in env.get("parseErrors") or [] if isinstance(e, dict)]
+        hidden = unscannable_finding(errors)
+        if hidden is not None:
+            findings.append(hidden)
         # Size cut-offs are not hostility: a 1 MB pasted log (nodemailer's large_text.eml) is
         # real support mail. Its text is truncated and says so in parseErrors, the raw message
         # is kept whole, and it is delivered. "limit.errors" only says the error list was cut.
-        limits = [c for c in limit_errors(errors) if c not in SIZE_LIMITS]
+        limits = [c for c in limit_errors(errors) if c not in SIZE_LIMITS and c not in UNSCANNABLE]
         if limits:
             findings.append(Quarantine("parse-limit", ", ".join(sorted(set(limits)))))
         seen: set[tuple[str, str]] = set()
