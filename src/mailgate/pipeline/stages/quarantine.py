@@ -4,6 +4,8 @@ Candidates, in order of precedence: the SMTP-time authentication policy (``authA
 ``quarantine``, from ``auth.dmarc_enforce``/``spf_fail``/``temperror``; reason ``dmarc`` when
 DMARC decided it, else ``auth``), the ``scan`` findings, then a rule's ``quarantine`` action.
 The first becomes ``quarantine: {reason, detail}``; every candidate is in the stage's reasons.
+Unscannable mail (``parseErrors`` saying part of the message was never read, issue 12) is held
+here even when the ``scan`` stage is left out of ``[pipeline] stages`` or skipped by a rule.
 A quarantined message is stored with its raw bytes and not delivered; ``mailgate quarantine
 release`` runs the stages after this one and delivers it (``ctx.mode == "release"``).
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 from mailgate.envelope import Envelope
 from mailgate.pipeline.base import Context, Quarantine, Verdict
+from mailgate.pipeline.stages.scan import unscannable_finding
 from mailgate.pipeline.view import EnvView
 
 
@@ -41,6 +44,10 @@ class QuarantineStage:
             candidates.append(auth)
         # scan runs before route, so scan findings come before a rule's quarantine action
         candidates.extend(ctx.quarantine)
+        if not any(c.reason == "unscannable" for c in candidates):
+            hidden = unscannable_finding(env.get("parseErrors") or [])
+            if hidden is not None:
+                candidates.append(hidden)
         for c in candidates:
             ctx.note(f"{c.reason}: {c.detail}")
         if not candidates:
