@@ -51,6 +51,7 @@ from mailgate.auth.results import build_authentication_results, filter_headers
 from mailgate.auth.spf import check_spf_sync
 from mailgate.config import AuthConfig
 from mailgate.envelope import AuthResult
+from mailgate.logs import describe_error, log_fields
 
 __all__ = ["AuthChecker", "AuthReport", "decide", "filter_headers"]
 
@@ -240,8 +241,8 @@ class AuthChecker:
         except PoolUnavailable as exc:
             if self._verify_pool is pool:  # once: verify in this process from now on
                 log.warning(
-                    "- auth verification processes unavailable, verifying in process: %s",
-                    str(exc).strip().splitlines()[0][:200],
+                    "auth verification processes unavailable, verifying in process",
+                    extra=log_fields(error=describe_error(exc)[:200]),
                 )
                 self._verify_pool = None
                 pool.close()
@@ -381,18 +382,23 @@ class AuthChecker:
         header = build_authentication_results(
             self.authserv_id, spf_result, dkim_result, dmarc_result, arc_result
         )
+        fields: dict[str, Any] = {
+            "spf": spf_result.result,
+            "dkim": dkim_result.result,
+            "dmarc": dmarc_result.result,
+            "arc": arc_result.result,
+            "action": action,
+        }
+        if would:
+            fields["would"] = would
+        fields["reason"] = reason
+        if dkim_result.result not in ("pass", "none") and dkim_result.reason:
+            fields["dkim_reason"] = dkim_result.reason  # e.g. a signature dkimpy cannot parse
+        fields["ms"] = round((time.perf_counter() - started) * 1000, 1)
         log.log(
             logging.INFO if (action != "accept" or would) else logging.DEBUG,
-            "%s auth spf=%s dkim=%s dmarc=%s arc=%s action=%s%s reason=%r ms=%.1f",
-            msg_id or "-",
-            spf_result.result,
-            dkim_result.result,
-            dmarc_result.result,
-            arc_result.result,
-            action,
-            f" would={would}" if would else "",
-            reason,
-            (time.perf_counter() - started) * 1000,
+            "auth checked",
+            extra=log_fields(msg_id, **fields),
         )
         return AuthReport(
             spf=spf_result,

@@ -30,6 +30,7 @@ from typing import Any
 
 from mailgate.config import Config, ConfigError, register_validator
 from mailgate.envelope import Envelope
+from mailgate.logs import describe_error, log_fields
 from mailgate.pipeline.base import (
     Context,
     Mode,
@@ -123,7 +124,17 @@ class PipelineRunner:
         """Run the stages over ``env`` (filled in place); see `Outcome`."""
         msg_id = str(env.get("id") or "")
         trace_id = str(env.get("traceId") or "")
-        extra = {"msg_id": msg_id, "trace_id": trace_id}
+
+        def extra(stage: str, verdict: str, reason: str, **more: Any) -> dict[str, Any]:
+            return log_fields(
+                msg_id or None,
+                trace_id or None,
+                stage=stage,
+                verdict=verdict,
+                reason=reason,
+                **more,
+            )
+
         _defaults(env, self.cfg.pipeline.default_queue)
         ctx = Context(
             config=self.cfg.pipeline,
@@ -141,18 +152,13 @@ class PipelineRunner:
                 if name not in RESERVED_STAGES:
                     # check-config refuses these; reaching here means a stage was unregistered
                     log.warning(
-                        "%s stage=%s verdict=skipped reason=not registered",
-                        msg_id,
-                        name,
-                        extra=extra,
+                        "stage skipped",
+                        extra=extra(
+                            name, "skipped", "not registered", error="stage not registered"
+                        ),
                     )
                 else:
-                    log.debug(
-                        "%s stage=%s verdict=skipped reason=not registered",
-                        msg_id,
-                        name,
-                        extra=extra,
-                    )
+                    log.debug("stage skipped", extra=extra(name, "skipped", "not registered"))
                 continue
             if name in ctx.skip:
                 ctx.results.append(StageResult(name, "skipped", ["skipped by an earlier stage"]))
@@ -162,20 +168,15 @@ class PipelineRunner:
                 verdict = await run_stage(stage, env, ctx, timeout)
             except TimeoutError:
                 log.warning(
-                    "%s stage=%s verdict=error reason=timeout after %ss",
-                    msg_id,
-                    name,
-                    timeout,
-                    extra=extra,
+                    "stage failed",
+                    extra=extra(name, "error", "timeout", error=f"timed out after {timeout}s"),
                 )
                 raise StageTimeout(f"stage {name} timed out after {timeout}s") from None
             except Exception as exc:
+                # the traceback goes with the "processing failed" line of the ingest worker
                 log.warning(
-                    "%s stage=%s verdict=error reason=%s",
-                    msg_id,
-                    name,
-                    type(exc).__name__,
-                    extra=extra,
+                    "stage failed",
+                    extra=extra(name, "error", type(exc).__name__, error=describe_error(exc)),
                 )
                 raise
             notes = ctx.take_notes()
@@ -184,15 +185,7 @@ class PipelineRunner:
             level = logging.DEBUG if verdict is None else logging.INFO
             if log.isEnabledFor(level):
                 reason = verdict.reason if verdict is not None else "; ".join(notes[:3])
-                log.log(
-                    level,
-                    "%s stage=%s verdict=%s reason=%s",
-                    msg_id,
-                    name,
-                    result.verdict,
-                    _short(reason),
-                    extra=extra,
-                )
+                log.log(level, "stage done", extra=extra(name, result.verdict, _short(reason)))
             if verdict is not None:
                 break
         return self._outcome(env, ctx, verdict)
