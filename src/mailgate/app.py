@@ -386,6 +386,7 @@ class Front:
                                 "index": child.index,
                                 "code": code,
                                 "restarts": child.restarts,
+                                "error": f"worker exited with code {code}",
                             }
                         },
                     )
@@ -408,7 +409,7 @@ class Front:
         if kept:
             log.warning(
                 "reload: these settings need a restart and keep their running values",
-                extra={"fields": {"keys": ",".join(kept)}},
+                extra={"fields": {"keys": ",".join(kept), "error": "restart needed"}},
             )
         old_auth = self.auth
         if new.auth != self.cfg.auth:
@@ -595,7 +596,9 @@ async def _reload_on_hup(
         await hup.wait()
         hup.clear()
         if reload_config is None:
-            log.warning("reload: no config loader; SIGHUP ignored")
+            log.warning(
+                "reload: no config loader; SIGHUP ignored", extra={"fields": {"error": "no loader"}}
+            )
             continue
         log.info("reload requested", extra={"fields": {"source": front.cfg.source}})
         try:
@@ -646,6 +649,9 @@ async def run_worker(cfg: Config, index: int, count: int, notify_fd: int | None)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=1.0)
         if os.getppid() != parent:
-            log.warning("front process went away; worker stopping")
+            log.warning(
+                "front process went away; worker stopping",
+                extra={"fields": {"error": "parent process changed"}},
+            )
             break
     await runtime.stop()

@@ -53,8 +53,12 @@ async def _errors_and_metrics(request: web.Request, handler: Handler) -> web.Str
         for key in ("Allow",):
             if key in exc.headers:
                 resp.headers[key] = exc.headers[key]
-    except StoreError:
-        log.exception("store error serving %s", name)
+    except StoreError as exc:
+        # the store's trouble (disk full, locked), not a bug here: no traceback
+        log.warning(
+            "store error serving a request",
+            extra={"fields": {"route": name, "error": f"{type(exc).__name__}: {exc}"}},
+        )
         resp = error(503, "store_unavailable", "the store is not available; retry later")
     API_REQUESTS.labels(route=name, status=str(resp.status)).inc()
     return resp

@@ -240,6 +240,13 @@ class IngestWorker:
         auth = msg.auth
         if self.auth is None or not auth or not auth.get("deferred"):
             return msg
+        with log_context(msg.id, msg.trace_id):
+            return await self._authenticate_deferred(msg, auth)
+
+    async def _authenticate_deferred(
+        self, msg: SpooledMessage, auth: dict[str, Any]
+    ) -> SpooledMessage:
+        assert self.auth is not None
         spf_json = auth.get("spf")
         spf = AuthResult.from_json(spf_json) if isinstance(spf_json, dict) else None
         started = time.perf_counter()

@@ -203,10 +203,12 @@ class RespondStage:
             )
         except TemplateProblem as exc:
             log.warning(
-                "%s reply template refused: %s",
-                ctx.msg_id,
-                exc,
-                extra={"msg_id": ctx.msg_id, "trace_id": env.get("traceId")},
+                "reply template refused",
+                extra={
+                    "msg_id": ctx.msg_id,
+                    "trace_id": env.get("traceId"),
+                    "fields": {"error": f"{type(exc).__name__}: {exc}"},
+                },
             )
             skip(exc.reason, exc.detail)
             return None
