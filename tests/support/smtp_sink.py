@@ -105,6 +105,7 @@ class SmtpSink:
         self.messages: list[SinkMessage] = []
         self.rcpt_reply: str | None = None
         self.data_reply: str | None = None
+        self.smtputf8 = True  # False: EHLO does not advertise SMTPUTF8
         self.connections = 0
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -140,7 +141,7 @@ class SmtpSink:
         self.connections += 1
         kwargs: dict[str, Any] = {
             "hostname": "sink.test",
-            "enable_SMTPUTF8": True,
+            "enable_SMTPUTF8": self.smtputf8,
             "decode_data": False,
             "timeout": 30,
         }

@@ -83,7 +83,7 @@ class RecipientPolicy:
                     others |= listed[id(other)]
             labels = None if d.open_tenants and not d.tenant else listed[id(d)]
             suffix = d.name.lower().rstrip(".")[1:]
-            self._wild.append(_Wildcard(suffix, d, labels, frozenset(others - listed[id(d)])))
+            self._wild.append(_Wildcard(suffix, d, labels, frozenset(others)))
 
     def is_local_domain(self, domain: str) -> bool:
         return self._match(domain.lower().rstrip("."))[0] is not None
