@@ -144,6 +144,7 @@ class Guard:
             self._dmarc,
             self._intent,
             self._duplicate,
+            self._spam,
         ):
             found = check(env, view)
             if found is not None:
@@ -252,4 +253,11 @@ class Guard:
     def _duplicate(env: Envelope, view: EnvView) -> Skip | None:
         if env.get("duplicateOf"):
             return Skip("duplicate", f"duplicate of {env['duplicateOf']}")
+        return None
+
+    @staticmethod
+    def _spam(env: Envelope, view: EnvView) -> Skip | None:
+        # flagged spam is never acknowledged (a reply would confirm the address to the spammer)
+        if view.section("spam").get("flagged") is True:
+            return Skip("spam", f"flagged as spam (score {view.section('spam').get('score')})")
         return None
