@@ -24,7 +24,8 @@ Matchers (`FIELDS`): ``from to cc replyTo recipient mailFrom`` (addresses), ``fr
 ``from.domain``, ``subject text html replyText``, ``header.<Name>``, ``attachment.filename``,
 ``attachment.extension``, ``attachment.type`` (declared), ``attachment.sniffed`` (detected from
 the bytes), ``attachment.size``, ``attachments`` (count), ``dkim|spf|dmarc|arc.passed``,
-``dkim|spf|dmarc|arc.result``, ``…domain``, ``dmarc.policy``, ``authAction``, ``spam.score``,
+``dkim|spf|dmarc|arc.result``, ``…domain``, ``dmarc.policy``, ``authAction``, ``spam.action``,
+``spam.symbol`` (rspamd symbol names), ``antivirus.signature``, ``spam.score``,
 ``spam.flagged``, ``tenant``, ``intent``, ``thread.isReply``, ``thread.matchedBy``,
 ``thread.ticket``, ``entity`` (names present) and ``entities.<name>`` (values), ``parseError``.
 
@@ -204,6 +205,13 @@ def _from_domain(f: Facts) -> list[Any]:
     return [domain_of(e) for e in emails(f.env.get("from"))]
 
 
+def _spam_symbols(f: Facts) -> list[Any]:
+    symbols = f.view.section("spam").get("symbols")
+    if not isinstance(symbols, list):
+        return []
+    return [s["name"] for s in symbols if isinstance(s, dict) and isinstance(s.get("name"), str)]
+
+
 def _parse_errors(f: Facts) -> list[Any]:
     errors = f.env.get("parseErrors")
     if not isinstance(errors, list):
@@ -233,6 +241,9 @@ FIELDS: dict[str, FieldSpec] = {
     "authAction": FieldSpec("keyword", _path("authAction", "action")),
     "spam.score": FieldSpec("number", _path("spam", "score")),
     "spam.flagged": FieldSpec("bool", _path("spam", "flagged")),
+    "spam.action": FieldSpec("keyword", _path("spam", "action")),
+    "spam.symbol": FieldSpec("keyword", _spam_symbols),
+    "antivirus.signature": FieldSpec("keyword", _path("antivirus", "signature")),
     "tenant": FieldSpec("keyword", lambda f: [f.view.tenant]),
     "intent": FieldSpec("keyword", _path("intent")),
     "thread.isReply": FieldSpec("bool", _path("thread", "isReply")),
