@@ -25,7 +25,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from mailgate.config import Config, ConfigError, ConfigErrors
+from mailgate.config import Config, ConfigError, ConfigErrors, config_warnings
 from mailgate.logs import get_logger
 from mailgate.pipeline.ingest import IngestWorker
 from mailgate.runlock import DataDirLock, DataDirLocked
@@ -580,6 +580,7 @@ async def serve(cfg: Config, reload_config: Callable[[], Config] | None = None) 
     except BaseException:
         await front.stop()
         raise
+    _log_warnings(cfg)
     reloader = asyncio.create_task(_reload_on_hup(front, hup, reload_config))
     await stop.wait()
     reloader.cancel()
@@ -614,6 +615,14 @@ async def _reload_on_hup(
             await front.reload(new)
         except StartupError as exc:
             log.error("reload refused", extra={"fields": {"error": str(exc)}})
+            continue
+        _log_warnings(front.cfg)
+
+
+def _log_warnings(cfg: Config) -> None:
+    """The warnings ``check-config`` prints, one line each."""
+    for warning in config_warnings(cfg):
+        log.warning("config warning", extra={"fields": {"warning": warning}})
 
 
 async def run_worker(cfg: Config, index: int, count: int, notify_fd: int | None) -> None:
