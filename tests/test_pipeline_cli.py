@@ -148,6 +148,10 @@ def test_quarantine_list_show_release_delete_audit(setup: dict[str, Any]) -> Non
         ("quarantine.release", ids["dmarc"], "olga"),
     ]
     assert audit[1]["detail"] == {"reason": "dmarc"}
+    text = invoke(audit_group, "list", "-c", cfg_path).output.splitlines()
+    assert len(text) == 2  # one line per entry, fields not a Python dict
+    assert "{'" not in text[1] and "detail.reason=dmarc" in text[1].split()
+    assert f"target={ids['dmarc']}" in text[1].split() and "actor=olga" in text[1].split()
 
 
 def test_replay_dry_run_diff_then_apply(setup: dict[str, Any]) -> None:

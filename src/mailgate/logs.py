@@ -93,7 +93,8 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def _logfmt_value(value: Any) -> str:
+def logfmt_value(value: Any) -> str:
+    """One logfmt value: bare when safe, else a JSON string; dicts/lists as compact JSON."""
     value = _jsonable(value)
     if value is None:
         return '""'
@@ -153,7 +154,7 @@ def record_pairs(record: logging.LogRecord, format_exc: Any) -> list[tuple[str, 
 class LogfmtFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         pairs = record_pairs(record, self.formatException)
-        return " ".join(f"{k}={_logfmt_value(v)}" for k, v in pairs)
+        return " ".join(f"{k}={logfmt_value(v)}" for k, v in pairs)
 
 
 class JsonFormatter(logging.Formatter):

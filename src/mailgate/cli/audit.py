@@ -14,6 +14,7 @@ from mailgate.cli.common import (
     print_json,
     run_with_store,
 )
+from mailgate.logs import logfmt_value
 
 
 @click.group("audit")
@@ -27,7 +28,7 @@ def audit_group() -> None:
 @click.option("--action", default=None, help="Only this action, e.g. quarantine.release.")
 @json_option
 def list_cmd(config_path: str | None, limit: int, action: str | None, as_json: bool) -> None:
-    """Newest first."""
+    """Newest first: one line per entry (key=value), or a JSON array with --json."""
     cfg = load_cli_config(config_path)
 
     records = run_with_store(cfg, lambda store: store.list_audit(limit=limit, action=action))
@@ -48,4 +49,11 @@ def list_cmd(config_path: str | None, limit: int, action: str | None, as_json: b
     if not items:
         click.echo("audit log is empty")
     for i in items:
-        click.echo(f"{i['at']}  {i['actor']:<12} {i['action']:<20} {i['target']}  {i['detail']}")
+        # one line per entry, logfmt: the detail's keys become detail.<key> fields
+        pairs = [(k, v) for k, v in i.items() if k != "detail"]
+        detail = i["detail"]
+        if isinstance(detail, dict):
+            pairs += [(f"detail.{k}", v) for k, v in detail.items()]
+        elif detail:
+            pairs.append(("detail", detail))
+        click.echo(" ".join(f"{k}={logfmt_value(v)}" for k, v in pairs))
