@@ -119,6 +119,126 @@ def test_check_config_cli(tmp_path: Path) -> None:
     assert "Traceback" not in result.output
 
 
+def _check(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, ["check-config", *args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_check_config_reports_every_error_at_once(tmp_path: Path) -> None:
+    bad = write(
+        tmp_path,
+        '[smtp]\nmax_recipients = "ten"\nlistne = 1\nidle_timeout = "soon"\n'
+        '[[domains]]\nname = "example.com"\ncatch_all = "yes"\n',
+    )
+    code, out, err = _check(str(bad))
+    assert code == 1
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert "smtp.max_recipients = 'ten'" in lines[0]
+    assert "unknown key 'smtp.listne'" in lines[1]
+    assert "smtp.idle_timeout = 'soon'" in lines[2]
+    assert "domains[0].catch_all = 'yes': expected true or false" in lines[3]
+    assert lines[4] == "4 errors: config refused"
+
+    code, out, _ = _check(str(bad), "--json")
+    assert code == 1
+    report = json.loads(out)
+    assert report["ok"] is False and report["warnings"] == []
+    assert report["errors"] == [line for line in lines[:4]]
+    assert len(report["errors"]) == 4
+
+
+def test_check_config_json_lists_validation_errors(tmp_path: Path) -> None:
+    bad = write(
+        tmp_path,
+        '[smtp]\nlisten = "127.0.0.1:2525"\n[api]\nlisten = "0.0.0.0:2525"\n'
+        '[[api.tokens]]\ntoken = "too-short"\n',
+    )
+    code, out, _ = _check(str(bad), "--json")
+    assert code == 1
+    errors = json.loads(out)["errors"]
+    assert len(errors) == 2
+    assert "api.listen = '0.0.0.0:2525': expected an address other than smtp.listen" in errors[0]
+    assert "api.tokens[0].token = '<9 characters>'" in errors[1]
+
+
+@pytest.mark.parametrize(
+    ("smtp", "api", "clash"),
+    [
+        ("127.0.0.1:2525", "127.0.0.1:2525", True),
+        ("0.0.0.0:2525", "127.0.0.1:2525", True),
+        ("127.0.0.1:2525", "127.0.0.1:8025", False),
+        ("127.0.0.1:0", "127.0.0.1:0", False),  # port 0: the kernel picks two ports
+    ],
+)
+def test_smtp_and_api_listeners_must_differ(
+    tmp_path: Path, smtp: str, api: str, clash: bool
+) -> None:
+    p = write(tmp_path, f'[smtp]\nlisten = "{smtp}"\n[api]\nlisten = "{api}"\n')
+    if clash:
+        with pytest.raises(ConfigError, match=r":4: api\.listen = .*other than smtp\.listen"):
+            load_config(p, env={})
+    else:
+        assert load_config(p, env={}).api.listen == api
+    disabled = write(
+        tmp_path, f'[smtp]\nlisten = "{smtp}"\n[api]\nenabled = false\nlisten = "{api}"\n'
+    )
+    assert not load_config(disabled, env={}).api.enabled
+
+
+def test_check_config_refuses_a_data_dir_it_cannot_create(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code, out, _ = _check("--data-dir", str(blocker / "data"), "--json")
+    assert code == 1
+    (error,) = json.loads(out)["errors"]
+    assert f"store.data_dir = '{blocker / 'data'}': expected a directory" in error
+    fresh = tmp_path / "new" / "data"
+    code, out, _ = _check("--data-dir", str(fresh), "--json")
+    assert code == 0, out
+    assert json.loads(out)["data_dir"] == str(fresh)
+    assert not (tmp_path / "new").exists()  # checked, not created
+
+
+def test_check_config_says_what_zero_means_and_counts_rules_file_rules(tmp_path: Path) -> None:
+    (tmp_path / "rules.toml").write_text(
+        '[[rules]]\nname = "a"\nthen = { queue = "a" }\n'
+        '[[rules]]\nname = "b"\nthen = { queue = "b" }\n'
+    )
+    p = write(
+        tmp_path,
+        f'[store]\ndata_dir = "{tmp_path / "d"}"\n'
+        "[smtp]\nmax_connections_per_ip = 0\nmax_connections = 700\n"
+        '[pipeline]\nrules_file = "rules.toml"\n'
+        '[[rules]]\nname = "inline"\nthen = { queue = "c" }\n',
+    )
+    code, out, err = _check(str(p))
+    assert code == 0, err
+    assert "3 rules" in out.splitlines()[0]
+    assert "  smtp.max_connections_per_ip = 0 (no limit)" in out.splitlines()
+    assert "  smtp.max_connections = 700" in out.splitlines()
+    report = json.loads(_check(str(p), "--json")[1])
+    assert report["rules"] == 3 and report["rules_file"] == "rules.toml"
+    assert report["limits"]["smtp.max_connections_per_ip"] == "0 (no limit)"
+    assert report["limits"]["ingest.workers"] == "1"
+
+
+def test_check_config_prints_config_warnings(tmp_path: Path) -> None:
+    p = write(
+        tmp_path,
+        f'[store]\ndata_dir = "{tmp_path / "d"}"\n'
+        '[[domains]]\nname = "example.test"\ncatch_all = true\n'
+        '[[domains]]\nname = "acme.example"\ncatch_all = true\ntenant = "acme"\n'
+        '[reply]\nenabled = true\nfrom = "support@example.test"\n',
+    )
+    code, out, err = _check(str(p))
+    assert code == 0, out
+    assert err.startswith("warning: reply.tenant_from: no reply From for tenant(s) acme")
+    report = json.loads(_check(str(p), "--json")[1])
+    assert report["ok"] is True
+    assert report["warnings"] and report["warnings"][0].startswith("reply.tenant_from")
+
+
 def test_serve_refuses_bad_config(tmp_path: Path) -> None:
     bad = write(tmp_path, '[smtp]\nmax_recipients = "x"\n')
     result = CliRunner().invoke(main, ["serve", "--config", str(bad)])
