@@ -3,7 +3,7 @@
 
     python bench/pipeline_bench.py [--rounds 3] [--rules 50]
 
-For every message of the shared corpus (``../shared/corpus/MANIFEST.txt``), in one run:
+For every message of the real-world corpus in ``fixtures/corpus/MANIFEST.txt``, in one run:
 ``parse_message(raw)`` is timed (without a blob sink: the parse alone), the message is parsed
 again untimed with the data dir's blob store (as the ingest worker does, so the scan reads
 attachment bytes where production would), then the envelope gets what the ingest worker adds (ids,
@@ -44,7 +44,7 @@ from mailgate.store.sqlite import SqliteStore  # noqa: E402
 
 
 def load_corpus() -> list[bytes]:
-    corpus = SHARED / "corpus"
+    corpus = REPO / "fixtures" / "corpus"
     out = []
     for line in (corpus / "MANIFEST.txt").read_text().splitlines():
         line = line.strip()
