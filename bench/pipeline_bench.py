@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
 sys.path.insert(0, str(REPO))
 
 from mailgate.config import Config, WebhookConfig  # noqa: E402
@@ -129,7 +128,7 @@ def augment(env: dict[str, Any], tag: str) -> dict[str, Any]:
 async def run(rounds: int, n_rules: int) -> int:
     corpus = load_corpus()
     if not corpus:
-        print("no corpus found at", SHARED / "corpus", file=sys.stderr)
+        print("no corpus found at", REPO / "fixtures" / "corpus", file=sys.stderr)
         return 1
     cfg = Config(
         rules=make_rules(n_rules),
