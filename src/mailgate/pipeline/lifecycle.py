@@ -145,7 +145,9 @@ class StageSet:
             try:
                 await stop()
             except Exception:
-                log.warning("stage=%s stop failed", stage.name, exc_info=True)
+                log.warning(
+                    "stage stop failed", extra={"fields": {"stage": stage.name}}, exc_info=True
+                )
 
 
 async def in_thread(fn: Callable[..., T], *args: Any) -> T:

@@ -98,7 +98,9 @@ class SmtpServer:
         if cfg.listen != self.cfg.listen and self._server is not None:
             log.warning(
                 "smtp.listen changed; restart to rebind",
-                extra={"fields": {"old": self.cfg.listen, "new": cfg.listen}},
+                extra={
+                    "fields": {"old": self.cfg.listen, "new": cfg.listen, "error": "restart needed"}
+                },
             )
         self._install(cfg, handler, tls)
         log.info("reloaded", extra={"fields": {"tls": bool(tls)}})
