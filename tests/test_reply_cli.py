@@ -14,6 +14,7 @@ from mailgate.cli.banner import banner_group
 from mailgate.cli.outbox import outbox_group
 from mailgate.config import ConfigError, load_config
 from mailgate.delivery.smtp_out import ReplySender
+from mailgate.store.sqlite import SqliteStore
 from tests.support.reply_harness import ReplyHarness, message
 from tests.support.smtp_sink import SmtpSink, smtp_sink
 
@@ -93,8 +94,16 @@ def test_outbox_list_show_and_retry(tmp_path: Path, smtp_sink: SmtpSink) -> None
     assert len(smtp_sink.wait_for(2)) == 2
 
 
+async def _create_store(data_dir: Path) -> None:
+    """What ``serve`` does on first start: the CLI never creates a store (issue 11)."""
+    store = SqliteStore(data_dir)
+    await store.open()
+    await store.close()
+
+
 def test_banner_set_show_clear_and_used_in_replies(tmp_path: Path) -> None:
     conf = str(write_config(tmp_path))
+    asyncio.run(_create_store(tmp_path / "data"))
     assert "banner set for queue status" in cli(
         banner_group, "set", "Login outage:\nwe are on it.", "--queue", "status", "-c", conf
     )
