@@ -107,9 +107,11 @@ def decode_body(part: Message, cte: str) -> tuple[bytes, str | None]:
             decoded = part.get_payload(decode=True)
         except (ValueError, TypeError, LookupError):
             decoded = None
-        if isinstance(decoded, bytes):
+        undecoded = to_bytes(payload)
+        # On a bad body the stdlib returns the undecoded bytes, no error: compare.
+        if isinstance(decoded, bytes) and (decoded != undecoded or not undecoded.strip()):
             return decoded, None
-        return to_bytes(payload), UUENCODE_FAILED
+        return undecoded, UUENCODE_FAILED
     if cte == "x-gzip64":
         # Old MIME-tools convention: gzip, then base64. Inflated with a bound (zip bombs).
         packed, _ = decode_base64(payload)
