@@ -24,7 +24,9 @@ def free_port() -> int:
 
 
 def require_binary(name: str, package: str) -> str:
-    path = shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None)
+    path = shutil.which(name) or (
+        f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None
+    )
     if path is None:
         raise AssertionError(f"{name} not found: install Debian's {package} (see .ci/run)")
     return path
