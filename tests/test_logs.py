@@ -313,6 +313,13 @@ def _assert_session_facts(lines: list[dict[str, Any]]) -> None:
     assert "accepted" in events and "processed" in events
     refused = [r for r in lines if r["event"] == "recipient refused"]
     assert len(refused) == 2, refused
+    assert {r["rcpt_domain"] for r in refused} == {"foreign.example", "example.test"}, refused
+    assert all(r.get("reason") for r in refused), refused
+    # the session's trace id: its refused RCPTs and the message it brought share it
+    assert refused[0]["trace_id"] == refused[1]["trace_id"], refused
+    assert any(
+        r["event"] == "accepted" and r["trace_id"] == refused[0]["trace_id"] for r in lines
+    ), refused
     # the webhook to nowhere: its failure line names the message, the trace and the error
     failed = [r for r in lines if r["event"] == "webhook not delivered" and r["level"] == "warning"]
     assert failed and all(r.get("msg_id") and r.get("error") for r in failed), failed

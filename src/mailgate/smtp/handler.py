@@ -18,7 +18,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from mailgate import metrics
 from mailgate.config import SmtpConfig
 from mailgate.envelope import AuthResult, new_id
-from mailgate.logs import get_logger, log_fields
+from mailgate.logs import current_log_context, get_logger, log_fields
 from mailgate.metrics import record_auth_action
 from mailgate.smtp import replies
 from mailgate.smtp.policy import (
@@ -193,7 +193,7 @@ class SmtpHandler:
         if mail_from == "<>":
             mail_from = ""
         tls = session.ssl is not None
-        trace_id = new_id("trc")[4:]
+        trace_id = current_log_context()[1] or new_id("trc")[4:]  # the session's trace
         auth_json: dict[str, Any] | None = None
         if self.auth is not None:
             started = time.perf_counter()

@@ -39,7 +39,8 @@ import aiosmtpd.smtp as _aiosmtpd_smtp
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
 
 from mailgate import metrics
-from mailgate.logs import get_logger, log_fields
+from mailgate.envelope import new_id
+from mailgate.logs import get_logger, log_fields, set_log_context
 from mailgate.smtp import replies
 from mailgate.smtp.connections import ConnectionCounter, ConnectionLimits, PeerHistory
 
@@ -110,6 +111,9 @@ class MailgateSMTP(SMTP):
 
     async def _handle_client(self) -> None:
         assert self.session is not None
+        # one trace per session: every line it logs (refused RCPTs too) and the messages it
+        # brings carry it (this task's own log context; see mailgate.logs)
+        set_log_context(trace_id=new_id("trc")[4:])
         metrics.SMTP_SESSIONS.inc()
         self._session_timer = self.loop.call_later(
             self.session_timeout, self._cut, replies.SESSION_TIMEOUT, "session-timeout"
