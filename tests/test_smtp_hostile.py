@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from mailgate.config import DomainConfig, SmtpConfig
+from mailgate.config import ConfigError, DomainConfig, SmtpConfig, load_config
 from mailgate.smtp.handler import SmtpHandler
 from mailgate.smtp.policy import RecipientPolicy
 from mailgate.smtp.server import SmtpServer, StartupError
@@ -474,3 +474,48 @@ async def test_idle_timeout_says_421(tmp_path: Path) -> None:
                 return f.readline()
 
         assert (await asyncio.to_thread(run)).startswith(b"421 4.4.2 Idle timeout")
+
+
+# --------------------------------------------------------------------------- IDN
+
+
+@pytest.mark.parametrize("written", ["bücher.example", "xn--bcher-kva.example", "Bücher.Example."])
+async def test_idn_domain_in_either_form_matches_rcpt_in_either_form(
+    tmp_path: Path, written: str
+) -> None:
+    path = tmp_path / "mailgate.toml"
+    path.write_text(
+        f'[[domains]]\nname = "{written}"\nmailboxes = ["support"]\n[api]\nenabled = false\n',
+        encoding="utf-8",
+    )
+    cfg = load_config(path)
+    assert [d.name for d in cfg.domains] == ["xn--bcher-kva.example"]
+    commands = [
+        b"EHLO c.test",
+        b"MAIL FROM:<a@example.org> SMTPUTF8",
+        "RCPT TO:<support@bücher.example>".encode(),
+        b"RCPT TO:<support@xn--bcher-kva.example>",
+        "RCPT TO:<support@BÜCHER.example>".encode(),
+        b"RCPT TO:<support@bucher.example>",
+        "RCPT TO:<nobody@bücher.example>".encode(),
+    ]
+    async with listener(tmp_path, domains=cfg.domains) as lst:
+        got = await asyncio.to_thread(dialogue, lst, commands)
+    codes = [r[:9] for r in got[3:]]
+    assert codes == [b"250 2.1.5", b"250 2.1.5", b"250 2.1.5", b"554 5.7.1", b"550 5.1.1"], got
+
+
+def test_config_refuses_an_invalid_idn_in_the_usual_style(tmp_path: Path) -> None:
+    path = tmp_path / "mailgate.toml"
+    path.write_text(
+        '[[domains]]\nname = "xn--zz.example"\nmailboxes = ["support"]\n'
+        '[[domains]]\nname = "bücher.example"\nmailboxes = ["support"]\n'
+        '[[domains]]\nname = "xn--bcher-kva.example"\nmailboxes = ["support"]\n'
+        "[api]\nenabled = false\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    text = str(err.value)
+    assert "domains[0].name = 'xn--zz.example': expected a domain name like" in text
+    assert "domains[2].name = 'xn--bcher-kva.example': expected each domain once" in text

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
 
+import idna
+
 ENV_CONFIG = "MAILGATE_CONFIG"
 ENV_DATA_DIR = "MAILGATE_DATA_DIR"
 
@@ -90,6 +92,16 @@ def parse_rate(value: Any) -> int:
         raise ValueError("a rate like 1KB/s or a number of bytes per second") from None
 
 
+def parse_rate(value: Any) -> int:
+    """``"1KB/s"`` / ``"512"`` / ``1024`` -> bytes per second (the size units of ``parse_size``)."""
+    if isinstance(value, str) and value.strip().lower().endswith("/s"):
+        value = value.strip()[:-2]
+    try:
+        return parse_size(value)
+    except ValueError:
+        raise ValueError("a rate like 1KB/s or a number of bytes per second") from None
+
+
 def parse_hostport(value: Any) -> tuple[str, int]:
     """``"127.0.0.1:2525"`` / ``"[::1]:25"`` -> (host, port)."""
     if not isinstance(value, str):
@@ -105,6 +117,7 @@ def parse_hostport(value: Any) -> tuple[str, int]:
 
 Size = typing.Annotated[int, "size"]
 Duration = typing.Annotated[float, "duration"]
+Rate = typing.Annotated[int, "rate"]
 Rate = typing.Annotated[int, "rate"]
 HostPort = typing.Annotated[str, "hostport"]
 ExistingFile = typing.Annotated[str, "existing-file"]
@@ -132,6 +145,15 @@ class SmtpConfig:
     idle_timeout: Duration = 300.0
     shutdown_grace: Duration = 10.0
     chunked_data: bool = True
+    greet_delay: Duration = 1.0
+    data_timeout: Duration = 600.0
+    min_data_rate: Rate = 1024
+    min_data_rate_grace: Duration = 30.0
+    session_timeout: Duration = 1800.0
+    max_connections_per_network: int = 100
+    max_data_per_network: int = 20
+    reserved_connections: int = 50
+    history_ttl: Duration = 86400.0
     greet_delay: Duration = 1.0
     data_timeout: Duration = 600.0
     min_data_rate: Rate = 1024
@@ -472,6 +494,7 @@ def _describe(tp: Any) -> str:
             "size": "a size like 25MB",
             "duration": "a duration like 30s",
             "rate": "a rate like 1KB/s",
+            "rate": "a rate like 1KB/s",
             "hostport": "an address like 127.0.0.1:2525",
             "existing-file": "a path to an existing file",
             "raw": "a value",
@@ -499,6 +522,8 @@ def _convert(value: Any, tp: Any, keypath: str, loc: _Locator) -> Any:
                 return parse_size(value)
             if tag == "duration":
                 return parse_duration(value)
+            if tag == "rate":
+                return parse_rate(value)
             if tag == "rate":
                 return parse_rate(value)
             if tag == "hostport":
@@ -629,6 +654,23 @@ _DOMAIN_RE = re.compile(
 )
 
 
+def domain_to_ascii(name: str) -> str:
+    """A domain (or ``*.`` wildcard) in U-labels or A-labels -> lowercase A-labels.
+
+    IDNA 2008 with the UTS #46 mapping (the ``idna`` package), so ``Bücher.example`` and
+    ``xn--bcher-kva.example`` are one domain in the config and at RCPT. ValueError when the
+    name is not a valid IDN (an A-label that does not decode, a disallowed code point).
+    """
+    name = name.strip().rstrip(".")
+    prefix = ""
+    if name.startswith("*."):
+        prefix, name = "*.", name[2:]
+    lowered = name.lower()
+    if lowered.isascii() and "xn--" not in lowered:
+        return prefix + lowered  # plain LDH (or not a domain: _DOMAIN_RE says so)
+    return prefix + idna.encode(name, uts46=True).decode("ascii")
+
+
 def _validate(cfg: Config, loc: _Locator) -> None:
     """Cross-field checks the type annotations cannot express; every failure, not only the first."""
     errors: list[ConfigError] = []
@@ -661,6 +703,15 @@ def _validate(cfg: Config, loc: _Locator) -> None:
     for key in ("data_timeout", "session_timeout"):
         if getattr(cfg.smtp, key) <= 0:
             bad(f"smtp.{key}", getattr(cfg.smtp, key), "a positive duration (a deadline)")
+    if cfg.smtp.max_connections and cfg.smtp.reserved_connections >= cfg.smtp.max_connections:
+        bad(
+            "smtp.reserved_connections",
+            cfg.smtp.reserved_connections,
+            "fewer than max_connections (the rest is for clients without a clean history)",
+        )
+    for key in ("data_timeout", "session_timeout"):
+        if getattr(cfg.smtp, key) <= 0:
+            bad(f"smtp.{key}", getattr(cfg.smtp, key), "a positive duration (a deadline)")
     if not cfg.domains:
         bad(
             "domains",
@@ -669,14 +720,17 @@ def _validate(cfg: Config, loc: _Locator) -> None:
         )
     seen: set[str] = set()
     for i, d in enumerate(cfg.domains):
-        name = d.name.lower().rstrip(".")
+        try:
+            name = domain_to_ascii(d.name)
+        except ValueError:
+            name = ""  # not a valid IDN (e.g. a bad A-label): refused just below
         if not _DOMAIN_RE.match(name):
             bad(
                 f"domains[{i}].name",
                 d.name,
-                "a domain name like example.com or *.support.example.com",
+                "a domain name like example.com, bücher.example or *.support.example.com",
             )
-        if name in seen:
+        if name and name in seen:
             bad(f"domains[{i}].name", d.name, "each domain once")
         seen.add(name)
         if not d.catch_all and not d.mailboxes:
@@ -913,7 +967,9 @@ def load_config(
         raise errors[0]
     if errors:
         raise ConfigErrors(errors)
-    return cfg
+    # One spelling per domain from here on (issue 12): A-labels, whatever the file wrote.
+    domains = [dataclasses.replace(d, name=domain_to_ascii(d.name)) for d in cfg.domains]
+    return dataclasses.replace(cfg, domains=domains)
 
 
 # Validators registered by subsystems that own structured config (rules, templates) so that

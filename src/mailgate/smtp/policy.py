@@ -13,9 +13,16 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from mailgate.config import DomainConfig
+from mailgate.config import DomainConfig, domain_to_ascii
 
 ALWAYS_ACCEPTED = ("postmaster", "abuse")
+
+
+def _ascii_domain(domain: str) -> str:
+    try:
+        return domain_to_ascii(domain)
+    except ValueError:
+        return domain.lower()  # not a valid IDN: matches no configured domain
 
 
 @dataclass(frozen=True)
@@ -33,11 +40,15 @@ class Refused:
 
 
 def split_address(address: str) -> tuple[str, str] | None:
-    """``local@domain`` -> (local, domain lowercased); None when it is not an address."""
+    """``local@domain`` -> (local, domain in lowercase A-labels); None when not an address.
+
+    An SMTPUTF8 RCPT may spell an IDN in U-labels: ``support@bücher.example`` and
+    ``support@xn--bcher-kva.example`` name the same domain (the config holds A-labels).
+    """
     if address.count("@") < 1:
         return None
     local, _, domain = address.rpartition("@")
-    domain = domain.strip().rstrip(".").lower()
+    domain = _ascii_domain(domain.strip().rstrip("."))
     if domain.startswith("[") or not local or not domain:
         return None
     return local, domain
