@@ -92,16 +92,6 @@ def parse_rate(value: Any) -> int:
         raise ValueError("a rate like 1KB/s or a number of bytes per second") from None
 
 
-def parse_rate(value: Any) -> int:
-    """``"1KB/s"`` / ``"512"`` / ``1024`` -> bytes per second (the size units of ``parse_size``)."""
-    if isinstance(value, str) and value.strip().lower().endswith("/s"):
-        value = value.strip()[:-2]
-    try:
-        return parse_size(value)
-    except ValueError:
-        raise ValueError("a rate like 1KB/s or a number of bytes per second") from None
-
-
 def parse_hostport(value: Any) -> tuple[str, int]:
     """``"127.0.0.1:2525"`` / ``"[::1]:25"`` -> (host, port)."""
     if not isinstance(value, str):
@@ -117,7 +107,6 @@ def parse_hostport(value: Any) -> tuple[str, int]:
 
 Size = typing.Annotated[int, "size"]
 Duration = typing.Annotated[float, "duration"]
-Rate = typing.Annotated[int, "rate"]
 Rate = typing.Annotated[int, "rate"]
 HostPort = typing.Annotated[str, "hostport"]
 ExistingFile = typing.Annotated[str, "existing-file"]
@@ -145,15 +134,6 @@ class SmtpConfig:
     idle_timeout: Duration = 300.0
     shutdown_grace: Duration = 10.0
     chunked_data: bool = True
-    greet_delay: Duration = 1.0
-    data_timeout: Duration = 600.0
-    min_data_rate: Rate = 1024
-    min_data_rate_grace: Duration = 30.0
-    session_timeout: Duration = 1800.0
-    max_connections_per_network: int = 100
-    max_data_per_network: int = 20
-    reserved_connections: int = 50
-    history_ttl: Duration = 86400.0
     greet_delay: Duration = 1.0
     data_timeout: Duration = 600.0
     min_data_rate: Rate = 1024
@@ -494,7 +474,6 @@ def _describe(tp: Any) -> str:
             "size": "a size like 25MB",
             "duration": "a duration like 30s",
             "rate": "a rate like 1KB/s",
-            "rate": "a rate like 1KB/s",
             "hostport": "an address like 127.0.0.1:2525",
             "existing-file": "a path to an existing file",
             "raw": "a value",
@@ -522,8 +501,6 @@ def _convert(value: Any, tp: Any, keypath: str, loc: _Locator) -> Any:
                 return parse_size(value)
             if tag == "duration":
                 return parse_duration(value)
-            if tag == "rate":
-                return parse_rate(value)
             if tag == "rate":
                 return parse_rate(value)
             if tag == "hostport":
@@ -694,15 +671,6 @@ def _validate(cfg: Config, loc: _Locator) -> None:
         bad("smtp.max_recipients", cfg.smtp.max_recipients, "a positive integer")
     if cfg.smtp.max_line_length < 80:
         bad("smtp.max_line_length", cfg.smtp.max_line_length, "at least 80 (RFC 5321: 1000)")
-    if cfg.smtp.max_connections and cfg.smtp.reserved_connections >= cfg.smtp.max_connections:
-        bad(
-            "smtp.reserved_connections",
-            cfg.smtp.reserved_connections,
-            "fewer than max_connections (the rest is for clients without a clean history)",
-        )
-    for key in ("data_timeout", "session_timeout"):
-        if getattr(cfg.smtp, key) <= 0:
-            bad(f"smtp.{key}", getattr(cfg.smtp, key), "a positive duration (a deadline)")
     if cfg.smtp.max_connections and cfg.smtp.reserved_connections >= cfg.smtp.max_connections:
         bad(
             "smtp.reserved_connections",
