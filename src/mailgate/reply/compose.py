@@ -215,8 +215,8 @@ def build_message(
     """The reply as bytes (CRLF line ends), ready to sign and send."""
     utf8 = needs_smtputf8(headers.from_address, headers.to, headers.reply_to)
     msg = EmailMessage(policy=POLICY_UTF8 if utf8 else POLICY)
-    msg["From"] = Address(display_name=headers.from_name, addr_spec=headers.from_address)
-    msg["To"] = Address(addr_spec=headers.to)
+    msg["From"] = _address(headers.from_name, headers.from_address)
+    msg["To"] = _address("", headers.to)
     msg["Subject"] = clean(headers.subject)
     msg["Date"] = format_datetime(datetime.fromtimestamp(now or time.time(), UTC))
     msg["Message-ID"] = headers.message_id
@@ -224,7 +224,7 @@ def build_message(
         msg["In-Reply-To"] = headers.in_reply_to
     if headers.references:
         msg["References"] = " ".join(headers.references)
-    msg["Reply-To"] = Address(display_name=headers.from_name, addr_spec=headers.reply_to)
+    msg["Reply-To"] = _address(headers.from_name, headers.reply_to)
     msg["Auto-Submitted"] = "auto-replied"  # RFC 3834 section 5.1
     msg["X-Auto-Response-Suppress"] = "All"
     # mailgate's own loop marker: a mailgate receiving this classifies it as own-notification
@@ -235,6 +235,13 @@ def build_message(
     if html is not None:
         msg.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
     return msg.as_bytes()
+
+
+def _address(name: str, address: str) -> Address:
+    """An Address from its parts: ``addr_spec=`` refuses a non-ASCII local part (an SMTPUTF8
+    return path, RFC 6532), ``username=``/``domain=`` take it as it is."""
+    local, _, domain = address.rpartition("@")
+    return Address(display_name=name, username=local, domain=domain)
 
 
 def addresses_of(value: str) -> list[str]:

@@ -15,8 +15,9 @@ with a stable token (recorded in the envelope's ``reply.detail``):
   first, last nor doubled; at most 64 octets;
 - domain: a DNS name of at least two labels, each of letters, digits and inner hyphens (U-labels
   must convert to valid A-labels), at most 63 octets a label, a top-level label that is not
-  all digits; at most 253 octets;
-- the whole path at most 254 octets, no whitespace or control characters.
+  all digits;
+- the whole path at most 254 octets (RFC 5321 4.5.3.1.3, without the brackets; this also keeps
+  the domain under its 253), no whitespace or control characters.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import unicodedata
 
 MAX_PATH = 254
 MAX_LOCAL = 64
-MAX_DOMAIN = 253
 MAX_LABEL = 63
 _LOCAL_ASCII = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._+=-'")
 _LDH = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
@@ -48,14 +48,14 @@ PROBLEMS = {
 
 def return_path_problem(path: str) -> str | None:
     """None for a plain return path we may answer; otherwise a token of `PROBLEMS`."""
+    if '"' in path or "\\" in path:
+        return "quoted-local-part"
     if any(_is_control_or_space(c) for c in path):
         return "control-characters"
     if len(path.encode("utf-8")) > MAX_PATH:
         return "too-long"
     if path.startswith("@") or ":" in path or "," in path:
         return "source-route"
-    if '"' in path or "\\" in path:
-        return "quoted-local-part"
     if "@" not in path:
         return "no-domain"
     if path.count("@") > 1:
@@ -72,8 +72,6 @@ def return_path_problem(path: str) -> str | None:
     labels = domain.split(".")
     if len(labels) < 2 or not all(_dns_label(label) for label in labels):
         return "bad-domain"
-    if len(domain.encode("utf-8")) > MAX_DOMAIN:
-        return "too-long"
     if labels[-1].isdigit():
         return "ip-address"
     return None
