@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 
 from hypothesis import HealthCheck, given, settings
@@ -154,3 +155,205 @@ def test_unflow() -> None:
     assert unflow("a \nb\n>q \n>r\nc", delsp=False) == "a b\n> q r\nc"
     assert unflow("ab \ncd", delsp=True) == "abcd"
     assert unflow("-- \nsig", delsp=False) == "-- \nsig"
+
+
+# -- CSS values (issue 12): expression(), behaviors, bindings, script URLs ---------------------
+
+from mailgate.mime.html import SafeCSS, css_text, css_value_safe  # noqa: E402
+
+
+def _style(value: str, remote_images: str = "keep") -> str:
+    """The style attribute sanitize_html keeps for ``<p style="…">``."""
+    attr = html.escape(value, quote=True)
+    out = sanitize_html(f'<p style="{attr}">x</p>', remote_images)  # type: ignore[arg-type]
+    assert out is not None
+    m = re.search(r'style="([^"]*)"', out)
+    return html.unescape(m.group(1)) if m else ""
+
+
+def _css_reads(style: str) -> str:
+    """What a lenient (old IE) CSS reader sees: escapes decoded, comments gone, lower case."""
+    unescaped = re.sub(r"\\([0-9a-fA-F]{1,6})\s?", lambda m: chr(int(m.group(1), 16)), style)
+    unescaped = re.sub(r"\\(.)", r"\1", unescaped)
+    return re.sub(r"/\*.*?\*/|\s|['\"]", "", unescaped).lower()
+
+
+CSS_DANGER = (
+    "expression(",
+    "behavior",
+    "-moz-binding",
+    "javascript:",
+    "vbscript:",
+    "data:text/html",
+)
+
+CSS_VECTORS = [
+    "width: expression(alert(1))",
+    "width: EXPRESSION(alert(1))",
+    "width: ExPrEsSiOn(alert(1))",
+    r"width: e\xpression(alert(1))",
+    r"width: e\78pression(alert(1))",
+    r"width: e\000078pression(alert(1))",
+    "width: exp/**/ression(alert(1))",
+    "width: exp/* x */ression(alert(1))",
+    "width: 1px expression (alert(1))",
+    "color: red; behavior: url(evil.htc)",
+    r"color: red; b\65havior: url(evil.htc)",
+    "-moz-binding: url(http://evil/xbl.xml#x)",
+    "border: 1px url(javascript:alert(1))",
+    'border: 1px url( "javascript:alert(1)" )',
+    "border: 1px url(  'JaVaScRiPt:alert(1)')",
+    r'border: 1px url("java\73 cript:alert(1)")',
+    "border: 1px url(vbscript:msgbox(1))",
+    'border: url("vbscript:x")',
+    "border: url(data:text/html;base64,PHNjcmlwdD4=)",
+    'border: url("data:text/html,<script>1</script>")',
+    "font-family: javascript:alert(1)",
+    "border: url(url(javascript:x))",
+]
+
+
+def test_css_vectors_are_dropped_and_safe_declarations_kept() -> None:
+    for vector in CSS_VECTORS:
+        kept = _style(f"{vector}; color: blue")
+        reads = _css_reads(kept)
+        for marker in CSS_DANGER:
+            assert marker not in reads, (vector, kept)
+        assert "color: blue" in kept, (vector, kept)
+        assert "url(" not in kept or "http" in kept, (vector, kept)
+
+
+def test_css_value_check_unit() -> None:
+    import tinycss2
+
+    def safe(value: str, strip: bool = False) -> bool:
+        (decl,) = [
+            t for t in tinycss2.parse_declaration_list(f"x: {value}") if t.type == "declaration"
+        ]
+        return css_value_safe(decl.value, strip)
+
+    assert safe("10px solid #fff")
+    assert safe("url(https://cdn.example.com/bg.png)")
+    assert safe("url('cid:logo@x')")
+    assert safe("url(data:image/png;base64,AAAA)")
+    assert not safe("url(data:image/svg+xml;base64,AAAA)")
+    assert not safe("url(ftp://x/y)")
+    assert not safe("url(/relative.png)")
+    assert not safe("url(https://cdn.example.com/bg.png)", strip=True)
+    assert not safe("url(//cdn.example.com/bg.png)", strip=True)
+    assert safe("url(cid:logo@x)", strip=True)
+    assert not safe("expression(1)")
+    assert not safe("rgb(1,2,3) e\\78pression(1)")
+    assert safe("rgb(1, 2, 3)")
+    assert safe("'Helvetica Neue', Arial")
+    tokens = tinycss2.parse_component_value_list("a(" * 3000 + ")" * 3000)
+    assert css_text(tokens) is None  # too many tokens: not read, so not kept
+    assert css_text(tinycss2.parse_component_value_list("A( B [c] {D} 'E' #F 10PX 5%)")) == (
+        "a(b[c]{d}e#f10px5%)"
+    )
+
+
+def test_safe_css_keeps_order_and_allowlist() -> None:
+    css = SafeCSS()
+    assert (
+        css.sanitize_css("color: red; position: fixed; width: 10px") == "color: red; width: 10px;"
+    )
+    assert css.sanitize_css("color: red;; ;") == "color: red;"
+    assert css.sanitize_css("") == ""
+    assert css.sanitize_css("@import url(x); color: red") == "color: red;"
+    assert css.sanitize_css("behavior: url(x)") == ""
+    assert (
+        SafeCSS(strip_remote=True).sanitize_css("border: url(http://t.test/p.gif); color: red")
+        == "color: red;"
+    )
+
+
+def test_style_elements_never_survive() -> None:
+    out = sanitize_html(
+        "<style>p { width: expression(alert(1)); behavior: url(x.htc) }</style>"
+        "<STYLE type='text/css'>@import 'javascript:alert(1)';</STYLE><p>hi</p>"
+    )
+    assert out == "<p>hi</p>"
+
+
+_FRAGMENT = st.sampled_from(
+    ["e", "x", "p", "r", "s", "i", "o", "n", "(", "1", ")", "/**/", "\\", "78", " ",
+     "javascript", "vbscript", ":", "url(", "'", '"', "behavior", "-moz-binding", "data",
+     "text/html", ",", ";", "E", "X", "\\65 ", "\\0078"]
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    prop=st.sampled_from(["width", "color", "border", "font-family", "background-color"]),
+    value=st.lists(_FRAGMENT, max_size=25).map("".join),
+)
+def test_generated_css_never_reads_as_script(prop: str, value: str) -> None:
+    kept = _style(f"{prop}: {value}")
+    reads = _css_reads(kept)
+    for marker in CSS_DANGER:
+        assert marker not in reads, (value, kept)
+
+
+# -- remote images ---------------------------------------------------------------------------------
+
+_IMAGES = (
+    '<p>Hi<img src="https://track.example.com/open.gif?u=1" width="1" height="1">'
+    '<img src="HTTP://track.example.com/a.gif"><img src="//track.example.com/b.gif">'
+    '<img src="cid:logo@acme" alt="logo"><img src="data:image/png;base64,AAAA">'
+    '<a href="https://example.com/">link</a></p>'
+    '<table background="http://t.example.com/bg.gif"><tr><td background="cid:bg@acme">x</td></tr></table>'
+    "<div style=\"border: url('https://t.example.com/c.gif'); color: red\">y</div>"
+)
+
+
+def test_remote_images_kept_by_default() -> None:
+    out = sanitize_html(_IMAGES)
+    assert out is not None
+    assert "https://track.example.com/open.gif?u=1" in out
+    assert 'background="http://t.example.com/bg.gif"' in out
+    assert "t.example.com/c.gif" in out
+
+
+def test_remote_images_stripped_keeps_cid_data_and_links() -> None:
+    out = sanitize_html(_IMAGES, "strip")
+    assert out is not None
+    assert "track.example.com" not in out and "t.example.com" not in out
+    assert 'src="cid:logo@acme"' in out and 'alt="logo"' in out
+    assert 'src="data:image/png;base64,AAAA"' in out
+    assert 'background="cid:bg@acme"' in out
+    assert 'href="https://example.com/"' in out
+    assert "color: red" in out
+
+
+def test_remote_images_strip_on_the_fast_path_too() -> None:
+    src = '<p>a<img src="https://t.example.com/p.gif" alt="x"><img src="cid:c@x"></p>'
+    # A dropped attribute sends the markup to bleach, which drops it the same way.
+    assert plain_markup(src, "strip") is None
+    assert plain_markup(src) is not None
+    assert sanitize_html(src, "strip") == '<p>a<img alt="x"><img src="cid:c@x"></p>'
+    kept = '<p>a<img src="cid:c@x"></p>'
+    assert plain_markup(kept, "strip") == kept
+
+
+def test_parse_message_strips_remote_images_when_asked() -> None:
+    from mailgate.mime.parse import configured_parser, parse_message
+
+    raw = (
+        b"From: a@example.com\r\nSubject: news\r\nContent-Type: text/html\r\n\r\n"
+        b'<p>News<img src="https://t.example.com/o.gif"></p>\r\n'
+    )
+    assert "t.example.com" in (parse_message(raw)["html"] or "")
+    stripped = configured_parser(remote_images="strip")(raw)
+    assert stripped["html"] == "<p>News<img></p>"
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(markup())
+def test_fast_path_matches_bleach_when_stripping(src: str) -> None:
+    fast = plain_markup(src, "strip")
+    if fast is not None:
+        assert fast.strip() == str(_cleaner("strip").clean(src)).strip()
+    out = sanitize_html(src, "strip")
+    assert out is not None
+    assert "http://example.com/i.png" not in out

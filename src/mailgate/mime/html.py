@@ -237,7 +237,7 @@ class SafeCSS(CSSSanitizer):  # type: ignore[misc,valid-type]
             if not css_value_safe(token.value, self.strip_remote):
                 continue
             if kept:
-                kept.append(tinycss2.ast.WhitespaceToken(token.line, token.column, " "))
+                kept.append(tinycss2.ast.WhitespaceToken(token.source_line, token.source_column, " "))
             kept.append(token)
         return str(tinycss2.serialize(kept)).strip() if kept else ""
 
