@@ -328,6 +328,13 @@ def _assert_session_facts(lines: list[dict[str, Any]]) -> None:
     for r in lines:
         if r.get("msg_id") in traces:
             assert r["trace_id"] == traces[r["msg_id"]], r
+    # an unknown charset: one warning line that says why, no traceback
+    unreadable = [r for r in lines if r["event"] == "message partly unreadable"]
+    assert len(unreadable) == 1, unreadable
+    assert unreadable[0]["level"] == "warning" and "encoded" in str(unreadable[0]["error"])
+    # a signature dkimpy cannot parse: the auth line gives the DKIM result and its reason
+    dkim = [r for r in lines if r["event"] == "auth checked" and r.get("dkim") == "permerror"]
+    assert len(dkim) == 1 and dkim[0].get("dkim_reason"), dkim
     # expected failures are warnings at most, never tracebacks
     assert not any("exc" in r for r in lines), [r for r in lines if "exc" in r]
     assert not any(r["level"] == "error" for r in lines), [

@@ -95,8 +95,22 @@ def build_envelope(
     started = time.perf_counter()
     parsed = parse(msg.raw, blob_sink=blob_sink)
     metrics.PARSE_SECONDS.observe(time.perf_counter() - started)
-    if parsed.get("parseErrors"):
+    parse_errors = parsed.get("parseErrors") or []
+    if parse_errors:
         metrics.PARSE_ERRORS.inc()
+        # expected with real-world mail (a bad charset, a broken header): one warning that says
+        # what, never a traceback; the envelope keeps every error for the application
+        first = parse_errors[0] if isinstance(parse_errors[0], dict) else {}
+        log.warning(
+            "message partly unreadable",
+            extra=log_fields(
+                msg.id,
+                msg.trace_id,
+                error=f"{first.get('code', 'parse')}: {first.get('message', '')}",
+                parse_errors=len(parse_errors),
+                codes=sorted({str(e.get("code")) for e in parse_errors if isinstance(e, dict)}),
+            ),
+        )
     env: Envelope = {
         "id": msg.id,
         "timestamp": iso(msg.received_at),
