@@ -400,7 +400,8 @@ class Front:
           sessions (``SmtpServer.reload``); sessions in progress keep the ones they started
           with. The certificate is loaded first: a bad one raises ``StartupError`` and nothing
           changes.
-        * API: the token set is swapped in place (``TokenAuth.replace``).
+        * API: the token set is swapped in place (``TokenAuth.replace``), and so are the
+          attachment URL signing settings.
         * Workers (rules, templates, webhook targets and secrets): restarted gracefully with
           the new config, see ``_restart_workers``.
         * ``RESTART_ONLY`` settings keep their running values and are named in one log line.
@@ -427,8 +428,14 @@ class Front:
             self._retired.append(old_auth)
         if self.api_runner is not None:
             from mailgate.api.app import AUTH
+            from mailgate.api.messages import URLS
 
-            self.api_runner.app[AUTH].replace(new.api.tokens)
+            app = self.api_runner.app
+            app[AUTH].replace(new.api.tokens)
+            # The workers sign attachment URLs with the new key/base/ttl; the API that checks
+            # them must agree. The app is frozen once started, so the signer object it holds
+            # takes the new settings in place.
+            vars(app[URLS]).update(vars(build_url_signer(new)))
         if new.log != self.cfg.log:
             from mailgate.logs import setup_logging
 
@@ -514,6 +521,9 @@ RESTART_ONLY = (
     "store.durability",
     "store.group_commit_window",
     "store.max_batch",
+    "api.metrics_token",  # read by the started (frozen) API app, like the readyz thresholds
+    "api.readyz_min_free_disk",
+    "api.readyz_max_outbox_lag",
     "ingest.workers",
 )
 """Settings bound at start (sockets, the open store, the worker count): a reload keeps them."""
