@@ -39,7 +39,8 @@ async def test_default_route_and_publish(store: SqliteStore) -> None:
     assert env["priority"] == "normal"
     assert env["duplicateOf"] is None and env["quarantine"] is None
     kinds = [type(i) for i in out.intents]
-    assert kinds == [DedupIntent, ThreadIntent, PublishIntent]
+    # two dedup entries: the Message-ID's first message, and this content under it
+    assert kinds == [DedupIntent, DedupIntent, ThreadIntent, PublishIntent]
     publish = out.intents[-1]
     assert isinstance(publish, PublishIntent)
     assert publish.targets == ("main", "ops")
