@@ -78,12 +78,11 @@ class LoopBackoff:
         return delay
 
     def succeeded(self) -> None:
-        """A round worked: reset the delay; say so once if it had been failing."""
+        """A round worked: reset the delay; say so if it had been failing.
+
+        The log limits are kept: a loop that flaps (a shared commit failing now and then)
+        still writes one failure line and one ``recovered`` line per ``log_interval``.
+        """
         failures = self.backoff.reset()
-        if not failures:
-            return
-        suppressed = self.limited.reset_all()
-        fields: dict[str, object] = {"failures": failures}
-        if suppressed:
-            fields["suppressed"] = suppressed
-        self.logger.info(f"{self.what} recovered", extra={"fields": fields})
+        if failures:
+            self.limited.log(logging.INFO, "recovered", f"{self.what} recovered", failures=failures)
