@@ -352,6 +352,10 @@ class Front:
             urls=build_url_signer(self.cfg),
             data_dir=Path(self.cfg.store.data_dir),
         )
+        from mailgate.api.ops import watch_engines
+        from mailgate.scanners.health import EngineWatch
+
+        watch_engines(app, EngineWatch(self.cfg))
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         host, port = parse_hostport(self.cfg.api.listen)
@@ -517,13 +521,13 @@ RESTART_ONLY = (
     "smtp.listen",
     "api.listen",
     "api.enabled",
+    "api.metrics_token",  # read by the started (frozen) API app, like the readyz thresholds
+    "api.readyz_min_free_disk",
+    "api.readyz_max_outbox_lag",
     "store.data_dir",
     "store.durability",
     "store.group_commit_window",
     "store.max_batch",
-    "api.metrics_token",  # read by the started (frozen) API app, like the readyz thresholds
-    "api.readyz_min_free_disk",
-    "api.readyz_max_outbox_lag",
     "ingest.workers",
 )
 """Settings bound at start (sockets, the open store, the worker count): a reload keeps them."""

@@ -3,7 +3,8 @@
 ``/readyz`` answers 503 with the failing checks when the store does not answer, free disk
 space under the data dir falls below ``[api] readyz_min_free_disk``, or the oldest due webhook
 delivery of an enabled target has waited longer than ``readyz_max_outbox_lag`` (the outbox is
-stuck). ``/metrics`` is the Prometheus text format of the shared registry; delivery gauges are
+stuck), or a configured scanning engine (rspamd, clamd) has failed its probe for longer than
+its ``unready_after`` (checks ``scan:rspamd``, ``scan:clamav``). ``/metrics`` is the Prometheus text format of the shared registry; delivery gauges are
 refreshed from the store on each scrape. With ``[api] metrics_token`` set, ``/metrics`` wants
 ``Authorization: Bearer <token>`` (Prometheus ``authorization``/``bearer_token`` scrape config)
 and answers 401 otherwise; ``/healthz`` and ``/readyz`` stay open for load balancers.
@@ -26,10 +27,22 @@ from mailgate.config import ApiConfig
 from mailgate.delivery.metrics import refresh
 from mailgate.delivery.process_metrics import merged_exposition
 from mailgate.metrics import REGISTRY
+from mailgate.scanners.health import EngineWatch
 from mailgate.store.base import StoreError
 
 API_CFG: web.AppKey[ApiConfig] = web.AppKey("api_cfg", ApiConfig)
 DATA_DIR: web.AppKey[Path] = web.AppKey("data_dir", Path)
+SCAN_ENGINES: web.AppKey[EngineWatch] = web.AppKey("scan_engines", EngineWatch)
+
+
+def watch_engines(app: web.Application, watch: EngineWatch) -> None:
+    """``/readyz`` also probes the content-scanning engines (rspamd, clamd) ``watch`` knows."""
+    app[SCAN_ENGINES] = watch
+
+    async def close(_: web.Application) -> None:
+        await watch.close()
+
+    app.on_cleanup.append(close)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -67,6 +80,11 @@ async def readyz(request: web.Request) -> web.Response:
             lag_ok = False
             checks["outbox"] = {"ok": False, "error": str(exc)}
         ok &= lag_ok
+    watch = request.app.get(SCAN_ENGINES)
+    if watch is not None:
+        engines_ok, engine_checks = await watch.checks()
+        checks.update(engine_checks)
+        ok &= engines_ok
     return json_response(
         {"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503
     )

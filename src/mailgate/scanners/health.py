@@ -56,7 +56,7 @@ class EngineWatch:
             elif engine.down_since is None:
                 engine.down_since = now
             down_for = 0.0 if engine.down_since is None else now - engine.down_since
-            ready = up or down_for <= engine.unready_after
+            ready = up or down_for < engine.unready_after
             ok_all &= ready
             out[f"scan:{engine.name}"] = {
                 "ok": ready,
