@@ -33,8 +33,10 @@ with reason ``unscannable``, exactly when part of the input was not read as MIME
 * ``limit.depth``: parts nested deeper than ``max_nesting`` were not read.
 * ``limit.nested-bytes``: forwards inside forwards past ``max_nested_bytes`` re-parsed bytes
   (each level re-reads the bytes of the levels below it) were not opened.
-* ``structure.unsplittable``: a multipart whose boundary is missing or never appears, with a
-  non-blank body: what a lenient client might split into parts is only text to us.
+* ``structure.unsplittable``: a multipart whose boundary is missing or never appears, with
+  ``Content-*`` header lines in its body: what a lenient client might split into parts (and
+  files) is only text to us. Without such lines a split could only give headerless
+  ``text/plain`` parts, never a file: delivered with ``structure.multipart-without-parts``.
 * ``structure.after-close``: delimiter lines opening new parts after a multipart's close
   delimiter (the stdlib puts them in the epilogue; a lenient client may show them).
 * ``attachment.tnef-unreadable`` (a blob with the TNEF signature that tnefparse cannot read),
@@ -45,7 +47,8 @@ Defects that lose no part are delivered with their ``parseErrors`` as before: a 
 delimiter (the stdlib ends the part at the parent's next delimiter or at the end of the input,
 so every part is still read: ``broken_structure.eml``), damaged base64 (decoded leniently; the
 attachment is still listed and sniffed: ``base64_damaged.eml``), bad charsets, bad headers, a
-body cut at its size limit (``limit.text``), a multipart with a blank body, ``limit.parts``
+body cut at its size limit (``limit.text``), an unsplit multipart without part headers,
+``limit.parts``
 (quarantined by the scan stage as ``parse-limit``, as before).
 """
 
@@ -81,6 +84,7 @@ _BODY_TYPES = frozenset({"text/plain", "text/html"})
 _FREE_AFTER = 64 * 1024
 _FEED_CHUNK = 256 * 1024
 _FOLD = re.compile(rb"\r?\n(?=[ \t])")
+_PART_HEADER = re.compile(r"^content-[a-z-]{1,30}[ \t]*:", re.IGNORECASE | re.MULTILINE)
 _STRUCTURE_FIELDS = frozenset({"content-type", "content-transfer-encoding", "content-disposition"})
 _MAX_EPILOGUE_PARTS = 100
 _META_SCAN = 4096
@@ -297,7 +301,7 @@ class Walker:
             self._container(item, ctype, params, payload)
             return
         if ctype.startswith("multipart/"):
-            if _blank(part):
+            if not _holds_part_headers(part):
                 self.errors.add(
                     "structure.multipart-without-parts",
                     f"{ctype} without readable parts (missing or wrong boundary); read as text",
@@ -305,8 +309,8 @@ class Walker:
             else:
                 self.errors.add(
                     "structure.unsplittable",
-                    f"{ctype} with content but no readable parts (missing or wrong boundary); "
-                    "read as text, may hide parts",
+                    f"{ctype} with part headers but no readable parts (missing or wrong "
+                    "boundary); read as text, may hide parts",
                 )
             ctype = "text/plain"
         self._leaf(item, ctype, params)
@@ -530,9 +534,13 @@ def _content_id(part: Message) -> str | None:
     return value.strip() or None
 
 
-def _blank(part: Message) -> bool:
+def _holds_part_headers(part: Message) -> bool:
+    """Whether an unsplit multipart body has MIME header lines (a part a lenient client could
+    split out as a file). Without any, a split could only give headerless text/plain parts."""
     payload = part._payload  # type: ignore[attr-defined]
-    return not payload or (isinstance(payload, (str, bytes)) and not payload.strip())
+    if isinstance(payload, bytes):
+        payload = payload.decode("ascii", "replace")
+    return isinstance(payload, str) and _PART_HEADER.search(payload) is not None
 
 
 def _opens_part_after_close(epilogue: str | None, boundary: str) -> bool:
