@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -209,3 +210,22 @@ def test_sighup_swaps_certificate_rule_and_tokens_and_refuses_a_broken_config(
     assert "smtp.tls_cert/tls_key: cannot load" in refused[-1]
     assert served_fingerprint(srv) == new_fp
     assert srv.proc.poll() is None
+
+
+def test_sighup_with_inline_workers_applies_a_new_domain_and_rule(mailgate_server: Any) -> None:
+    """``workers = 0``: the pipeline runs in the serve process and is rebuilt in place."""
+    srv = mailgate_server(workers=0, extra_toml=rule("before"))
+    srv.send(message("inline-1"))
+    srv.wait_processed(1)
+    assert queue_of(srv, "inline-1") == "before"
+    with pytest.raises(smtplib.SMTPRecipientsRefused):  # not one of ours yet
+        srv.send(message("x"), rcpt_to=["help@new.example"])
+    text = srv.config_path.read_text().replace(rule("before"), rule("after"))
+    srv.config_path.write_text(
+        text + '\n[[domains]]\nname = "new.example"\nmailboxes = ["help"]\ntenant = "default"\n'
+    )
+    srv.proc.send_signal(signal.SIGHUP)
+    wait_log(srv, "logger=mailgate.app event=reloaded", 1)
+    srv.send(message("inline-2"), rcpt_to=["help@new.example"])
+    srv.wait_processed(2)
+    assert queue_of(srv, "inline-2") == "after"
