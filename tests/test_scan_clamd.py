@@ -18,7 +18,7 @@ from mailgate.pipeline.runner import EmptyPorts
 from mailgate.pipeline.stages.antivirus import STAGE as DEFAULT_STAGE
 from mailgate.scanners.base import ScanError
 from mailgate.scanners.clamd import ClamdClient, parse_reply
-from tests.support.clamd import Clamd, clamd, clamd_running  # noqa: F401
+from tests.support.clamd import Clamd
 from tests.support.daemon import free_port
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "scan"

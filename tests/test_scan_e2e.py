@@ -10,25 +10,28 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-from tests.support.clamd import Clamd, clamd, clamd_running  # noqa: F401
-from tests.support.rspamd import Rspamd, rspamd, rspamd_running  # noqa: F401
+from tests.support.clamd import Clamd
+from tests.support.mime import envelope_validator
+from tests.support.rspamd import Rspamd
 from tests.support.server import MailgateServer
-from tests.support.smtp_sink import SmtpSink, smtp_sink  # noqa: F401
+from tests.support.smtp_sink import SmtpSink, smtp_sink
+
+__all__ = ["smtp_sink"]
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "scan"
 TESTFILES = Path("/usr/share/clamav-testfiles")
 EICAR_SIG = "Mailgate.Test.EICAR.UNOFFICIAL"
 
 
-def engines_toml(clamd: Clamd | None, rspamd: Rspamd | None, **extra: str) -> str:
+def engines_toml(av: Clamd | None, spam: Rspamd | None, **extra: str) -> str:
     lines = ["[pipeline]", "max_attempts = 500", 'stage_timeout = "5s"']
-    if rspamd is not None:
-        lines += ["[spam]", 'engine = "rspamd"', f'url = "{rspamd.url}"', 'timeout = "2s"']
-    if clamd is not None:
+    if spam is not None:
+        lines += ["[spam]", 'engine = "rspamd"', f'url = "{spam.url}"', 'timeout = "2s"']
+    if av is not None:
         lines += [
             "[antivirus]",
             'engine = "clamav"',
-            f'address = "{clamd.address}"',
+            f'address = "{av.address}"',
             'timeout = "2s"',
             'unready_after = "0s"',
         ]
@@ -89,6 +92,9 @@ def test_viruses_spam_and_ham(
     srv.send(_clam_zip_mail())
     srv.wait_processed(len(names) + 1)
     got = by_message_id(srv)
+    validator = envelope_validator()
+    for _, env in got.values():
+        validator.validate(env)  # the spam and antivirus fields as the schema says
 
     for mid, part in (
         ("eicar-1@example.org", "invoice.txt"),
@@ -123,7 +129,7 @@ def test_viruses_spam_and_ham(
     assert env["reply"]["queued"] is False and env["reply"]["reason"] == "spam"
 
     # exactly one acknowledgement: the ham; none for spam or viruses
-    [ack] = smtp_sink.wait_for(1, timeout=30)
+    smtp_sink.wait_for(1, timeout=30)
     time.sleep(0.3)
     assert len(smtp_sink.received()) == 1
 

@@ -19,7 +19,7 @@ from mailgate.reply.guard import Guard, OwnDomains
 from mailgate.scanners.base import ScanError
 from mailgate.scanners.rspamd import MessageFacts, RspamdClient, parse_reply
 from tests.support.daemon import free_port
-from tests.support.rspamd import Rspamd, rspamd, rspamd_running  # noqa: F401
+from tests.support.rspamd import Rspamd
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "scan"
 FACTS = MessageFacts(
