@@ -195,3 +195,30 @@ def test_rspamd_outage_delivers_with_error(
     [env] = srv.envelopes()
     assert env["spam"]["score"] is None and env["spam"]["flagged"] is False
     assert "rspamd unavailable" in env["spam"]["error"]
+
+
+def test_scan_cli(tmp_path: Path, clamd_running: Clamd, rspamd_running: Rspamd) -> None:
+    """``mailgate scan`` prints both engines' verdicts (text and --json)."""
+    import subprocess
+    import sys
+
+    config = tmp_path / "mailgate.toml"
+    config.write_text(engines_toml(clamd_running, rspamd_running))
+
+    def scan(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "mailgate.cli", "scan", "--config", str(config), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    text = scan(str(FIXTURES / "eicar-zip.eml"))
+    assert text.returncode == 0, text.stderr
+    assert f"antivirus (clamav): VIRUS {EICAR_SIG}" in text.stdout
+    assert "verdict: held (virus)" in text.stdout
+    out = scan("--json", "--ip", "192.0.2.10", str(FIXTURES / "gtube.eml"))
+    result = json.loads(out.stdout)
+    assert result["antivirus"]["clean"] is True
+    assert result["spam"]["action"] == "reject" and result["spam"]["flagged"] is True
+    assert result["hold"] == ["spam"] and result["errors"] == 0

@@ -20,6 +20,7 @@ from mailgate.cli.parse import parse_cmd
 from mailgate.cli.quarantine import quarantine_group
 from mailgate.cli.replay import replay_cmd
 from mailgate.cli.rules import rules_group
+from mailgate.cli.scan import scan_cmd
 from mailgate.cli.send_test import send_test_cmd
 from mailgate.cli.serve import serve_cmd
 
@@ -49,5 +50,6 @@ for _cmd in (
     outbox_group,
     banner_group,
     keys_group,
+    scan_cmd,
 ):
     main.add_command(_cmd)
