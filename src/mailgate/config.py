@@ -386,6 +386,19 @@ class AntivirusConfig:
 
 
 @dataclass(frozen=True)
+class ClassifierConfig:
+    """The routing model trained on the team's labels (README "Routing by a trained model")."""
+
+    enabled: bool = False
+    threshold: float = 0.7
+    """Calibrated probability at or above which the model's queue is used."""
+    fallback_queue: str = "triage"
+    """Where a message goes when the model is not confident enough (manual triage)."""
+    min_examples: int = 5
+    """Labelled messages a queue needs to be learnt; queues with fewer are left out."""
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["logfmt", "json"] = "logfmt"
@@ -412,6 +425,7 @@ class Config:
     reply: ReplyConfig = field(default_factory=ReplyConfig)
     spam: SpamConfig = field(default_factory=SpamConfig)
     antivirus: AntivirusConfig = field(default_factory=AntivirusConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     log: LogConfig = field(default_factory=LogConfig)
     source: str = "<defaults>"
 
@@ -767,6 +781,12 @@ def _validate(cfg: Config, loc: _Locator) -> None:
         if timeout <= 0 or (cfg.pipeline.stage_timeout and timeout >= cfg.pipeline.stage_timeout):
             # the engine's own timeout must fire first, so that on_error decides, not the runner
             bad(f"{section}.timeout", timeout, "more than 0 and less than pipeline.stage_timeout")
+    if not 0.0 <= cfg.classifier.threshold <= 1.0:
+        bad("classifier.threshold", cfg.classifier.threshold, "a probability from 0 to 1")
+    if not cfg.classifier.fallback_queue.strip():
+        bad("classifier.fallback_queue", cfg.classifier.fallback_queue, "a queue name")
+    if cfg.classifier.min_examples < 2:
+        bad("classifier.min_examples", cfg.classifier.min_examples, "at least 2")
     if errors:
         raise ConfigErrors(errors)
 
