@@ -31,7 +31,7 @@ rules_file = "rules.toml"
 
 [[webhooks]]
 url = "http://127.0.0.1:9/hook"
-secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
+secrets = ["whsec_FJaOVz3OfAZ89vzs08yza2c+TdAULNLHr7kLwQ/gpEQ="]
 name = "main"
 tenant = "default"
 """

@@ -32,13 +32,13 @@ max_attachment_size = "64KB"
 
 [[webhooks]]
 url = "http://127.0.0.1:9/default"
-secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
+secrets = ["whsec_FJaOVz3OfAZ89vzs08yza2c+TdAULNLHr7kLwQ/gpEQ="]
 name = "default-hook"
 tenant = "default"
 
 [[webhooks]]
 url = "http://127.0.0.1:9/acme"
-secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
+secrets = ["whsec_FJaOVz3OfAZ89vzs08yza2c+TdAULNLHr7kLwQ/gpEQ="]
 name = "acme-hook"
 tenant = "acme"
 

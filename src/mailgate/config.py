@@ -634,7 +634,15 @@ def _build(cls: Any, data: dict[str, Any], keypath: str, loc: _Locator) -> Any:
 # Values shipped in config.example.toml (and the usual stand-ins): refused so that no install
 # runs with a secret everybody can read in the repository (issue 11).
 PLACEHOLDER_TOKENS = frozenset({"change-me", "changeme", "change_me", "replace-me", "secret"})
-PLACEHOLDER_WEBHOOK_SECRETS = frozenset({"whsec_change-me", "whsec_changeme", "change-me"})
+PLACEHOLDER_WEBHOOK_SECRETS = frozenset(
+    {
+        "whsec_change-me",
+        "whsec_changeme",
+        "change-me",
+        # The Standard Webhooks specification's example secret, once shipped in our example too.
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    }
+)
 MIN_TOKEN_LENGTH = 32
 GEN_TOKEN = "generate one with: mailgate keys new-token"
 GEN_SECRET = "generate one with: mailgate keys new-webhook-secret"

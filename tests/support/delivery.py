@@ -21,7 +21,7 @@ from mailgate.store.base import SpoolRecord
 from mailgate.store.delivery import PublishIntent
 from mailgate.store.sqlite import SqliteStore
 
-SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+SECRET = "whsec_FJaOVz3OfAZ89vzs08yza2c+TdAULNLHr7kLwQ/gpEQ="
 
 RAW = (
     b"From: Alice <alice@example.com>\r\nTo: support@example.test\r\n"
