@@ -83,10 +83,15 @@ def auth_needed_before_250(cfg: Config) -> bool:
     return a.dmarc_enforce == "reject" or a.spf_fail == "reject" or a.temperror == "defer"
 
 
-def build_processor(cfg: Config, store: SqliteStore, stages: Any = None) -> Any:
+def build_processor(
+    cfg: Config, store: SqliteStore, stages: Any = None, *, prefetch: Any = None
+) -> Any:
+    from mailgate.pipeline.lifecycle import StagedProcessor
     from mailgate.pipeline.runner import PipelineRunner
 
-    return PipelineRunner(cfg, store, stages=stages)
+    runner = PipelineRunner(cfg, store, stages=stages)
+    # prefetch: the StageSet whose scanning stages start a claimed batch's daemon calls at once
+    return runner if prefetch is None else StagedProcessor(runner, prefetch)
 
 
 def build_stages(cfg: Config, store: SqliteStore) -> Any:
@@ -128,7 +133,7 @@ class WorkerRuntime:
             await self.store.open()
         stages = build_stages(self.cfg, self.store)
         self._services.append(stages)
-        processor = build_processor(self.cfg, self.store, stages.stages)
+        processor = build_processor(self.cfg, self.store, stages.stages, prefetch=stages)
         self.auth = build_auth(self.cfg)
         webhook = None
         if self.index == 0:

@@ -191,6 +191,9 @@ class IngestWorker:
         if self.auth is not None and any(m.auth and m.auth.get("deferred") for m in batch):
             # Concurrently: a slow DNS answer for one sender must not hold up the batch.
             batch = list(await asyncio.gather(*(self._authenticate(m) for m in batch)))
+        prefetch = getattr(self.processor, "prefetch", None)
+        if prefetch is not None and batch:
+            prefetch(batch)  # stages that call a daemon (clamd, rspamd) start the whole batch now
         pending: list[_Pending] = []
         try:
             for msg in batch:

@@ -15,14 +15,17 @@ holds it in quarantine as ``antivirus-error``; ``continue`` delivers it with the
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from typing import Any
 
 from mailgate.config import AntivirusConfig, Config, OnError
 from mailgate.envelope import Envelope
 from mailgate.pipeline.base import Context, Quarantine, Verdict
-from mailgate.pipeline.lifecycle import RawSource, Services, apply_policy
-from mailgate.scanners.base import ScanError
+from mailgate.pipeline.lifecycle import Ahead, RawSource, Services, apply_policy
+from mailgate.scanners.base import ScanError, VirusVerdict
 from mailgate.scanners.clamd import ClamdClient
+from mailgate.store.base import SpooledMessage
 
 MAX_PARTS = 20
 """Attachments scanned one by one to name the infected one (only after a match)."""
@@ -42,6 +45,7 @@ class AntivirusStage:
         self.client = client
         self.raw = raw
         self.on_error: OnError = cfg.on_error
+        self.ahead = Ahead()
 
     @classmethod
     def build(cls, cfg: Config, services: Services) -> AntivirusStage:
@@ -49,19 +53,35 @@ class AntivirusStage:
             return cls(cfg.antivirus)
         return cls(cfg.antivirus, ClamdClient(cfg.antivirus), services.raw_message)
 
+    def prefetch(self, batch: Sequence[SpooledMessage]) -> None:
+        """Start scanning the claimed batch (see `lifecycle.Ahead`)."""
+        client = self.client
+        if client is None:
+            return
+        self.ahead.clear()
+        for msg in batch:
+            self.ahead.start(msg.id, functools.partial(client.scan, msg.raw))
+
+    async def _scan(self, msg_id: str) -> VirusVerdict:
+        assert self.client is not None and self.raw is not None
+        started = self.ahead.take(msg_id)
+        if started is not None:
+            verdict: VirusVerdict = await started
+            return verdict
+        return await self.client.scan(await self.raw(msg_id))
+
     async def run(self, env: Envelope, ctx: Context) -> Verdict | None:
         if self.client is None or self.raw is None:
             ctx.note("no antivirus engine configured")
             return None
-        raw = await self.raw(ctx.msg_id)
         try:
-            verdict = await self.client.scan(raw)
+            verdict = await self._scan(ctx.msg_id)
         except ScanError as exc:
             env["antivirus"] = _field(None, str(exc))
             return apply_policy(self.on_error, self.name, str(exc), ctx, permanent=exc.permanent)
         if verdict.clean:
             env["antivirus"] = _field(None, None)
-            ctx.note(f"clean ({len(raw)} bytes, {verdict.seconds * 1000:.1f} ms)")
+            ctx.note(f"clean ({verdict.seconds * 1000:.1f} ms)")
             return None
         signature = verdict.signature or "unknown"
         parts = await self._infected_parts(env, ctx)

@@ -17,15 +17,18 @@ garbage -> ``spam: {error, score: null, flagged: false}`` and the message goes o
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from typing import Any
 
 from mailgate.config import Config, OnError, SpamConfig
 from mailgate.envelope import Envelope
 from mailgate.pipeline.base import Context, Quarantine, Verdict
-from mailgate.pipeline.lifecycle import RawSource, Services, apply_policy
+from mailgate.pipeline.lifecycle import Ahead, RawSource, Services, apply_policy
 from mailgate.pipeline.view import EnvView
 from mailgate.scanners.base import ScanError, SpamVerdict
 from mailgate.scanners.rspamd import SPAM_ACTIONS, MessageFacts, RspamdClient
+from mailgate.store.base import SpooledMessage
 
 MAX_SYMBOLS = 50
 """Symbols kept in the envelope (largest absolute score first); rspamd can list hundreds."""
@@ -42,6 +45,7 @@ class SpamStage:
         self.client = client
         self.raw = raw
         self.on_error: OnError = cfg.on_error
+        self.ahead = Ahead()
 
     @classmethod
     def build(cls, cfg: Config, services: Services) -> SpamStage:
@@ -57,13 +61,38 @@ class SpamStage:
         if self.client is not None:
             await self.client.close()
 
+    def prefetch(self, batch: Sequence[SpooledMessage]) -> None:
+        """Start checking the claimed batch (see `lifecycle.Ahead`)."""
+        client = self.client
+        if client is None:
+            return
+        self.ahead.clear()
+        for msg in batch:
+            auth = msg.auth or {}
+            spooled = MessageFacts(
+                client_ip=msg.client_ip or "",
+                helo=msg.helo or "",
+                mail_from=(msg.mail_from or "").strip("<>"),
+                rcpt_to=tuple(msg.rcpt_to),
+                queue_id=msg.id,
+                authentication_results=str(auth.get("authenticationResults") or ""),
+            )
+            self.ahead.start(msg.id, functools.partial(client.check, msg.raw, spooled))
+
+    async def _check(self, env: Envelope, msg_id: str) -> SpamVerdict:
+        assert self.client is not None and self.raw is not None
+        started = self.ahead.take(msg_id)
+        if started is not None:
+            verdict: SpamVerdict = await started
+            return verdict
+        return await self.client.check(await self.raw(msg_id), facts(env, msg_id))
+
     async def run(self, env: Envelope, ctx: Context) -> Verdict | None:
         if self.client is None or self.raw is None:
             ctx.note("no spam engine configured")
             return None
-        raw = await self.raw(ctx.msg_id)
         try:
-            verdict = await self.client.check(raw, facts(env, ctx.msg_id))
+            verdict = await self._check(env, ctx.msg_id)
         except ScanError as exc:
             env["spam"] = {
                 "engine": "rspamd",
