@@ -8,8 +8,16 @@ signature (RFC 3676 section 4.3 ``-- `` separator, and the usual mobile taglines
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
+from itertools import accumulate
 
 import quotequail
+
+try:  # the per-line test quotequail.quote runs; used to test only the lines that can match
+    from quotequail._internal import Position, find_pattern_on_line
+    from quotequail._patterns import MAX_WRAP_LINES
+except ImportError:  # pragma: no cover - another quotequail layout: scan with quote() instead
+    find_pattern_on_line = None
 
 _SIG_SEPARATOR = re.compile(r"^-- ?$", re.MULTILINE)
 _MOBILE_TAGLINE = re.compile(
@@ -92,19 +100,88 @@ def _might_quote(text: str) -> bool:
     return "@" in text and "/" in text and _QUOTE_DATE.search(text) is not None
 
 
+def _key_lines(lines: list[str]) -> list[int]:
+    """Indexes of the lines that hold a quote key (or a ``YYYY/MM/DD`` date), in order.
+
+    Every intro pattern quotequail knows contains one of them, so an intro can only begin on
+    such a line or up to ``MAX_WRAP_LINES - 1`` lines before it (a wrapped intro). Found with
+    ``str.find`` over the whole text, not a Python loop over its lines.
+    """
+    text = "\n".join(lines)
+    low = text.lower()
+    if len(low) != len(text):  # lower-casing moved offsets (e.g. "İ"): test line by line
+        return [
+            i
+            for i, line in enumerate(lines)
+            if any(key in line.lower() for key in _QUOTE_KEYS) or _QUOTE_DATE.search(line)
+        ]
+    positions: list[int] = []
+    at = text.find("/")
+    while at >= 0:  # a date's first "/" is 4 digits in: test there, not at every digit
+        if at >= 4 and _QUOTE_DATE.match(text, at - 4) is not None:
+            positions.append(at - 4)
+        at = text.find("/", at + 1)
+    for key in _QUOTE_KEYS:
+        at = low.find(key)
+        while at >= 0:
+            positions.append(at)
+            at = low.find(key, at + len(key))
+    if not positions:
+        return []
+    starts = list(accumulate((len(line) + 1 for line in lines[:-1]), initial=0))
+    return sorted({bisect_right(starts, at) - 1 for at in positions})
+
+
+def _quote_position(lines: list[str]) -> int | None:
+    """The line where quoted history begins (its intro line), as ``quotequail.quote`` finds it.
+
+    quotequail tests every line against every pattern (~0.1 ms a line); here only the lines
+    near a key line are tested, with the same per-line test, so the cost follows the number of
+    candidate lines instead of the body length, and the first match is the same line.
+    """
+    assert find_pattern_on_line is not None
+    wrap = MAX_WRAP_LINES
+    tried: set[int] = set()
+    for k in _key_lines(lines):
+        for n in range(max(0, k - wrap + 1), k + 1):
+            if n in tried:
+                continue
+            tried.add(n)
+            if find_pattern_on_line(lines, n, wrap, Position.Begin):
+                return n
+    return None
+
+
+def _split_quote(text: str) -> list[tuple[bool, str]]:
+    """``[(True, new), (False, quoted)]`` at the first quote intro of the first lines, else
+    ``[(True, text)]``."""
+    lines = text.split("\n")
+    head = lines[:_QUOTE_LIMIT]
+    if find_pattern_on_line is None:
+        try:
+            # limit past the end: quotequail would otherwise hide everything after `limit`.
+            found: list[tuple[bool, str]] = quotequail.quote(
+                "\n".join(head), limit=len(lines) + 1, quote_intro_line=True
+            )
+            return found
+        except (ValueError, IndexError, RecursionError):
+            return [(True, "\n".join(head))]
+    try:
+        pos = _quote_position(head)
+    except (ValueError, IndexError, RecursionError):
+        return [(True, "\n".join(head))]
+    if pos is None:
+        return [(True, "\n".join(head))]
+    return [(True, "\n".join(head[:pos])), (False, "\n".join(head[pos:]))]
+
+
 def reply_text(text: str) -> str:
     """The new text of a reply: quoted history and signature removed (quotequail)."""
     if not text.strip():
         return ""
     parts: list[tuple[bool, str]] = [(True, text)]
     if _might_quote(text):
-        lines = text.split("\n")
-        head = "\n".join(lines[:_QUOTE_LIMIT])
-        try:
-            # limit past the end: quotequail would otherwise hide everything after line `limit`.
-            found = quotequail.quote(head, limit=len(lines) + 1, quote_intro_line=True)
-        except (ValueError, IndexError, RecursionError):
-            found = [(True, head)]
+        found = _split_quote(text)
         if len(found) > 1:
             parts = found
     shown: list[str] = []
