@@ -218,18 +218,16 @@ def extract(
     cache = lowered if lowered is not None else {}
     found: dict[str, list[str]] = {}
     for p in patterns:
-        values: list[str] = []
+        values: dict[str, None] = {}  # ordered set: a list's `in` made many values quadratic
         for f in p.fields:
             text = env.get(f)
             if isinstance(text, str) and text:
                 low = _lowered(env, f, cache)
                 if len(text) > SCAN_LIMIT:
                     text, low = text[:SCAN_LIMIT], low[:SCAN_LIMIT]
-                for v in p.values(text, low):
-                    if v not in values:
-                        values.append(v)
+                values.update(dict.fromkeys(p.values(text, low)))
         if values:
-            found[p.name] = values
+            found[p.name] = list(values)
     return found
 
 
