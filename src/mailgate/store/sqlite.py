@@ -1,7 +1,8 @@
 """The SQLite backend: one file in the data dir, WAL, one writer with group commit.
 
 ``SqliteStore`` is the composition of the core spool/message methods below and the area
-mixins (pipeline indexes and quarantine, delivery outbox and events, auto-reply outbox).
+mixins (pipeline indexes and quarantine, delivery outbox and events, auto-reply outbox,
+classifier labels and models).
 Only ``app.py`` (and the CLI through it) constructs it.
 """
 
@@ -26,6 +27,7 @@ from mailgate.store.base import (
 from mailgate.store.private import create_private_file, make_private_dirs
 from mailgate.store.sqlite_base import SqliteBase, apply_intents, dumps, migrate
 from mailgate.store.sqlite_delivery import DeliveryStoreMixin
+from mailgate.store.sqlite_models import ModelStoreMixin
 from mailgate.store.sqlite_pipeline import PipelineStoreMixin
 from mailgate.store.sqlite_replies import ReplyStoreMixin
 from mailgate.store.writer import Writer, connect
@@ -33,7 +35,9 @@ from mailgate.store.writer import Writer, connect
 DB_NAME = "mailgate.sqlite"
 
 
-class SqliteStore(PipelineStoreMixin, DeliveryStoreMixin, ReplyStoreMixin, SqliteBase):
+class SqliteStore(
+    PipelineStoreMixin, DeliveryStoreMixin, ReplyStoreMixin, ModelStoreMixin, SqliteBase
+):
     """See the module docstring and ``store.base`` for the protocols this implements."""
 
     def __init__(
