@@ -217,7 +217,7 @@ def vendor(prefixes: tuple[str, ...], mailer: str = "", msgid: str = "") -> Test
         rx = re.compile(msgid)
 
         def by_id(f: Facts) -> str | None:
-            mid = str(f.env.get("messageId") or f.first("message-id")).lower()
+            mid = str(f.env.get("messageId") or f.first("message-id")).lower().strip("<> ")
             return f"Message-ID @{mid.rpartition('@')[2][:40]}" if rx.search(mid) else None
 
         tests.append(by_id)
@@ -509,7 +509,7 @@ SIGNALS: tuple[Signal, ...] = (
         "exchange-ndr",
         "bounce",
         "dsn",
-        either(value("x-ms-exchange-message-is-ndr", r"."), present("x-failed-recipients")),
+        present("x-ms-exchange-message-is-ndr", "x-failed-recipients"),
         "Exchange / Exim",
         "non-delivery report header (X-MS-Exchange-Message-Is-Ndr, X-Failed-Recipients)",
         "Microsoft Exchange; Exim spec ch. 50",
