@@ -216,3 +216,28 @@ async def test_unconfigured_stage_is_a_no_op() -> None:
     ctx = _ctx(cfg)
     assert await stage.run(env, ctx) is None
     assert "antivirus" not in env and ctx.take_notes() == ["no antivirus engine configured"]
+
+
+async def test_data_gate(clamd_running: Clamd, down_address: str) -> None:
+    """check_at = "data": 554 for a virus, 451 while clamd is down (defer), None for clean."""
+    from mailgate.scanners.gate import DataGate
+
+    def gate(address: str, on_error: str = "defer") -> DataGate:
+        av = AntivirusConfig(
+            engine="clamav",
+            address=address,
+            check_at="data",
+            on_error=on_error,  # type: ignore[arg-type]
+        )
+        return DataGate(Config(antivirus=av))
+
+    facts: dict[str, Any] = {"ip": "192.0.2.1", "helo": "h", "mail_from": "a@b.c", "rcpt_to": []}
+    virus = (FIXTURES / "eicar-attachment.eml").read_bytes()
+    ham = (FIXTURES / "ham.eml").read_bytes()
+    up = gate(clamd_running.address)
+    reply = await up.check(virus, **facts)
+    assert reply is not None and reply.startswith("554 5.7.1") and EICAR_SIG in reply
+    assert await up.check(ham, **facts) is None
+    down = await gate(down_address).check(ham, **facts)
+    assert down is not None and down.startswith("451 4.7.1")
+    assert await gate(down_address, "continue").check(ham, **facts) is None

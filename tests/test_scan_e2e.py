@@ -222,3 +222,27 @@ def test_scan_cli(tmp_path: Path, clamd_running: Clamd, rspamd_running: Rspamd) 
     assert result["antivirus"]["clean"] is True
     assert result["spam"]["action"] == "reject" and result["spam"]["flagged"] is True
     assert result["hold"] == ["spam"] and result["errors"] == 0
+
+
+def test_check_at_data_refuses_with_554(
+    mailgate_server: Callable[..., MailgateServer], clamd_running: Clamd, rspamd_running: Rspamd
+) -> None:
+    """``check_at = "data"``: a virus and GTUBE get 554 5.7.1 and are never stored."""
+    import smtplib
+
+    import pytest
+
+    toml = engines_toml(clamd_running, rspamd_running)
+    toml = toml.replace('engine = "rspamd"', 'engine = "rspamd"\ncheck_at = "data"')
+    toml = toml.replace('engine = "clamav"', 'engine = "clamav"\ncheck_at = "data"')
+    srv = mailgate_server(extra_toml=toml)
+    for name, text in (("eicar-zip.eml", b"virus"), ("gtube.eml", b"spam")):
+        with pytest.raises(smtplib.SMTPDataError) as err:
+            srv.send((FIXTURES / name).read_bytes())
+        assert err.value.smtp_code == 554 and err.value.smtp_error.startswith(b"5.7.1")
+        assert text in err.value.smtp_error
+    srv.send((FIXTURES / "ham.eml").read_bytes())
+    [row] = srv.wait_processed(1)
+    assert row["state"] == "processed"
+    [env] = srv.envelopes()
+    assert env["messageId"] == "<ham-1@example.org>" and env["antivirus"]["clean"] is True

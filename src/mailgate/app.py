@@ -99,7 +99,7 @@ def build_stages(cfg: Config, store: SqliteStore) -> Any:
     from mailgate.pipeline.lifecycle import Services, StageSet
     from mailgate.pipeline.stages import registry
 
-    return StageSet(cfg, Services(raw_message=store.get_raw), registry())
+    return StageSet(cfg, Services(raw_message=store.get_raw, models=store), registry())
 
 
 def build_url_signer(cfg: Config) -> Any:
@@ -287,12 +287,16 @@ class Front:
             child.wake()
 
     def _build_handler(self, cfg: Config) -> SmtpHandler:
+        from mailgate.scanners.gate import DataGate
+
+        self._gate = DataGate(cfg)  # [spam]/[antivirus] check_at = "data"
         return SmtpHandler(
             cfg.smtp,
             policy=RecipientPolicy(cfg.domains),
             spool=_NotifyingSpool(self.store, self._on_spooled),
             auth=self.auth,
             auth_inline=auth_needed_before_250(cfg),
+            content_check=self._gate.check if self._gate.active else None,
         )
 
     async def start(self) -> None:
@@ -492,6 +496,8 @@ class Front:
     async def stop(self) -> None:
         if self.smtp is not None:
             await self.smtp.stop()
+        if getattr(self, "_gate", None) is not None:
+            await self._gate.close()
         if self._supervisor is not None:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):

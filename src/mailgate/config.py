@@ -156,7 +156,7 @@ class SmtpConfig:
 @dataclass(frozen=True)
 class StoreConfig:
     data_dir: str = "./mailgate-data"
-    durability: Literal["normal", "fsync"] = "normal"
+    durability: Literal["normal", "fsync"] = "fsync"
     group_commit_window: Duration = 0.0
     max_batch: int = 256
 
@@ -372,6 +372,8 @@ class SpamConfig:
     quarantine_at: float = 0.0
     """Score at which the worker quarantines; 0 with reject_at 0: follow rspamd's action."""
     reject_at: float = 0.0
+    check_at: Literal["worker", "data"] = "worker"
+    """``data``: also check before the 250 and refuse rejected spam with 554 5.7.1 (not stored)."""
     unready_after: Duration = 60.0
 
 
@@ -382,6 +384,8 @@ class AntivirusConfig:
     """``host:port`` of clamd's TCPSocket, or ``unix:/path`` of its LocalSocket."""
     timeout: Duration = 4.0
     on_error: OnError = "defer"
+    check_at: Literal["worker", "data"] = "worker"
+    """``data``: also scan before the 250 and refuse a virus with 554 5.7.1 (not stored)."""
     unready_after: Duration = 60.0
 
 

@@ -59,6 +59,12 @@ class _Transaction:
     accepted: dict[str, Accepted] = field(default_factory=dict)
 
 
+class ContentCheck(Protocol):
+    async def __call__(
+        self, raw: bytes, *, ip: str, helo: str, mail_from: str, rcpt_to: list[str]
+    ) -> str | None: ...
+
+
 class SmtpHandler:
     def __init__(
         self,
@@ -69,8 +75,11 @@ class SmtpHandler:
         auth: SenderAuth | None = None,
         auth_inline: bool = True,
         limiter: IpRateLimiter | None = None,
+        content_check: ContentCheck | None = None,
     ) -> None:
         self.cfg = cfg
+        # [spam]/[antivirus] check_at = "data": a reply refusing the message, or None (gate.py)
+        self.content_check = content_check
         self.policy = policy
         self.spool = spool
         self.auth = auth
@@ -222,6 +231,12 @@ class SmtpHandler:
                 if action == "defer":
                     metrics.SMTP_REJECTED.labels(reason="auth-tempfail").inc()
                     return replies.AUTH_TEMPFAIL
+        if self.content_check is not None:
+            refused = await self.content_check(
+                raw, ip=ip, helo=helo, mail_from=mail_from, rcpt_to=list(envelope.rcpt_tos)
+            )
+            if refused is not None:
+                return refused
         # One stored message per tenant: one tenant's data never reaches another's targets.
         by_tenant: dict[str, list[str]] = {}
         for rcpt in envelope.rcpt_tos:
