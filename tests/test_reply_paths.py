@@ -72,6 +72,10 @@ LONG_LABEL = "a" * 63
         ("x@123.example.org", None),  # numeric labels are fine, only not the top one
         ("josé@exämple.org", None),  # SMTPUTF8: allowed here, checked against the smarthost
         ("a@xn--exmple-cua.org", None),
+        ("a@bü-cher.example.org", None),  # a hyphen inside a U-label
+        ("a@a.123.org", None),  # only the top-level label must not be numeric
+        ("a@x.y.123", "ip-address"),
+        ("a@" + "ä" * 60 + ".org", "bad-domain"),  # no valid A-label (too long)
         ("a" * 64 + "@example.org", None),
         (f"a@{LONG_LABEL}.example.org", None),
         ("user%victim.example@relay.example.org", "percent-hack"),

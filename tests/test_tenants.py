@@ -41,6 +41,10 @@ DOMAINS = [
     DomainConfig(name="*.help.example.test", mailboxes=["help"], tenants=["initech"]),
     DomainConfig(name="*.open.example.test", catch_all=True, open_tenants=True),
     DomainConfig(name="*.one.example.test", catch_all=True, tenant="onetenant"),
+    DomainConfig(name="*.deep.support.example.test", catch_all=True, tenants=["team"]),
+    DomainConfig(name="notenant.example", catch_all=True),
+    DomainConfig(name="Post.Box.", mailboxes=["a"], tenant="box"),
+    DomainConfig(name="*.Kids.Box.", catch_all=True, tenants=["kid"]),
 ]
 
 
@@ -78,6 +82,23 @@ def tenant_of(policy: RecipientPolicy, address: str) -> str:
         # one tenant for every label
         ("a@whatever.one.example.test", "onetenant"),
         ("a@default.one.example.test", "onetenant"),
+        # a dotted label under one wildcard can still be a label of a deeper one
+        ("a@team.deep.support.example.test", "team"),
+        ("a@x.team.deep.support.example.test", "refused:relay-denied"),
+        # an exact domain without a tenant is the default tenant's
+        ("a@notenant.example", "default"),
+        # names in the config may carry capitals and a final dot
+        ("a@POST.BOX", "box"),
+        ("a@post.box.", "box"),
+        ("b@post.box", "refused:unknown-mailbox"),
+        ("a@KID.kids.box", "kid"),
+        # not an address of ours: no domain, no local part, an address literal, a leading dot
+        ("support@.example.test", "refused:relay-denied"),
+        ("@example.test", "refused:syntax"),
+        ("support@", "refused:syntax"),
+        ("support@[127.0.0.1]", "refused:syntax"),
+        # the last @ separates the domain: the rest is a (refused) local part of ours
+        ("support@evil.test@example.test", "refused:unknown-mailbox"),
     ],
 )
 def test_tenant_mapping(address: str, expected: str) -> None:
@@ -108,9 +129,36 @@ def test_accepted_fields_and_syntax() -> None:
         domain="acme.support.example.test",
         tenant="acme",
     )
+    untagged = policy.check("help@acme.support.example.test")
+    assert isinstance(untagged, Accepted) and untagged.tag is None
     assert policy.check("no-at-sign") == Refused("syntax")
     assert policy.is_local_domain("acme.support.example.test")
+    assert policy.is_local_domain("ACME.Support.Example.Test.")
     assert not policy.is_local_domain("x.acme.support.example.test")
+
+
+@pytest.mark.parametrize("spelling", ["Postmaster", " postmaster ", "POSTMASTER"])
+def test_bare_postmaster_is_accepted_for_the_first_exact_domain(spelling: str) -> None:
+    """RFC 5321 4.5.1: ``RCPT TO:<Postmaster>`` without a domain."""
+    domains = [
+        DomainConfig(name="*.support.example.test", catch_all=True, tenants=["acme"]),
+        DomainConfig(name="Mail.Example.Test", mailboxes=["support"], tenant="ops"),
+        DomainConfig(name="other.example.test", mailboxes=["support"], tenant="other"),
+    ]
+    assert RecipientPolicy(domains).check(spelling) == Accepted(
+        address="postmaster",
+        mailbox="postmaster",
+        tag=None,
+        domain="mail.example.test",
+        tenant="ops",
+    )
+    no_tenant = [DomainConfig(name="mail.example.test", mailboxes=["support"])]
+    got = RecipientPolicy(no_tenant).check(spelling)
+    assert isinstance(got, Accepted) and got.tenant == "default"
+    only_wildcards = RecipientPolicy(domains[:1]).check(spelling)
+    assert only_wildcards == Accepted(
+        address="postmaster", mailbox="postmaster", tag=None, domain="localhost", tenant="default"
+    )
 
 
 async def test_unconfigured_label_is_550_511_at_rcpt(tmp_path: Path) -> None:
