@@ -35,6 +35,7 @@ from mailgate.config import Config, OnError
 from mailgate.envelope import Envelope
 from mailgate.pipeline.base import Context, Quarantine, Stage, Verdict
 from mailgate.store.base import SpooledMessage
+from mailgate.store.models import ModelSource
 
 log = logging.getLogger("mailgate.pipeline")
 
@@ -52,6 +53,8 @@ class Services:
     """What the composition root lends to stage factories (all optional: tests build less)."""
 
     raw_message: RawSource | None = None
+    models: ModelSource | None = None
+    """The stored routing models (``classify`` polls which version is active)."""
 
 
 def apply_policy(

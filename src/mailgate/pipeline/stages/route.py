@@ -2,8 +2,11 @@
 
 The *act* half of routing; the semantics (accumulate, first queue wins, highest priority,
 union of tags, ``stop``) are `mailgate.pipeline.rules.decide`'s and are documented there and
-in ``docs/rules.md``. Webhook targets are always the message tenant's: a rule's ``webhooks``
-only narrows them, so one tenant's mail never reaches another tenant's endpoint.
+in ``docs/rules.md``. When no rule set a queue and ``classify`` asked the tenant's trained
+model, the model's queue (or ``[classifier] fallback_queue`` below the threshold) replaces the
+default queue, with ``route.model`` and the reasons in words. Webhook targets are always the
+message tenant's: a rule's ``webhooks`` only narrows them, so one tenant's mail never reaches
+another tenant's endpoint.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from mailgate.config import Config
 from mailgate.envelope import Envelope
 from mailgate.pipeline.base import Context, Quarantine, Verdict
 from mailgate.pipeline.rules import Facts, decide
+from mailgate.pipeline.stages.classify import MEMO_KEY as MODEL_MEMO
+from mailgate.pipeline.stages.classify import ModelVerdict
 from mailgate.pipeline.stages.extract import entities_for, lowered_cache
 
 
@@ -40,6 +45,16 @@ class RouteStage:
             "confidence": decision.confidence,
             "reasons": decision.reasons,
         }
+        model = ctx.memo.get(MODEL_MEMO)
+        if isinstance(model, ModelVerdict):
+            # classify consulted the model only because no rule set a queue: it replaces the
+            # default queue (or sends the message to the fallback queue, with the reason)
+            env["queue"] = model.routed_queue
+            env["route"]["confidence"] = round(model.confidence, 4)
+            env["route"]["reasons"] = [
+                r for r in decision.reasons if not r.startswith("default queue")
+            ] + model.reasons()
+            env["route"]["model"] = model.to_json()
         tenant = ctx.view(env).tenant
         own = tenant_targets(ctx.root, tenant)
         if decision.webhooks is None:
@@ -53,7 +68,7 @@ class RouteStage:
         if decision.quarantine is not None:
             ctx.quarantine.append(Quarantine(*decision.quarantine))
         ctx.note(
-            f"queue={decision.queue} rule={decision.rule} priority={decision.priority}"
+            f"queue={env['queue']} rule={decision.rule} priority={decision.priority}"
             f" targets={len(ctx.targets)}"
         )
         return None
