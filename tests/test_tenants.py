@@ -292,6 +292,27 @@ def test_config_warns_about_tenants_without_a_reply_from() -> None:
     assert config_warnings(covered) == []
 
 
+def test_check_config_prints_the_reply_from_warning(tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from mailgate.cli import main
+
+    path = tmp_path / "mailgate.toml"
+    path.write_text(
+        BASE
+        + '[[domains]]\nname = "*.s.example.test"\ncatch_all = true\ntenants = ["globex"]\n'
+        + f'[store]\ndata_dir = "{tmp_path / "data"}"\n'
+        + '[reply]\nenabled = true\nfrom = "support@example.test"\n'
+        + 'tenant_from = { acme = "help@acme.example" }\n'
+    )
+    result = CliRunner().invoke(main, ["check-config", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    [warning] = json.loads(result.stdout)["warnings"]
+    assert "tenant(s) globex;" in warning
+
+
 # --------------------------------------------------------------------------- ticket sequence
 
 
