@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import sparse  # type: ignore[import-untyped]
 
 from mailgate.classifier.features import Vectorizer, feature_counts, fit_vocabulary
 from mailgate.classifier.model import LinearModel
@@ -86,6 +85,9 @@ def split(
 
 
 def matrix(vec: Vectorizer, examples: Sequence[Example]) -> Any:
+    """The examples' TF-IDF rows as a SciPy CSR matrix (scikit-learn's input)."""
+    from scipy import sparse  # type: ignore[import-untyped]
+
     rows, cols, vals = [], [], []
     for r, e in enumerate(examples):
         idx, values = vec.transform(e.subject, e.body)

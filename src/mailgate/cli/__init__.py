@@ -15,6 +15,7 @@ from mailgate.cli.check import check_config_cmd
 from mailgate.cli.dlq import dlq_group
 from mailgate.cli.keys import keys_group
 from mailgate.cli.messages import messages_group
+from mailgate.cli.model import model_group
 from mailgate.cli.outbox import outbox_group
 from mailgate.cli.parse import parse_cmd
 from mailgate.cli.quarantine import quarantine_group
@@ -51,5 +52,6 @@ for _cmd in (
     banner_group,
     keys_group,
     scan_cmd,
+    model_group,
 ):
     main.add_command(_cmd)

@@ -1,4 +1,4 @@
-"""``mailgate messages list|show|raw``: look at what was received."""
+"""``mailgate messages list|show|raw|label``: look at what was received; label it for the model."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from mailgate.cli.common import (
     run,
     run_with_store,
 )
+from mailgate.cli.quarantine import actor_option, default_actor
 
 
 @click.group("messages")
@@ -114,3 +115,24 @@ def raw_cmd(config_path: str | None, msg_id: str) -> None:
     data = run_with_store(cfg, lambda store: store.get_raw(msg_id))
     sys.stdout.buffer.write(data)
     sys.stdout.buffer.flush()
+
+
+@messages_group.command("label")
+@config_option
+@click.argument("msg_id")
+@click.option("--queue", required=True, help="The queue this message belongs in.")
+@click.option("--tags", "tags", multiple=True, help="Tags (repeat, or comma-separated).")
+@actor_option
+def label_cmd(
+    config_path: str | None, msg_id: str, queue: str, tags: tuple[str, ...], actor: str | None
+) -> None:
+    """Say where MSG_ID belongs: a label for `mailgate model train --from-store`."""
+    cfg = load_cli_config(config_path)
+    names = tuple(t.strip() for raw in tags for t in raw.split(",") if t.strip())
+    if not queue.strip():
+        raise click.BadParameter("a queue name", param_hint="--queue")
+    who = f"cli:{actor or default_actor()}"
+    rec = run_with_store(cfg, lambda store: store.add_label(msg_id, queue.strip(), names, by=who))
+    click.echo(
+        f"{rec.msg_id} labelled {rec.queue}" + (f" [{', '.join(rec.tags)}]" if rec.tags else "")
+    )

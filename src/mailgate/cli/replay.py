@@ -9,12 +9,15 @@ Without it the new routing is stored with an audit entry; ``--redeliver`` also p
 a quarantined message leaves quarantine only by ``mailgate quarantine release``. Dead-lettered
 messages (processing failed ``pipeline.max_attempts`` times) named by id, or all of them with
 ``--dead``, go back to the spool and the ingest worker runs them again (Mailman's
-``unshunt``). With a terminal on stdout a progress bar shows how far it is.
+``unshunt``). With a terminal on stdout a progress bar shows how far it is. The trained
+routing model takes part as in the worker (the tenant's active version); ``--dry-run --model
+VERSION`` shows what a stored, not yet active version would change (issue 17).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 import sys
 import time
@@ -33,12 +36,12 @@ from mailgate.cli.common import (
     run,
 )
 from mailgate.cli.quarantine import actor_option, default_actor
-from mailgate.config import ConfigError, parse_duration
+from mailgate.config import Config, ConfigError, parse_duration
 from mailgate.pipeline.runner import PipelineRunner
 from mailgate.store.base import Intent, NotFound
 from mailgate.store.delivery import PublishIntent
 
-COMPARED = ("queue", "tags", "priority", "rule", "intent", "quarantine")
+COMPARED = ("queue", "tags", "priority", "rule", "intent", "quarantine", "model")
 
 
 def parse_since(value: str) -> float:
@@ -67,7 +70,16 @@ def summary(env: dict[str, Any]) -> dict[str, Any]:
         "rule": route.get("rule") if isinstance(route, dict) else None,
         "intent": env.get("intent"),
         "quarantine": q.get("reason") if isinstance(q, dict) else None,
+        "model": _model_summary(route.get("model") if isinstance(route, dict) else None),
     }
+
+
+def _model_summary(model: Any) -> str | None:
+    """``v3 billing 0.91`` (``low`` when under the threshold): the model's part of a route."""
+    if not isinstance(model, dict):
+        return None
+    low = "" if model.get("accepted") else " low"
+    return f"v{model.get('version')} {model.get('queue')} {float(model.get('confidence') or 0):.2f}{low}"
 
 
 def diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -79,6 +91,29 @@ def _fmt(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(value) + "]"
     return "-" if value is None else str(value)
+
+
+async def classify_stages(cfg: Config, store: Any, version: int | None) -> dict[str, Any]:
+    """The stages with ``classify`` built against the store's models (issue 17); with a
+    ``version``, that stored model routes its tenant's messages as if it were active."""
+    from mailgate.classifier.model import ModelError, load_model
+    from mailgate.pipeline.lifecycle import Services
+    from mailgate.pipeline.stages import registry
+    from mailgate.pipeline.stages.classify import ClassifyStage, ModelHolder
+
+    stages: dict[str, Any] = dict(registry())
+    if version is None:
+        stages["classify"] = ClassifyStage.build(cfg, Services(models=store))
+        return stages
+    rec = await store.get_model(version)
+    try:
+        model = load_model(rec.data or "")
+    except ModelError as exc:
+        raise click.ClickException(f"model v{version}: {exc}") from None
+    enabled = dataclasses.replace(cfg.classifier, enabled=True)
+    holder = ModelHolder.fixed({rec.tenant: (version, model)})
+    stages["classify"] = ClassifyStage(enabled, holder)
+    return stages
 
 
 @click.command("replay")
@@ -99,6 +134,13 @@ def _fmt(value: Any) -> str:
     help="Also put dead-lettered messages back in the spool.",
 )
 @click.option("--limit", default=100000, show_default=True, type=click.IntRange(1, 10_000_000))
+@click.option(
+    "--model",
+    "model_version",
+    type=int,
+    default=None,
+    help="With --dry-run: route with this stored model version instead of the active one.",
+)
 @actor_option
 @json_option
 def replay_cmd(
@@ -110,11 +152,14 @@ def replay_cmd(
     redeliver: bool,
     include_dead: bool,
     limit: int,
+    model_version: int | None,
     actor: str | None,
     as_json: bool,
 ) -> None:
     """Re-run the current rules over stored messages (all, --since, or the given IDS)."""
     cfg = load_cli_config(config_path)
+    if model_version is not None and not dry_run:
+        raise click.UsageError("--model needs --dry-run (activate the version to route with it)")
     since_ts = parse_since(since) if since else None
     who = actor or default_actor()
     show_progress = sys.stdout.isatty() and not as_json
@@ -122,7 +167,8 @@ def replay_cmd(
     async def body() -> dict[str, Any]:
         async with open_store(cfg) as store:
             try:
-                runner = PipelineRunner(cfg, store)
+                stages = await classify_stages(cfg, store, model_version)
+                runner = PipelineRunner(cfg, store, stages=stages)
             except ConfigError as exc:
                 raise click.ClickException(str(exc)) from None
             targets = await store.list_replayable(
