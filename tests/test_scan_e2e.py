@@ -239,8 +239,10 @@ def test_check_at_data_refuses_with_554(
     for name, text in (("eicar-zip.eml", b"virus"), ("gtube.eml", b"spam")):
         with pytest.raises(smtplib.SMTPDataError) as err:
             srv.send((FIXTURES / name).read_bytes())
-        assert err.value.smtp_code == 554 and err.value.smtp_error.startswith(b"5.7.1")
-        assert text in err.value.smtp_error
+        raw_error = err.value.smtp_error
+        error = raw_error if isinstance(raw_error, bytes) else raw_error.encode()
+        assert err.value.smtp_code == 554 and error.startswith(b"5.7.1")
+        assert text in error
     srv.send((FIXTURES / "ham.eml").read_bytes())
     [row] = srv.wait_processed(1)
     assert row["state"] == "processed"
