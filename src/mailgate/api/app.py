@@ -16,7 +16,7 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from mailgate.api import attachments, messages, ops
+from mailgate.api import attachments, labels, messages, ops
 from mailgate.api.auth import TokenAuth
 from mailgate.api.common import ApiStore, error, json_response
 from mailgate.api.openapi import document
@@ -118,6 +118,7 @@ def create_api(
     app[ops.DATA_DIR] = Path(data_dir)
     app[AUTH] = auth
     messages.add_routes(app)
+    labels.add_routes(app, store)
     attachments.add_routes(app)
     ops.add_routes(app)
     app.router.add_get("/openapi.json", _openapi)

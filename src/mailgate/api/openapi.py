@@ -154,6 +154,30 @@ def _document() -> dict[str, Any]:
                         "ackedBy": _NULL_STR,
                     },
                 },
+                "LabelRequest": {
+                    "type": "object",
+                    "required": ["queue"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "queue": {"type": "string", "minLength": 1, "maxLength": 100},
+                        "tags": {
+                            "type": "array",
+                            "maxItems": 50,
+                            "items": {"type": "string", "minLength": 1, "maxLength": 100},
+                        },
+                    },
+                },
+                "Label": {
+                    "type": "object",
+                    "required": ["id", "queue", "tags", "labelledAt"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "queue": {"type": "string"},
+                        "tags": {"type": "array", "items": {"type": "string"}},
+                        "labelledBy": {"type": "string"},
+                        "labelledAt": {"type": "string", "format": "date-time"},
+                    },
+                },
                 "Status": {
                     "type": "object",
                     "required": ["status"],
@@ -233,6 +257,34 @@ def _document() -> dict[str, Any]:
                             "description": "Acknowledged",
                             "content": {
                                 "application/json": {"schema": {"$ref": "#/components/schemas/Ack"}}
+                            },
+                        },
+                        "401": _UNAUTHORIZED,
+                        "404": _err("No such message for this tenant"),
+                    },
+                }
+            },
+            "/v1/messages/{id}/label": {
+                "post": {
+                    "operationId": "labelMessage",
+                    "summary": "Say which queue (and tags) a message belongs in: a label for the routing model",
+                    "security": [{"bearer": []}],
+                    "parameters": [_ID],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/LabelRequest"}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "Labelled (replaces an earlier label of the message)",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Label"}
+                                }
                             },
                         },
                         "401": _UNAUTHORIZED,
