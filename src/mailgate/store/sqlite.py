@@ -44,7 +44,7 @@ class SqliteStore(
         self,
         data_dir: str | Path,
         *,
-        durability: str = "normal",
+        durability: str = "fsync",
         group_commit_window: float = 0.0,
         max_batch: int = 256,
     ) -> None:
@@ -181,7 +181,9 @@ class SqliteStore(
             )
             apply_intents(conn, msg_id, envelope, intents)
 
-        await self._writer.run(write)
+        # Not fsynced on its own: lost to a power failure, the message is still spooled (that
+        # commit was durable) and is processed again. The next durable commit syncs it.
+        await self._writer.run(write, durable=False)
 
     async def fail(self, msg_id: str, error: str, *, max_attempts: int) -> str:
         """See `MessageStore.fail`."""

@@ -160,5 +160,6 @@ class SqliteBase:
         rows = await self._read(sql, params)
         return rows[0] if rows else None
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
-        return await self._writer.run(fn)
+    async def _write(self, fn: Callable[[sqlite3.Connection], Any], *, durable: bool = True) -> Any:
+        """``fn`` in the writer's next transaction; ``durable=False``: see ``Writer.run``."""
+        return await self._writer.run(fn, durable=durable)

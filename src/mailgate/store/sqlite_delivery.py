@@ -235,7 +235,8 @@ class DeliveryStoreMixin(SqliteBase):
                 )
             )
 
-        rows: list[sqlite3.Row] = await self._write(write)
+        # a lease lost to a power failure is taken again: no fsync of its own (Writer.run)
+        rows: list[sqlite3.Row] = await self._write(write, durable=False)
         return [
             OutboxItem(
                 id=r["id"],
@@ -335,7 +336,8 @@ class DeliveryStoreMixin(SqliteBase):
             else:
                 raise ValueError(f"unknown attempt outcome {result.outcome!r}")
 
-        await self._write(write)
+        # losing this to a power failure means one more attempt (webhooks are at-least-once)
+        await self._write(write, durable=False)
 
     async def release_leases(self, owner: str) -> int:
         def write(conn: sqlite3.Connection) -> int:
