@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from mailgate.config import ConfigError, DomainConfig, SmtpConfig, load_config
+from mailgate.smtp.connections import network_of
 from mailgate.smtp.handler import SmtpHandler
 from mailgate.smtp.policy import RecipientPolicy
 from mailgate.smtp.server import SmtpServer, StartupError
@@ -519,3 +520,10 @@ def test_config_refuses_an_invalid_idn_in_the_usual_style(tmp_path: Path) -> Non
     text = str(err.value)
     assert "domains[0].name = 'xn--zz.example': expected a domain name like" in text
     assert "domains[2].name = 'xn--bcher-kva.example': expected each domain once" in text
+
+
+def test_networks_are_slash_24_and_slash_64() -> None:
+    assert network_of("192.0.2.77") == "192.0.2.0/24"
+    assert network_of("::ffff:192.0.2.77") == "192.0.2.0/24"  # a dual-stack listener
+    assert network_of("2001:db8:1:2:aaaa::1") == "2001:db8:1:2::/64"
+    assert network_of("2001:db8:1:3::1") != network_of("2001:db8:1:2::1")
