@@ -63,6 +63,23 @@ def encode_payload(env: dict[str, Any]) -> bytes:
         return json.dumps(env, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
+def payload_for(item: OutboxItem, urls: EnvelopeSigner) -> bytes:
+    """The body of one delivery: the stored envelope JSON as it is, unless it has attachments.
+
+    The store keeps the envelope as compact UTF-8 JSON, the same encoding as `encode_payload`,
+    so without attachment URLs to sign (no ``"attachments":[{`` anywhere in it: an attachment is
+    always an object) those bytes are the body. With attachments, each URL is signed afresh
+    (they expire) and the envelope is encoded again.
+    """
+    text = item.envelope_json
+    if '"attachments":[{' not in text:
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:
+            pass  # a lone surrogate: encode_payload escapes it
+    return encode_payload(urls.sign_envelope(item.envelope))
+
+
 class EnvelopeSigner(Protocol):
     """Fills ``attachments[].url`` with signed URLs (``api.urls.AttachmentUrlSigner``)."""
 
@@ -305,7 +322,7 @@ class WebhookWorker:
                 target, item, AttemptOutcome("skipped", error=f"target takes no {item.event_type}")
             )
             return
-        body = encode_payload(self.urls.sign_envelope(item.envelope))
+        body = payload_for(item, self.urls)
         timestamp = int(time.time())
         headers = target.signer.headers(item.event_id, timestamp, body)
         headers["Content-Type"] = "application/json"

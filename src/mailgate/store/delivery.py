@@ -11,6 +11,7 @@ What this module does not own: HTTP (``delivery/``, ``api/``) and SQL (``sqlite_
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -89,8 +90,16 @@ class OutboxItem:
     trace_id: str
     received_at: float
     created_at: float
-    envelope: dict[str, Any]
+    envelope_json: str
+    """The envelope as stored (compact JSON): the webhook body is these bytes when there are no
+    attachment URLs to sign, so a delivery does not decode and re-encode it."""
     acked_by: str | None = None
+
+    @property
+    def envelope(self) -> dict[str, Any]:
+        """The envelope decoded (each access decodes: call once)."""
+        env: dict[str, Any] = json.loads(self.envelope_json) if self.envelope_json else {}
+        return env
 
 
 @dataclass(frozen=True)
@@ -125,8 +134,15 @@ class EventRecord:
     delivered_at: float | None
     acked_at: float | None
     acked_by: str | None
-    envelope: dict[str, Any]
+    envelope_json: str
+    """The envelope as stored (compact JSON): the API returns it without decoding it."""
     deliveries: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def envelope(self) -> dict[str, Any]:
+        """The envelope decoded (each access decodes: call once)."""
+        env: dict[str, Any] = json.loads(self.envelope_json) if self.envelope_json else {}
+        return env
 
 
 @dataclass(frozen=True)

@@ -161,7 +161,7 @@ def _event(row: sqlite3.Row, deliveries: list[dict[str, Any]] | None = None) -> 
         delivered_at=row["delivered_at"],
         acked_at=row["acked_at"],
         acked_by=row["acked_by"],
-        envelope=json.loads(row["envelope"]) if row["envelope"] else {},
+        envelope_json=row["envelope"] or "{}",
         deliveries=deliveries or [],
     )
 
@@ -251,7 +251,7 @@ class DeliveryStoreMixin(SqliteBase):
                 trace_id=r["trace_id"],
                 received_at=r["received_at"],
                 created_at=r["created_at"],
-                envelope=json.loads(r["envelope"]) if r["envelope"] else {},
+                envelope_json=r["envelope"] or "{}",
                 acked_by=r["acked_by"],
             )
             for r in rows
