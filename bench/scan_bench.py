@@ -44,6 +44,20 @@ from mailgate.scanners.rspamd import MessageFacts, RspamdClient  # noqa: E402
 TIMEOUT = 300
 
 
+def group_cpu(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by the live processes of one process group."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid:  # pgrp; fields[11:13] are utime, stime
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
 class Mailgate:
     def __init__(self, root: Path, engines: str) -> None:
         self.dir = root
@@ -168,9 +182,25 @@ def main() -> None:
         for size in (4096, 102400):
             n = counts[size]
             off_runs, on_runs = [], []
+            cpu = dict.fromkeys(("off", "on", "clamd", "rspamd"), 0.0)
+            groups = {
+                "off": off.proc.pid,
+                "on": on.proc.pid,
+                "clamd": clamd.daemon.pid,
+                "rspamd": rspamd.daemon.pid,
+            }
             for _ in range(args.repeat):
+                before = {k: group_cpu(pid) for k, pid in groups.items()}
                 off_runs.append(off.run(size, n, sessions))
+                mid = {k: group_cpu(pid) for k, pid in groups.items()}
                 on_runs.append(on.run(size, n, sessions))
+                after = {k: group_cpu(pid) for k, pid in groups.items()}
+                cpu["off"] += mid["off"] - before["off"]
+                for k in ("on", "clamd", "rspamd"):
+                    cpu[k] += after[k] - mid[k]
+            per_msg = {
+                f"cpu_ms_{k}": round(v * 1000 / (n * args.repeat), 2) for k, v in cpu.items()
+            }
             a, b = statistics.median(off_runs), statistics.median(on_runs)
             lat = asyncio.run(engine_latency(clamd, rspamd, size, 200 if args.quick else 500))
             results.append(
@@ -181,13 +211,16 @@ def main() -> None:
                     "engines_off": round(a, 1),
                     "engines_on": round(b, 1),
                     "ratio": round(b / a, 2),
+                    **per_msg,
                     **lat,
                 }
             )
             print(
                 f"{size // 1024:>4} KB x{sessions} delivered: off {a:7.1f}/s | on {b:7.1f}/s "
                 f"({b / a:.2f}x) | clamd p50 {lat['clamd_p50_ms']} ms, rspamd p50 "
-                f"{lat['rspamd_p50_ms']} ms",
+                f"{lat['rspamd_p50_ms']} ms | CPU/msg mailgate off {per_msg['cpu_ms_off']} ms,"
+                f" on {per_msg['cpu_ms_on']} ms, clamd {per_msg['cpu_ms_clamd']} ms,"
+                f" rspamd {per_msg['cpu_ms_rspamd']} ms",
                 flush=True,
             )
     finally:

@@ -79,6 +79,12 @@ class Daemon:
             pass
 
     @property
+    def pid(self) -> int:
+        """The daemon's pid, also its process group id (rspamd's workers share the group)."""
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
