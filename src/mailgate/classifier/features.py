@@ -4,8 +4,8 @@ Why these features: support mail is short, written in many languages, full of ty
 inflections ("erstatten", "Erstattung", "refnud"). Words carry the topic; character n-grams
 inside words (``char_wb``) carry it across inflections, compounds and misspellings without a
 stemmer per language. Subject words are their own features because the subject is the
-customer's summary. Digits are folded ("#48213" -> "0") so order numbers do not become
-vocabulary, but short codes (404, 500) stay.
+customer's summary. Numbers of four or more digits are folded ("#48213" -> "0") so order
+numbers do not become vocabulary, but short codes (404, 500) stay.
 
 `Vectorizer` is the one implementation used by training and by prediction, so the stored
 model sees exactly the features it was trained on. It is fast on purpose (prediction
@@ -33,7 +33,7 @@ SHORT_REPLY = 200
 """A reply shorter than this is read with the text it quotes (a bare "see below" says nothing)."""
 
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
-_DIGITS = re.compile(r"\d+")
+_LONG_NUMBER = re.compile(r"\d{4,}")
 _CACHE_LIMIT = 200_000
 
 IntArray = npt.NDArray[np.int64]
@@ -52,14 +52,9 @@ def message_text(env: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def tokens(text: str) -> list[str]:
-    """Lower-cased word tokens; long numbers folded to ``0``, short codes kept."""
-    out: list[str] = []
-    for tok in _TOKEN.findall(unicodedata.normalize("NFKC", text).lower()):
-        if tok.isdigit():
-            out.append(tok if len(tok) <= 3 else "0")
-        elif len(tok) > 1:
-            out.append(_DIGITS.sub("0", tok) if any(c.isdigit() for c in tok) else tok)
-    return out
+    """Lower-cased word tokens; numbers of 4+ digits folded to ``0``, short codes kept."""
+    folded = _LONG_NUMBER.sub("0", unicodedata.normalize("NFKC", text).lower())
+    return [t for t in _TOKEN.findall(folded) if len(t) > 1 or t.isdigit()]
 
 
 def char_grams(word: str) -> list[str]:
@@ -121,10 +116,13 @@ class Vectorizer:
 
     def transform(self, subject: str, body: str) -> tuple[IntArray, FloatArray]:
         """(feature indices, tf-idf values) of one message; indices are unique."""
-        words = tokens(subject) + tokens(body)
+        subject_words = tokens(subject)
+        words = subject_words + tokens(body)
         get = self.index.get
         parts: list[IntArray] = []
         weights: list[FloatArray] = []
+        repeats: list[float] = []
+        lengths: list[int] = []
         single: list[int] = []
         single_w: list[float] = []
         for w, n in Counter(words).items():
@@ -136,17 +134,20 @@ class Vectorizer:
                 arr = self._char_index(w)
                 if len(arr):
                     parts.append(arr)
-                    weights.append(np.full(len(arr), float(n)))
+                    repeats.append(n)
+                    lengths.append(len(arr))
         for pair, n in Counter(itertools.pairwise(words)).items():
             i = get(f"w:{pair[0]} {pair[1]}")
             if i is not None:
                 single.append(i)
                 single_w.append(n)
-        for w in set(tokens(subject)):
+        for w in set(subject_words):
             i = get("s:" + w)
             if i is not None:
                 single.append(i)
                 single_w.append(1.0)
+        # one weight per char n-gram: its word's count, repeated over the word's n-grams
+        weights.append(np.repeat(np.asarray(repeats, dtype=np.float64), lengths))
         parts.append(np.asarray(single, dtype=np.int64))
         weights.append(np.asarray(single_w, dtype=np.float64))
         idx_all = np.concatenate(parts)
