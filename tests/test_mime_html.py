@@ -253,8 +253,36 @@ def test_css_value_check_unit() -> None:
     )
 
 
+def test_css_text_reads_like_a_browser() -> None:
+    import tinycss2
+
+    def read(value: str) -> str | None:
+        return css_text(tinycss2.parse_component_value_list(value))
+
+    assert read(" a\tb\n c ") == "abc"
+    assert read(r"(E\78 pression(1)) [C\44] {X\44}") == "(expression(1))[cd]{xd}"
+    assert read(r"url(java\73 cript:x)") == "url(javascript:x)"
+    assert read("url(https://a.test/b)") == "url(https://a.test/b)"
+    assert read("url(javascript:alert(1))") is None  # a bad-url token: never kept
+    assert read("a," * 1000) is not None  # 2000 tokens: read
+    assert read("a," * 1000 + "a") is None  # one more: not read, so not kept
+
+
+def test_script_urls_with_noise_inside_the_scheme_are_dropped() -> None:
+    for src in (
+        '<a href="da&#x09;ta:text/html,x">a</a>',
+        '<a href="da\nta:text/html,x">a</a>',
+        '<img src="data&#x0A;:text/html,x">',
+    ):
+        out = sanitize_html(src)
+        assert out is not None and "href" not in out and "src" not in out, out
+
+
 def test_safe_css_keeps_order_and_allowlist() -> None:
     css = SafeCSS()
+    assert css.sanitize_css("border: url(https://cdn.test/a.png)") == (
+        "border: url(https://cdn.test/a.png);"
+    )  # kept unless remote images are stripped
     assert (
         css.sanitize_css("color: red; position: fixed; width: 10px") == "color: red; width: 10px;"
     )

@@ -350,10 +350,14 @@ def test_multipart_that_cannot_be_split_is_unscannable_unless_blank() -> None:
     assert "structure.unsplittable" in env["quarantine"]["detail"]
     wrong = no_boundary.replace("multipart/mixed", 'multipart/mixed; boundary="zz"')
     assert run(wrong.encode())["quarantine"]["reason"] == "unscannable"
-    blank = HEAD + "Subject: blank\r\nContent-Type: multipart/alternative\r\n\r\n  \r\n"
-    env = run(blank.encode())
-    assert "structure.multipart-without-parts" in {e["code"] for e in env["parseErrors"]}
-    assert env["quarantine"] is None
+    # No part headers in the unsplit body (blank, or only text): no split could give a file.
+    for body in ("  \r\n", "Hi,\r\n--x\r\nJust text, Content: none.\r\n"):
+        raw = HEAD + "Subject: plain\r\nContent-Type: multipart/alternative\r\n\r\n" + body
+        env = run(raw.encode())
+        assert "structure.multipart-without-parts" in {e["code"] for e in env["parseErrors"]}
+        assert env["quarantine"] is None, body
+    headers_only = no_boundary.replace(exe_part(), "content-disposition : attachment\r\n\r\nx\r\n")
+    assert run(headers_only.encode())["quarantine"]["reason"] == "unscannable"
 
 
 def test_parts_after_the_close_delimiter_are_unscannable() -> None:

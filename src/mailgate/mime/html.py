@@ -232,12 +232,14 @@ class SafeCSS(CSSSanitizer):  # type: ignore[misc,valid-type]
     def sanitize_css(self, style: str) -> str:
         kept: list[Any] = []
         for token in tinycss2.parse_declaration_list(style):
-            if token.type != "declaration" or token.lower_name not in CSS_PROPERTIES:
+            if token.type != "declaration" or token.lower_name not in self.allowed_css_properties:
                 continue
             if not css_value_safe(token.value, self.strip_remote):
                 continue
             if kept:
-                kept.append(tinycss2.ast.WhitespaceToken(token.source_line, token.source_column, " "))
+                kept.append(
+                    tinycss2.ast.WhitespaceToken(token.source_line, token.source_column, " ")
+                )
             kept.append(token)
         return str(tinycss2.serialize(kept)).strip() if kept else ""
 
