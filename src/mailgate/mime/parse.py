@@ -25,9 +25,11 @@ from mailgate.envelope import Address, Envelope
 from mailgate.mime.addresses import parse_address_list
 from mailgate.mime.attachments import BlobSink, BlobSinkError
 from mailgate.mime.bounce import guess_bounce
+from mailgate.mime.calendar import find_calendar
 from mailgate.mime.charsets import decode_bytes, scrub
 from mailgate.mime.errors import ErrorLog
 from mailgate.mime.fields import first_msg_id, msg_ids, parse_date
+from mailgate.mime.forwards import add_forwards
 from mailgate.mime.headers import (
     HeaderSet,
     decode_words,
@@ -232,6 +234,7 @@ def _parse(
         env.update(_fallback_body(raw, body_start, errors, limits))
         return env
     _collect_defects(msg, errors, limits.max_parts)
+    env["calendar"] = find_calendar(msg, errors)  # before the walk frees the payloads
     key = hashlib.sha256(raw[:body_start]).hexdigest() + f":{len(raw)}"
     walker = Walker(
         limits=limits,
@@ -242,7 +245,7 @@ def _parse(
     found = walker.walk(msg)
     env.update(_bodies(found, errors, limits, remote_images))
     env["attachments"] = found.attachments
-    env["forwarded"] = found.forwarded or None
+    add_forwards(env, found.forwarded)  # attached (message/rfc822) then inline; customer
     env["bounce"] = found.bounce
     if found.bounce is None:
         if found.is_report:

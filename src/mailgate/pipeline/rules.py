@@ -20,7 +20,8 @@ Conditions. ``if`` is a condition table; a table with several matcher keys needs
 (or a list) none of them; they nest. A rule without ``if`` matches every message (useful as a
 per-tenant default at the end).
 
-Matchers (`FIELDS`): ``from to cc replyTo recipient mailFrom`` (addresses), ``from.name``,
+Matchers (`FIELDS`): ``from to cc replyTo recipient mailFrom`` (addresses), ``customer`` (the
+original sender when a colleague forwarded a customer's mail, else From), ``from.name``,
 ``from.domain``, ``subject text html replyText``, ``header.<Name>``, ``attachment.filename``,
 ``attachment.extension``, ``attachment.type`` (declared), ``attachment.sniffed`` (detected from
 the bytes), ``attachment.size``, ``attachments`` (count), ``dkim|spf|dmarc|arc.passed``,
@@ -159,6 +160,11 @@ def _addr(key: str) -> Getter:
     return lambda f: emails(f.env.get(key))
 
 
+def _customer(f: Facts) -> list[Any]:
+    """The effective customer: the original sender of a colleague's forward, else From."""
+    return emails(f.env.get("customer")) or emails(f.env.get("from"))
+
+
 def _text(key: str) -> Getter:
     return lambda f: [f.view.text(key)] if f.view.text(key) else []
 
@@ -221,6 +227,7 @@ def _parse_errors(f: Facts) -> list[Any]:
 
 FIELDS: dict[str, FieldSpec] = {
     "from": FieldSpec("address", _addr("from")),
+    "customer": FieldSpec("address", _customer),
     "from.name": FieldSpec("text", lambda f: names(f.env.get("from"))),
     "from.domain": FieldSpec("keyword", _from_domain),
     "to": FieldSpec("address", _addr("to")),
