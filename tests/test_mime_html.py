@@ -239,6 +239,8 @@ def test_css_value_check_unit() -> None:
     assert not safe("url(data:image/svg+xml;base64,AAAA)")
     assert not safe("url(ftp://x/y)")
     assert not safe("url(/relative.png)")
+    assert not safe("url('https://cdn.example.com/\\9 bg.png')")  # a tab inside the URL
+    assert not safe("url('ht\\a tps://cdn.example.com/bg.png')")
     assert not safe("url(https://cdn.example.com/bg.png)", strip=True)
     assert not safe("url(//cdn.example.com/bg.png)", strip=True)
     assert safe("url(cid:logo@x)", strip=True)
