@@ -72,3 +72,17 @@ def test_entities_keep_first_seen_order_without_repeats() -> None:
     po = found["poNumber"]
     assert po[:3] == ["PO-1000", "PO-600", "PO-1001"]
     assert len(po) == len(set(po)) == 400 + 7
+
+
+def test_separator_and_outlook_scans_equal_their_regexes() -> None:
+    rng = random.Random(3676)
+    lines = [*PIECES, "--", "-- x", "---", "*From:* Bob", "*Sent:* Monday", "Sent: x",
+             "  From: a b", "Date: today", "Von: Max", "Gesendet: Montag", "To: y"]  # fmt: skip
+    for _ in range(1500):
+        text = "\n".join(rng.choice(lines) for _ in range(rng.randint(0, 20)))
+        if rng.random() < 0.3:
+            text += "\n"
+        seps = list(T._SIG_SEPARATOR.finditer(text))
+        assert T._last_separator(text) == (seps[-1].start() if seps else -1), text
+        header = T._OUTLOOK_HEADER.search(text)
+        assert T._outlook_header(text) == (header.start() if header else -1), text

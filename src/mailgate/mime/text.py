@@ -37,13 +37,18 @@ _QUOTE_KEYS = (
     "réexpédié", "reenviado", "vidarebefordrat", "doorgestuurd", "oorspronkelijk", "transféré",
     "origineel", "пересылаемое",
 )  # fmt: skip
+_OUTLOOK_SENT = (
+    "Sent", "Date", "Gesendet", "Datum", "Envoyé", "Enviado", "Verzonden", "Skickat", "Inviato",
+    "Wysłano", "Отправлено",
+)  # fmt: skip
 _OUTLOOK_HEADER = re.compile(
     r"^[ \t>]*\*?(?:From|Von|De|Van|Från|Da|Od|От):\*?[ \t]+\S[^\n]*\n"
     r"(?:[^\n]*\n){0,2}?"
-    r"[ \t>]*\*?(?:Sent|Date|Gesendet|Datum|Envoyé|Enviado|Verzonden|Skickat|Inviato|Wysłano"
-    r"|Отправлено):\*?[ \t]",
+    rf"[ \t>]*\*?(?:{'|'.join(_OUTLOOK_SENT)}):\*?[ \t]",
     re.MULTILINE,
 )
+_OUTLOOK_LOOKBACK = 3
+"""Lines from the From line of an Outlook header to its Sent line, at most."""
 _QUOTE_DATE = re.compile(r"\d{4}/\d{1,2}/\d{1,2} ")
 
 
@@ -80,11 +85,54 @@ def unflow(text: str, delsp: bool) -> str:
     return "\n".join(out)
 
 
+def _last_separator(text: str) -> int:
+    """Start of the last line that is ``--`` or ``-- `` (``_SIG_SEPARATOR``), or -1.
+
+    Searched backwards from the end with ``str.rfind`` over line starts, so the cost is that
+    of the lines after it, not a regex attempt at every position of the body.
+    """
+    end = len(text)
+    while True:
+        nl = text.rfind("\n--", 0, end)
+        at = nl + 1 if nl >= 0 else (0 if text.startswith("--") else -1)
+        if at < 0:
+            return -1
+        rest = text[at + 2 : at + 4]
+        if rest in ("", " ", " \n") or rest[0] == "\n":
+            return at
+        if nl < 0:
+            return -1
+        end = nl + 2  # the next candidate starts before this one
+
+
+def _outlook_header(text: str) -> int:
+    """Start of the first Outlook reply header (``_OUTLOOK_HEADER``), or -1.
+
+    The header's second line starts with one of ``_OUTLOOK_SENT`` and a colon, so the regex
+    (which tries a line start at every position) runs only when such a word occurs, from a few
+    lines before the first one.
+    """
+    first = -1
+    for word in _OUTLOOK_SENT:
+        at = text.find(word + ":")
+        if at >= 0 and (first < 0 or at < first):
+            first = at
+    if first < 0:
+        return -1
+    start = first
+    for _ in range(_OUTLOOK_LOOKBACK + 1):
+        start = text.rfind("\n", 0, start)
+        if start < 0:
+            break
+    m = _OUTLOOK_HEADER.search(text, start + 1 if start >= 0 else 0)
+    return m.start() if m is not None else -1
+
+
 def strip_signature(text: str) -> str:
     """Cut at the last ``-- `` signature separator and drop a trailing mobile tagline."""
-    matches = list(_SIG_SEPARATOR.finditer(text))
-    if matches:
-        text = text[: matches[-1].start()]
+    at = _last_separator(text)
+    if at >= 0:
+        text = text[:at]
     text = text.rstrip()
     tail = len(text) - _TAGLINE_WINDOW
     if tail > 0:
@@ -154,14 +202,19 @@ def _quote_position(lines: list[str]) -> int | None:
 
 def _split_quote(text: str) -> list[tuple[bool, str]]:
     """``[(True, new), (False, quoted)]`` at the first quote intro of the first lines, else
-    ``[(True, text)]``."""
-    lines = text.split("\n")
-    head = lines[:_QUOTE_LIMIT]
+    ``[(True, text)]``.
+
+    Only the first ``_QUOTE_LIMIT`` lines are split off and searched, whatever the body's
+    size: the cost of a 10 MB body is that of its first lines.
+    """
+    head = text.split("\n", _QUOTE_LIMIT)[:_QUOTE_LIMIT]
+    if not _might_quote("\n".join(head)):
+        return [(True, text)]
     if find_pattern_on_line is None:
         try:
             # limit past the end: quotequail would otherwise hide everything after `limit`.
             found: list[tuple[bool, str]] = quotequail.quote(
-                "\n".join(head), limit=len(lines) + 1, quote_intro_line=True
+                "\n".join(head), limit=_QUOTE_LIMIT + 1, quote_intro_line=True
             )
             return found
         except (ValueError, IndexError, RecursionError):
@@ -180,10 +233,9 @@ def reply_text(text: str) -> str:
     if not text.strip():
         return ""
     parts: list[tuple[bool, str]] = [(True, text)]
-    if _might_quote(text):
-        found = _split_quote(text)
-        if len(found) > 1:
-            parts = found
+    found = _split_quote(text)
+    if len(found) > 1:
+        parts = found
     shown: list[str] = []
     for show, chunk in parts:
         if not show:
@@ -191,9 +243,10 @@ def reply_text(text: str) -> str:
         shown.append(chunk)
     fresh = "\n".join(shown)
     # Outlook's plain-text reply header without any separator line (quotequail needs one).
-    header = _OUTLOOK_HEADER.search(fresh)
-    if header is not None:
-        fresh = fresh[: header.start()]
+    header = _outlook_header(fresh)
+    if header >= 0:
+        fresh = fresh[:header]
     # Inline "> " quotes left inside the new part (top-posting without an intro line).
-    lines = [line for line in fresh.split("\n") if not line.startswith(">")]
-    return strip_signature("\n".join(lines)).strip()
+    if fresh.startswith(">") or "\n>" in fresh:
+        fresh = "\n".join(line for line in fresh.split("\n") if not line.startswith(">"))
+    return strip_signature(fresh).strip()
