@@ -52,6 +52,9 @@ def connect(path: Path, *, synchronous: str, readonly: bool = False) -> sqlite3.
         # NORMAL in WAL mode: a commit survives a process crash (what SIGKILL tests), the last
         # commits may be lost on power failure. FULL fsyncs the WAL on every commit.
         conn.execute(f"PRAGMA synchronous = {synchronous}")
+        # Freed cells and pages are zeroed, so an updated or erased row leaves no stale copy
+        # of personal data in the file (data governance, issue 15: erasure, retention).
+        conn.execute("PRAGMA secure_delete = ON")
     conn.execute("PRAGMA foreign_keys = ON")
     conn.row_factory = sqlite3.Row
     return conn
