@@ -19,19 +19,26 @@ from mailgate.pipeline.intent_signals import (
 from mailgate.pipeline.stages.intent import classify_intent, decide, facts_of
 from tests.support.pipeline import make_env
 
-OWN = own_of(
-    [DomainConfig(name="example.test"), DomainConfig(name="*.support.example.test")],
-    ReplyConfig(from_="Help <help@example.test>", tenant_from={"acme": "acme@acme.example.org"}),
-)
+
+def own() -> Own:
+    """Built per call (not at import), so mutation testing sees own_of run."""
+    return own_of(
+        [DomainConfig(name="example.test"), DomainConfig(name="*.support.example.test")],
+        ReplyConfig(
+            from_="Help <help@example.test>", tenant_from={"acme": "acme@acme.example.org"}
+        ),
+    )
+
+
 PERSON = "dana@customer.test"
 
 
-def facts(own: Own = OWN, **kw: Any) -> Facts:
-    return dataclasses.replace(facts_of(make_env(**kw)), own=own)
+def facts(ours: Own | None = None, **kw: Any) -> Facts:
+    return dataclasses.replace(facts_of(make_env(**kw)), own=ours or own())
 
 
-def intent_of(own: Own = OWN, **kw: Any) -> tuple[str, list[str]]:
-    return decide(facts(own, **kw))
+def intent_of(ours: Own | None = None, **kw: Any) -> tuple[str, list[str]]:
+    return decide(facts(ours, **kw))
 
 
 NDR_TEXT = (
@@ -271,6 +278,7 @@ def test_own_without_a_config() -> None:
 
 
 def test_own_addresses_and_domains() -> None:
+    OWN = own()
     assert OWN.domain("a@EXAMPLE.test.") and OWN.domain("<x@acme.support.example.test>")
     assert OWN.domain("acme.example.org") and not OWN.domain("support.example.test.evil")
     assert not OWN.domain("") and not OWN.domain("x@notexample.test")
@@ -302,3 +310,138 @@ def test_docs_table_is_the_signal_table() -> None:
     assert markdown_table() in doc
     for s in SIGNALS:
         assert s.source and s.meaning and s.system
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Resent-From",
+        "Resent-Sender",
+        "X-Forwarded-For",
+        "X-Forwarded-To",
+        "X-MS-Exchange-Organization-AutoForwarded",
+        "X-Google-Original-From",
+    ],
+)
+def test_each_forwarder_header_vetoes_precedence(header: str) -> None:
+    got = intent_of(headers={"Precedence": "bulk", header: "dana@uni.test"})
+    assert got == ("human", [f"forwarder: {header.lower()}: dana@uni.test"])
+
+
+def test_inline_forward_only_counts_when_inline() -> None:
+    rule = {"X-MS-Exchange-Inbox-Rules-Loop": PERSON}
+    attached = intent_of(headers=rule, forwarded=[{"from": None}])
+    assert attached[0] == "auto-reply"
+    assert intent_of(headers=rule, forwarded="junk")[0] == "auto-reply"
+    inline = intent_of(headers=rule, forwarded=[None, {"inline": True}])
+    assert inline == ("human", ["forwarder: inline forward in the body"])
+
+
+@pytest.mark.parametrize(
+    ("method", "intent"),
+    [
+        ("REPLY", "calendar"),
+        ("cancel", "calendar"),
+        ("COUNTER", "calendar"),
+        ("DECLINECOUNTER", "calendar"),
+        ("REQUEST", "human"),
+        ("ADD", "human"),
+        ("", "human"),
+        (None, "human"),
+    ],
+)
+def test_calendar_methods(method: str | None, intent: str) -> None:
+    got = intent_of(calendar={"method": method, "uid": "u"})
+    assert got[0] == intent
+    if intent == "calendar":
+        assert got[1] == [f"calendar-reply: METHOD:{method.upper()}"]  # type: ignore[union-attr]
+    assert intent_of(calendar="CANCEL")[0] == "human"
+
+
+@pytest.mark.parametrize(
+    ("ctype", "intent"),
+    [
+        ('multipart/report; report-type="delivery-status"; boundary=x', "bounce"),
+        ("multipart/report;report-type=delivery-status", "bounce"),
+        ("Multipart/Report; Report-Type=Delivery-Status", "bounce"),
+        ("multipart/report; report-type=delivery-statusx", "human"),
+        ("multipart/mixed; report-type=delivery-status", "human"),
+        ("text/plain; x=multipart/report; report-type=delivery-status", "human"),
+        ("multipart/report; report-type=disposition-notification", "auto-reply"),
+    ],
+)
+def test_report_types(ctype: str, intent: str) -> None:
+    assert intent_of(headers={"Content-Type": ctype})[0] == intent
+
+
+# the exact reasons: what an operator reads in the trace
+REASONS: list[tuple[dict[str, Any], list[str]]] = [
+    ({"headers": {"Auto-Submitted": "Auto-Replied"}},
+     ["auto-replied: auto-submitted: auto-replied"]),
+    ({"headers": {"X-Autoreply": "yes"}}, ["responder-header: x-autoreply: yes"]),
+    ({"headers": {"List-Id": "<" + "l" * 100 + ">"}}, ["list-header: list-id: <" + "l" * 59]),
+    ({"headers": {"X-Zendesk-Ticket": "1"}, "subject": "Request 12 received"},
+     ["helpdesk-zendesk: header x-zendesk-ticket", "ack-subject: subject 'request 12 received'"]),
+    ({"headers": {"X-Mailer": "Zendesk Mailer"}, "text": ACK_TEXT},
+     ["helpdesk-zendesk: x-mailer: zendesk mailer",
+      "ack-body: body 'we have received your request'"]),
+    ({"headers": {"User-Agent": "Kayako fusion"}, "text": ACK_TEXT},
+     ["helpdesk-kayako: user-agent: kayako fusion",
+      "ack-body: body 'we have received your request'"]),
+    ({"message_id": "<A1@Zendesk.COM>", "headers": {"Auto-Submitted": "auto-replied"}},
+     ["helpdesk-zendesk: Message-ID @zendesk.com",
+      "auto-replied: auto-submitted: auto-replied"]),
+    ({"sender": "MAILER-DAEMON@mx.test", "subject": "Undelivered Mail Returned to Sender"},
+     ["daemon-sender: sender mailer-daemon@mx.test", "dsn-subject: subject 'undelivered'"]),
+    ({"mail_from": "", "sender": "x@y.test", "subject": "s", "text": NDR_TEXT},
+     ["dsn-body: body 'this is the mail system at host'", "null-sender: MAIL FROM:<>"]),
+    ({"sender": "help@example.test"},
+     ["from-reply-address: From is our reply address help@example.test"]),
+    ({"sender": "bot@example.test", "headers": {"Precedence": "auto_reply"}},
+     ["own-domain-automated: sender in our domain example.test",
+      "precedence-auto-reply: precedence: auto_reply"]),
+    ({"headers": {"X-Loop": "a@b.test, Help@Example.test"}},
+     ["x-loop-ours: X-Loop: help@example.test"]),
+    ({"headers": {"X-Mailgate-Loop": "other.test"}},
+     ["mailgate-loop-foreign: X-Mailgate-Loop of another system: other.test"]),
+    ({"headers": {"X-Mailgate-Loop": "example.test"}},
+     ["mailgate-loop: X-Mailgate-Loop: example.test"]),
+    ({"bounce": {"status": "5.1.1"}},
+     ["dsn-parsed: parsed delivery status (RFC 3464 or a mailer-daemon's text)"]),
+    ({"sender": "noreply@shop.test", "text": "Manage your email preferences"},
+     ["bulk-wording: body 'manage your email preferences'", "robot-sender: sender noreply@…"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("kw", "reasons"), REASONS)
+def test_reasons(kw: dict[str, Any], reasons: list[str]) -> None:
+    assert intent_of(**kw)[1] == reasons
+
+
+def test_robot_sender_forms() -> None:
+    ses = {"X-SES-Outgoing": "x"}
+    for local in ("no-reply", "no_reply", "donotreply", "do-not-reply", "newsletter", "news",
+                  "marketing", "mailer", "notification", "notifications", "notify", "bounces",
+                  "noreply+abc"):  # fmt: skip
+        assert intent_of(sender=f"{local}@shop.test", headers=ses)[0] == "list", local
+    for local in ("newsroom", "anne.news", "reply", "info"):
+        assert intent_of(sender=f"{local}@shop.test", headers=ses)[0] == "human", local
+    assert intent_of(sender="", mail_from="", headers=ses)[0] == "auto-reply"
+
+
+async def test_stage_reads_our_domains_from_the_config() -> None:
+    from mailgate.pipeline.offline import MemoryPorts
+    from mailgate.pipeline.runner import PipelineRunner
+    from tests.support.pipeline import make_config
+
+    cfg = make_config()
+    runner = PipelineRunner(cfg, MemoryPorts())
+    alias = make_env(sender=cfg.reply.from_.replace("@", "+T-9@"))
+    await runner.process(alias)
+    assert alias["intent"] == "own-notification"
+    other = make_env(headers={"X-Mailgate-Loop": "elsewhere.test"})
+    await runner.process(other)
+    assert other["intent"] == "ticket-system-ack"
+    plain = make_env()
+    await runner.process(plain)
+    assert plain["intent"] == "human"

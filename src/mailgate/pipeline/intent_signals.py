@@ -25,6 +25,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import parseaddr
+from functools import lru_cache
 from typing import Any
 
 from mailgate.envelope import Envelope
@@ -120,108 +121,130 @@ class Facts:
         values = self.headers.get(name)
         return values[0].strip().lower() if values else ""
 
-    def token(self, name: str) -> str:
-        """The first token of a structured value (``auto-replied; owner=x`` -> ``auto-replied``)."""
-        return re.split(r"[;(\s]", self.first(name), maxsplit=1)[0]
-
 
 Test = Callable[[Facts], str | None]
 """Evidence text when the signal fires, else None."""
 
 
 # --------------------------------------------------------------------------- test builders
+# Small frozen callables rather than closures: the table is built once at import, and a
+# callable's logic runs (and can be checked, mutation-tested, read in a traceback) per message.
 
 
-def present(*names: str) -> Test:
+@lru_cache(maxsize=256)
+def rx(pattern: str) -> re.Pattern[str]:
+    """A pattern that searches *lower-cased* text, compiled once."""
+    return ci(pattern)
+
+
+@dataclass(frozen=True)
+class Present:
     """Any of these headers is present (with any value)."""
 
-    def test(f: Facts) -> str | None:
-        for name in names:
+    names: tuple[str, ...]
+
+    def __call__(self, f: Facts) -> str | None:
+        for name in self.names:
             if name in f.headers:
                 return f"{name}: {f.first(name)[:60]}"
         return None
 
-    return test
 
-
-def prefixed(*prefixes: str) -> Test:
+@dataclass(frozen=True)
+class Prefixed:
     """A header whose name starts with one of ``prefixes`` (a vendor's header family)."""
 
-    def test(f: Facts) -> str | None:
+    prefixes: tuple[str, ...]
+
+    def __call__(self, f: Facts) -> str | None:
         for name in f.headers:
-            if name.startswith(prefixes):
+            if name.startswith(self.prefixes):
                 return f"header {name}"
         return None
 
-    return test
 
-
-def value(name: str, pattern: str) -> Test:
+@dataclass(frozen=True)
+class Value:
     """Header ``name`` (its first value, lower-cased) matches ``pattern``."""
-    rx = re.compile(pattern)
 
-    def test(f: Facts) -> str | None:
-        v = f.first(name)
-        return f"{name}: {v[:60]}" if v and rx.search(v) else None
+    name: str
+    pattern: str
 
-    return test
+    def __call__(self, f: Facts) -> str | None:
+        v = f.first(self.name)
+        return f"{self.name}: {v[:60]}" if v and rx(self.pattern).search(v) else None
 
 
-def either(*tests: Test) -> Test:
-    def test(f: Facts) -> str | None:
-        for t in tests:
+@dataclass(frozen=True)
+class Either:
+    tests: tuple[Test, ...]
+
+    def __call__(self, f: Facts) -> str | None:
+        for t in self.tests:
             found = t(f)
             if found is not None:
                 return found
         return None
 
-    return test
 
+@dataclass(frozen=True)
+class Subject:
+    pattern: str
 
-def subject(pattern: str) -> Test:
-    rx = ci(pattern)
-
-    def test(f: Facts) -> str | None:
-        m = rx.search(f.subject)
+    def __call__(self, f: Facts) -> str | None:
+        m = rx(self.pattern).search(f.subject)
         return f"subject {m.group(0).strip()[:40]!r}" if m else None
 
-    return test
 
+@dataclass(frozen=True)
+class Body:
+    pattern: str
+    limit: int = BODY_LIMIT
 
-def body(pattern: str, limit: int = BODY_LIMIT) -> Test:
-    rx = ci(pattern)
-
-    def test(f: Facts) -> str | None:
-        m = rx.search(f.body[:limit])
+    def __call__(self, f: Facts) -> str | None:
+        m = rx(self.pattern).search(f.body[: self.limit])
         return f"body {m.group(0).strip()[:40]!r}" if m else None
 
-    return test
 
-
-def sender(pattern: str) -> Test:
+@dataclass(frozen=True)
+class Sender:
     """The From (else MAIL FROM) address matches ``pattern``."""
-    rx = re.compile(pattern)
 
-    def test(f: Facts) -> str | None:
-        return f"sender {f.sender}" if f.sender and rx.search(f.sender) else None
+    pattern: str
 
-    return test
+    def __call__(self, f: Facts) -> str | None:
+        return f"sender {f.sender}" if f.sender and rx(self.pattern).search(f.sender) else None
 
 
-def vendor(prefixes: tuple[str, ...], mailer: str = "", msgid: str = "") -> Test:
+@dataclass(frozen=True)
+class Vendor:
     """A helpdesk or ESP: its header family, its X-Mailer/User-Agent, or its Message-ID host."""
-    tests = [prefixed(*prefixes)] if prefixes else []
-    if mailer:
-        tests.append(either(value("x-mailer", mailer), value("user-agent", mailer)))
-    if msgid:
-        rx = re.compile(msgid)
 
-        def by_id(f: Facts) -> str | None:
+    prefixes: tuple[str, ...]
+    mailer: str = ""
+    msgid: str = ""
+
+    def __call__(self, f: Facts) -> str | None:
+        found = Prefixed(self.prefixes)(f)
+        if found is None and self.mailer:
+            found = Value("x-mailer", self.mailer)(f) or Value("user-agent", self.mailer)(f)
+        if found is None and self.msgid:
             mid = str(f.env.get("messageId") or f.first("message-id")).lower().strip("<> ")
-            return f"Message-ID @{mid.rpartition('@')[2][:40]}" if rx.search(mid) else None
+            if rx(self.msgid).search(mid):
+                found = f"Message-ID @{mid.rpartition('@')[2][:40]}"
+        return found
 
-        tests.append(by_id)
-    return either(*tests)
+
+@dataclass(frozen=True)
+class Report:
+    """``multipart/report`` of this report-type (RFC 6522)."""
+
+    kind: str
+
+    def __call__(self, f: Facts) -> str | None:
+        ctype = f.first("content-type")
+        pattern = r'^multipart/report\s*;.*report-type\s*=\s*"?' + self.kind + r'"?\s*(;|$)'
+        return f"multipart/report; report-type={self.kind}" if re.search(pattern, ctype) else None
 
 
 # --------------------------------------------------------------------------- fact tests
@@ -263,17 +286,6 @@ def _parsed_bounce(f: Facts) -> str | None:
     )
 
 
-def _report(kind: str) -> Test:
-    rx = re.compile(r'multipart/report\s*;.*report-type\s*=\s*"?' + kind)
-
-    def test(f: Facts) -> str | None:
-        return (
-            f"multipart/report; report-type={kind}" if rx.search(f.first("content-type")) else None
-        )
-
-    return test
-
-
 def _null_sender(f: Facts) -> str | None:
     return "MAIL FROM:<>" if f.null_sender else None
 
@@ -292,13 +304,15 @@ def _role_sender(f: Facts) -> str | None:
 
 
 def _forwarder(f: Facts) -> str | None:
-    found = present(
-        "resent-from",
-        "resent-sender",
-        "x-forwarded-for",
-        "x-forwarded-to",
-        "x-ms-exchange-organization-autoforwarded",
-        "x-google-original-from",
+    found = Present(
+        (
+            "resent-from",
+            "resent-sender",
+            "x-forwarded-for",
+            "x-forwarded-to",
+            "x-ms-exchange-organization-autoforwarded",
+            "x-google-original-from",
+        )
     )(f)
     if found is not None:
         return found
@@ -386,23 +400,7 @@ class Signal:
     vetoed_by: frozenset[str] = frozenset()
 
 
-def _s(
-    id: str,
-    intent: str,
-    group: str,
-    test: Test,
-    system: str,
-    meaning: str,
-    source: str,
-    needs: frozenset[str] | set[str] = frozenset(),
-    vetoed_by: frozenset[str] | set[str] = frozenset(),
-) -> Signal:
-    return Signal(
-        id, intent, group, test, system, meaning, source, frozenset(needs), frozenset(vetoed_by)
-    )
-
-
-_ACK_SUPPORT = {"ack-subject", "ack-body", "auto-replied", "responder"}
+_ACK_SUPPORT = frozenset({"ack-subject", "ack-body", "auto-replied", "responder"})
 _HELPDESKS: tuple[tuple[str, str, tuple[str, ...], str, str], ...] = (
     # (id, system, header prefixes, X-Mailer/User-Agent pattern, Message-ID host pattern)
     ("zendesk", "Zendesk", ("x-zendesk-",), "zendesk", r"@zendesk\.com$"),
@@ -440,7 +438,7 @@ HELPDESK_GROUP = "helpdesk"
 
 SIGNALS: tuple[Signal, ...] = (
     # --- our own mail coming back (loops)
-    _s(
+    Signal(
         "mailgate-loop",
         "own-notification",
         "own",
@@ -449,7 +447,7 @@ SIGNALS: tuple[Signal, ...] = (
         f"{LOOP_HEADER} naming one of our domains: a reply we sent came back",
         "mailgate (reply/compose.py puts it on every reply)",
     ),
-    _s(
+    Signal(
         "mailgate-loop-foreign",
         "ticket-system-ack",
         "loop-foreign",
@@ -458,7 +456,7 @@ SIGNALS: tuple[Signal, ...] = (
         f"{LOOP_HEADER} of another mailgate: its acknowledgement of our mail",
         "mailgate",
     ),
-    _s(
+    Signal(
         "x-loop-ours",
         "own-notification",
         "own",
@@ -467,7 +465,7 @@ SIGNALS: tuple[Signal, ...] = (
         "X-Loop names one of our addresses",
         "practice (procmail, Sympa, RT)",
     ),
-    _s(
+    Signal(
         "from-reply-address",
         "own-notification",
         "own",
@@ -476,7 +474,7 @@ SIGNALS: tuple[Signal, ...] = (
         "From is our reply address (or its per-ticket alias local+T-n@) of any tenant",
         "mailgate [reply] from / tenant_from",
     ),
-    _s(
+    Signal(
         "own-domain-automated",
         "own-notification",
         "own-domain",
@@ -487,7 +485,7 @@ SIGNALS: tuple[Signal, ...] = (
         needs=AUTOMATION,
     ),
     # --- bounces
-    _s(
+    Signal(
         "dsn-parsed",
         "bounce",
         "dsn",
@@ -496,56 +494,61 @@ SIGNALS: tuple[Signal, ...] = (
         "the parser read a delivery status report",
         "RFC 3464 / mime.bounce",
     ),
-    _s(
+    Signal(
         "dsn-report",
         "bounce",
         "dsn",
-        _report("delivery-status"),
+        Report("delivery-status"),
         "any MTA",
         "multipart/report; report-type=delivery-status",
         "RFC 3462/6522, RFC 3464",
     ),
-    _s(
+    Signal(
         "exchange-ndr",
         "bounce",
         "dsn",
-        present("x-ms-exchange-message-is-ndr", "x-failed-recipients"),
+        Present(
+            (
+                "x-ms-exchange-message-is-ndr",
+                "x-failed-recipients",
+            )
+        ),
         "Exchange / Exim",
         "non-delivery report header (X-MS-Exchange-Message-Is-Ndr, X-Failed-Recipients)",
         "Microsoft Exchange; Exim spec ch. 50",
     ),
-    _s(
+    Signal(
         "daemon-sender",
         "bounce",
         "daemon",
-        sender(r"^(mailer-?daemon|mail-daemon|postmaster)@"),
+        Sender(r"^(mailer-?daemon|mail-daemon|postmaster)@"),
         "any MTA",
         "MAILER-DAEMON or postmaster sender",
         "RFC 5321 4.5.1 / practice",
-        needs={"dsn-subject", "dsn-body", "null-sender"},
+        needs=frozenset({"dsn-subject", "dsn-body", "null-sender"}),
     ),
-    _s(
+    Signal(
         "dsn-subject",
         "bounce",
         "dsn-subject",
-        subject(_DSN_SUBJECT),
+        Subject(_DSN_SUBJECT),
         "any MTA",
         "delivery-failure wording in the subject (en, de, fr, es, it, nl)",
         "Postfix, Exim, Exchange, Gmail texts",
-        needs={"daemon", "dsn-body", "null-sender"},
+        needs=frozenset({"daemon", "dsn-body", "null-sender"}),
     ),
-    _s(
+    Signal(
         "dsn-body",
         "bounce",
         "dsn-body",
-        body(_DSN_BODY),
+        Body(_DSN_BODY),
         "any MTA",
         "delivery-failure wording in the body",
         "Postfix bounce(5) template, Exim, Gmail, Exchange",
-        needs={"daemon", "dsn-subject", "null-sender"},
+        needs=frozenset({"daemon", "dsn-subject", "null-sender"}),
     ),
     # --- calendar replies
-    _s(
+    Signal(
         "calendar-reply",
         "calendar",
         "calendar",
@@ -556,11 +559,11 @@ SIGNALS: tuple[Signal, ...] = (
     ),
     # --- helpdesk and CRM acknowledgements
     *(
-        _s(
+        Signal(
             f"helpdesk-{key}",
             "ticket-system-ack",
             HELPDESK_GROUP,
-            vendor(prefixes, mailer, msgid),
+            Vendor(prefixes, mailer, msgid),
             name,
             "sent by this helpdesk; an acknowledgement only with ack wording or an auto-reply mark"
             " (an agent's reply carries the same headers)",
@@ -569,115 +572,124 @@ SIGNALS: tuple[Signal, ...] = (
         )
         for key, name, prefixes, mailer, msgid in _HELPDESKS
     ),
-    _s(
+    Signal(
         "ack-subject",
         "ticket-system-ack",
         "ack-subject",
-        subject(_ACK_SUBJECT),
+        Subject(_ACK_SUBJECT),
         "any helpdesk",
         "acknowledgement wording in the subject (request received, ticket #n created…)",
         "helpdesk default templates",
-        needs=AUTOMATION | {"ack-body", HELPDESK_GROUP},
+        needs=AUTOMATION | frozenset({"ack-body", HELPDESK_GROUP}),
     ),
-    _s(
+    Signal(
         "ack-body",
         "ticket-system-ack",
         "ack-body",
-        body(_ACK_BODY),
+        Body(_ACK_BODY),
         "any helpdesk",
         "acknowledgement wording in the body (we have received your request…)",
         "helpdesk default templates",
-        needs=AUTOMATION | {"ack-subject", HELPDESK_GROUP},
+        needs=AUTOMATION | frozenset({"ack-subject", HELPDESK_GROUP}),
     ),
     # --- out of office
-    _s(
+    Signal(
         "ooo-subject",
         "out-of-office",
         "ooo-subject",
-        subject(_OOO_PREFIX),
+        Subject(_OOO_PREFIX),
         "mail clients, panels",
         "vacation prefix on the subject (Outlook 'Automatic reply:', 'Auto:', 'Abwesenheitsnotiz:'…)",
         "Outlook, Exchange, Gmail, Sieve vacation (RFC 5230 default 'Auto:'), cPanel/Plesk/DirectAdmin",
     ),
-    _s(
+    Signal(
         "ooo-auto-prefix",
         "out-of-office",
         "ooo-wording",
-        subject(r"^\s*auto:"),
+        Subject(r"^\s*auto:"),
         "Sieve vacation, Roundcube, Dovecot",
         "'Auto:' subject prefix with an automation signal ('Auto:' alone may be a car)",
         "RFC 5230 section 5.3 (default subject)",
         needs=AUTOMATION,
     ),
-    _s(
+    Signal(
         "ooo-wording",
         "out-of-office",
         "ooo-wording",
-        either(subject(_OOO_WORDING), body(_OOO_WORDING, 1000)),
+        Either(
+            (
+                Subject(_OOO_WORDING),
+                Body(_OOO_WORDING, 1000),
+            )
+        ),
         "any responder",
         "vacation wording with an automation signal",
         "practice",
-        needs=AUTOMATION | {"rules-loop"},
+        needs=AUTOMATION | frozenset({"rules-loop"}),
     ),
     # --- auto-replies
-    _s(
+    Signal(
         "auto-replied",
         "auto-reply",
         "auto-replied",
-        value("auto-submitted", r"^auto-replied"),
+        Value("auto-submitted", r"^auto-replied"),
         "any responder",
         "Auto-Submitted: auto-replied",
         "RFC 3834 section 5.2",
     ),
-    _s(
+    Signal(
         "responder-header",
         "auto-reply",
         "responder",
-        either(
-            present(
-                "x-autoreply",
-                "x-autorespond",
-                "x-autoresponder",
-                "x-autoreply-from",
-                "x-mail-autoreply",
-                "x-vacation",
-            ),
-            value("x-autogenerated", r"^reply"),
+        Either(
+            (
+                Present(
+                    (
+                        "x-autoreply",
+                        "x-autorespond",
+                        "x-autoresponder",
+                        "x-autoreply-from",
+                        "x-mail-autoreply",
+                        "x-vacation",
+                    )
+                ),
+                Value("x-autogenerated", r"^reply"),
+            )
         ),
         "cPanel/Exim, Plesk, qmail, Yahoo, Lotus, osTicket",
         "a responder's marker header (X-Autoreply, X-Autorespond, X-Autogenerated: Reply…)",
         "vendor practice; Zendesk's suspension list",
     ),
-    _s(
+    Signal(
         "precedence-auto-reply",
         "auto-reply",
         "responder",
-        value("precedence", r"^auto[_-]reply"),
+        Value("precedence", r"^auto[_-]reply"),
         "vacation(1), Exim",
         "Precedence: auto_reply",
         "RFC 3834 section 3.1.8 (legacy practice)",
     ),
-    _s(
+    Signal(
         "rules-loop",
         "auto-reply",
         "rules-loop",
-        present("x-ms-exchange-inbox-rules-loop"),
+        Present(("x-ms-exchange-inbox-rules-loop",)),
         "Outlook / Exchange rules",
         "a mailbox rule replied (reply-with-template); a rule that only "
         "forwarded is vetoed by the forward",
         "Microsoft Exchange transport headers",
-        vetoed_by={"forwarder"},
+        vetoed_by=frozenset({"forwarder"}),
     ),
-    _s(
+    Signal(
         "read-receipt",
         "auto-reply",
         "receipt",
-        _report("disposition-notification"),
+        Report("disposition-notification"),
         "any client",
         "a read receipt",
         "RFC 8098",
     ),
-    _s(
+    Signal(
         "null-sender",
         "auto-reply",
         "null-sender",
@@ -687,39 +699,41 @@ SIGNALS: tuple[Signal, ...] = (
         "RFC 5321 section 4.5.5",
     ),
     # --- lists and bulk
-    _s(
+    Signal(
         "list-header",
         "list",
         "list",
-        present(
-            "list-id",
-            "list-unsubscribe",
-            "list-post",
-            "list-unsubscribe-post",
-            "list-help",
-            "list-subscribe",
-            "list-owner",
-            "list-archive",
+        Present(
+            (
+                "list-id",
+                "list-unsubscribe",
+                "list-post",
+                "list-unsubscribe-post",
+                "list-help",
+                "list-subscribe",
+                "list-owner",
+                "list-archive",
+            )
         ),
         "mailing lists, ESPs",
         "List-* header",
         "RFC 2369, RFC 2919, RFC 8058",
     ),
-    _s(
+    Signal(
         "precedence-bulk",
         "list",
         "precedence",
-        value("precedence", r"^(bulk|list|junk)"),
+        Value("precedence", r"^(bulk|list|junk)"),
         "list managers, bulk senders",
         "Precedence: bulk|list|junk (not when a forwarder added it)",
         "RFC 2076 / RFC 3834 3.1.8 practice",
-        vetoed_by={"forwarder", "helpdesk-agent"},
+        vetoed_by=frozenset({"forwarder", "helpdesk-agent"}),
     ),
-    _s(
+    Signal(
         "esp-header",
         "list",
         "esp",
-        vendor(
+        Vendor(
             (
                 "x-mailgun-",
                 "x-ses-",
@@ -748,39 +762,39 @@ SIGNALS: tuple[Signal, ...] = (
         "Mailgun, Amazon SES, SendGrid, Mailchimp/Mandrill, Mailjet, Brevo, SparkPost, Klaviyo…",
         "sent through an email service provider; bulk only with bulk wording, a robot sender or CSA",
         "vendor headers (X-Mailgun-Sid, X-SES-Outgoing, X-SG-EID, X-MC-User…)",
-        needs={"bulk-wording", "robot-sender", "csa", "feedback-id"},
+        needs=frozenset({"bulk-wording", "robot-sender", "csa", "feedback-id"}),
     ),
-    _s(
+    Signal(
         "feedback-id",
         "list",
         "feedback-id",
-        present("feedback-id"),
+        Present(("feedback-id",)),
         "Gmail FBL senders",
         "Feedback-ID: a bulk sender's campaign id",
         "Gmail bulk sender guidelines",
-        needs={"bulk-wording", "robot-sender", "esp", "csa"},
+        needs=frozenset({"bulk-wording", "robot-sender", "esp", "csa"}),
     ),
-    _s(
+    Signal(
         "csa",
         "list",
         "csa",
-        present("x-csa-complaints"),
+        Present(("x-csa-complaints",)),
         "CSA-certified senders",
         "X-CSA-Complaints: a certified bulk sender",
         "Certified Senders Alliance",
-        needs={"bulk-wording", "robot-sender", "esp", "feedback-id"},
+        needs=frozenset({"bulk-wording", "robot-sender", "esp", "feedback-id"}),
     ),
-    _s(
+    Signal(
         "bulk-wording",
         "list",
         "bulk-wording",
-        body(_BULK_BODY, 100_000),
+        Body(_BULK_BODY, 100_000),
         "newsletters",
         "unsubscribe or view-in-browser wording",
         "CAN-SPAM / GDPR unsubscribe practice",
-        needs={"esp", "robot-sender", "csa", "feedback-id", "precedence"},
+        needs=frozenset({"esp", "robot-sender", "csa", "feedback-id", "precedence"}),
     ),
-    _s(
+    Signal(
         "robot-sender",
         "list",
         "robot-sender",
@@ -788,40 +802,40 @@ SIGNALS: tuple[Signal, ...] = (
         "notification robots",
         "noreply/newsletter/notifications sender (only with bulk evidence)",
         "RFC 3834 section 2 practice",
-        needs={"bulk-wording", "esp", "csa", "feedback-id"},
+        needs=frozenset({"bulk-wording", "esp", "csa", "feedback-id"}),
     ),
     # --- generic automation, last
-    _s(
+    Signal(
         "auto-generated",
         "auto-reply",
         "auto-generated",
-        value("auto-submitted", r"^(?!no\b)[a-z]"),
+        Value("auto-submitted", r"^(?!no\b)[a-z]"),
         "any program",
         "Auto-Submitted other than no (auto-generated, auto-notified)",
         "RFC 3834 section 5; RFC 5436",
-        vetoed_by={"helpdesk-agent"},
+        vetoed_by=frozenset({"helpdesk-agent"}),
     ),
-    _s(
+    Signal(
         "suppress",
         "auto-reply",
         "suppress",
-        value("x-auto-response-suppress", r"\b(all|oof|autoreply)\b"),
+        Value("x-auto-response-suppress", r"\b(all|oof|autoreply)\b"),
         "Microsoft Exchange / Outlook",
         "X-Auto-Response-Suppress asking for no auto-replies (All, OOF, AutoReply; DR/RN alone don't count)",
         "Microsoft [MS-OXCMAIL] 2.2.3.2.14",
-        vetoed_by={"helpdesk-agent"},
+        vetoed_by=frozenset({"helpdesk-agent"}),
     ),
-    _s(
+    Signal(
         "cron",
         "auto-reply",
         "auto-generated",
-        present("x-cron-env"),
+        Present(("x-cron-env",)),
         "cron",
         "output of a cron job",
         "Vixie cron",
     ),
     # --- human counter-evidence (never decides; explains vetoes)
-    _s(
+    Signal(
         "forwarder",
         "human",
         "forwarder",
@@ -845,7 +859,7 @@ def _helpdesk_agent(f: Facts) -> str | None:
 
 SIGNALS = (
     *SIGNALS,
-    _s(
+    Signal(
         "helpdesk-agent",
         "human",
         "helpdesk-agent",
