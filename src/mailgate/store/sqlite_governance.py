@@ -1,0 +1,502 @@
+"""Erasure on request for the SQLite backend (see ``store.governance``).
+
+How the bytes really go away, not only the rows:
+
+* every writing connection runs with ``PRAGMA secure_delete = ON`` (``writer.connect``), so a
+  deleted or updated cell is zeroed in its page and freed pages are zeroed too;
+* after the erase commits, the WAL is checkpointed and truncated to zero bytes (the old page
+  images that still held the data were in it);
+* attachment blobs referenced by no remaining message are overwritten with zeros and unlinked;
+* finally the database and WAL files are scanned for the address itself. A database written
+  before ``secure_delete`` was on may keep stale copies in free space: then it is VACUUMed
+  (rebuilt without free space) and checkpointed again.
+
+Matching is done in two passes so the writer is not held for a full scan: candidates are found
+with a read (any message whose envelope sender, recipients, envelope JSON or raw bytes contain
+the address, then checked against the parsed author/recipient headers), and the write
+transaction re-checks only messages that arrived after that read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from mailgate.envelope import new_id, utc_now_iso
+from mailgate.store.base import StoreError
+from mailgate.store.blobs import BlobStore
+from mailgate.store.delivery import event_id_for
+from mailgate.store.governance import (
+    ERASED_EVENT,
+    ErasureReport,
+    header_addresses,
+    normalise_address,
+    subject_hash,
+    subject_key,
+    valid_address,
+)
+from mailgate.store.sqlite_base import SqliteBase, dumps
+from mailgate.store.writer import connect
+
+CHUNK = 400  # ids per ``IN (…)``: well below SQLite's bound-parameter limit
+CHECKPOINT_TRIES = 50
+NOTICE_STATE = "notice"  # the row that carries a subject.erased event (not a message)
+
+_CANDIDATES = (
+    "SELECT m.seq, m.id, m.tenant, m.mail_from, m.rcpt_to, m.envelope, r.raw FROM messages m"
+    " LEFT JOIN message_raw r ON r.id = m.id"
+    " WHERE m.seq > ? AND m.state != 'notice' AND (? IS NULL OR m.tenant = ?)"
+    " AND (instr(lower(m.mail_from), ?) > 0 OR instr(lower(m.rcpt_to), ?) > 0"
+    " OR instr(lower(m.envelope), ?) > 0 OR instr(lower(r.raw), ?) > 0)"
+    " ORDER BY m.seq"
+)
+
+
+def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
+    for i in range(0, len(items), CHUNK):
+        yield items[i : i + CHUNK]
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+def _count_in(conn: sqlite3.Connection, sql: str, ids: Sequence[str]) -> int:
+    """Sum of ``sql`` (a COUNT with one ``{marks}`` placeholder) over ``ids`` in chunks."""
+    total = 0
+    for part in _chunks(ids):
+        total += int(conn.execute(sql.format(marks=_marks(len(part))), tuple(part)).fetchone()[0])
+    return total
+
+
+def _names_subject(row: sqlite3.Row | dict[str, Any], addr: str) -> bool:
+    """True when ``addr`` is the envelope sender, an envelope recipient or in an address header."""
+    if normalise_address(row["mail_from"] or "") == addr:
+        return True
+    try:
+        rcpts = json.loads(row["rcpt_to"] or "[]")
+    except ValueError:
+        rcpts = []
+    if any(normalise_address(str(r)) == addr for r in rcpts):
+        return True
+    raw = row["raw"]
+    return raw is not None and addr in header_addresses(bytes(raw))
+
+
+def _envelope_hashes(envelope_json: str | None) -> set[str]:
+    if not envelope_json:
+        return set()
+    try:
+        env = json.loads(envelope_json)
+    except ValueError:
+        return set()
+    out = set()
+    for att in env.get("attachments") or [] if isinstance(env, dict) else []:
+        if isinstance(att, dict) and isinstance(att.get("sha256"), str):
+            out.add(att["sha256"])
+    return out
+
+
+def _scrub_file(path: Path) -> None:
+    """Overwrite a blob with zeros, then unlink it (a copy-on-write filesystem may keep blocks)."""
+    try:
+        size = path.stat().st_size
+        with open(path, "r+b") as fh:
+            fh.write(b"\0" * size)
+            fh.flush()
+            os.fsync(fh.fileno())
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def file_contains(path: Path, needle: bytes) -> bool:
+    """Case-insensitive search of ``needle`` in a file, in overlapping 4 MB windows."""
+    pattern = re.compile(re.escape(needle), re.IGNORECASE)
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return False
+    with fh:
+        tail = b""
+        while True:
+            block = fh.read(4 * 1024 * 1024)
+            if not block:
+                return False
+            if pattern.search(tail + block):
+                return True
+            tail = block[-len(needle) :]
+
+
+class GovernanceStoreMixin(SqliteBase):
+    """Implements `store.governance.GovernanceStore` for `SqliteStore`."""
+
+    data_dir: Path
+    synchronous: str
+
+    # ------------------------------------------------------------------ erasure
+
+    async def erase_subject(
+        self,
+        address: str,
+        *,
+        tenant: str | None = None,
+        dry_run: bool = False,
+        actor: str = "cli",
+        notify: dict[str, list[str]] | None = None,
+    ) -> ErasureReport:
+        """See `GovernanceStore.erase_subject` and the module docstring."""
+        addr = normalise_address(address)
+        if not valid_address(addr):
+            raise StoreError("erase takes one complete address like alice@example.com")
+        shash = subject_hash(subject_key(self.data_dir), addr)
+        report = ErasureReport(shash, [tenant] if tenant else [], dry_run)
+
+        # pass 1, a read: every candidate so far, checked against the parsed headers
+        rows = await self._read(_CANDIDATES, (0, tenant, tenant, addr, addr, addr, addr))
+        last_seq = max((r["seq"] for r in rows), default=0)
+        owners = {r["id"]: r["tenant"] for r in rows if _names_subject(r, addr)}
+        ids = list(owners)
+        report.mentioned_elsewhere = len(rows) - len(ids)
+
+        blobs: set[str] = set()
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute("PRAGMA secure_delete = ON")
+            late = conn.execute(_CANDIDATES, (last_seq, tenant, tenant, addr, addr, addr, addr))
+            for r in late.fetchall():
+                if _names_subject(r, addr):
+                    ids.append(r["id"])
+                    owners[r["id"]] = r["tenant"]
+                else:
+                    report.mentioned_elsewhere += 1
+            blobs.update(self._erase_rows(conn, addr, ids, tenant, report, dry_run=dry_run))
+            report.tenants = sorted(set(owners.values()) | ({tenant} if tenant else set()))
+            if dry_run:
+                return
+            self._write_notices(conn, report, owners, notify or {})
+            conn.execute(
+                "INSERT INTO audit_log (at, actor, action, target, detail) VALUES (?,?,?,?,?)",
+                (
+                    time.time(),
+                    actor,
+                    "subject.erase",
+                    shash,
+                    dumps(
+                        {
+                            "tenants": report.tenants,
+                            "messages": report.messages,
+                            "events": report.events,
+                            "replies": report.replies,
+                            "threads_deleted": report.threads_deleted,
+                            "blobs": len(blobs),
+                        }
+                    ),
+                ),
+            )
+
+        if dry_run:
+            # the same code on a read connection of its own, rolled back: nothing changes
+            await asyncio.to_thread(self._dry_run, write)
+            return report
+        await self._write(write)
+        report.blobs_deleted = await asyncio.to_thread(self._drop_blobs, blobs)
+        await asyncio.to_thread(self._wipe_free_bytes, addr.encode("utf-8"), report)
+        report.residue = await self._residue(addr)
+        return report
+
+    def _dry_run(self, fn: Any) -> None:
+        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        try:
+            conn.execute("PRAGMA busy_timeout = 10000")
+            conn.execute("BEGIN")
+            fn(conn)
+        finally:
+            conn.execute("ROLLBACK")
+            conn.close()
+
+    def _erase_rows(
+        self,
+        conn: sqlite3.Connection,
+        addr: str,
+        ids: list[str],
+        tenant: str | None,
+        report: ErasureReport,
+        *,
+        dry_run: bool,
+    ) -> set[str]:
+        """Count (and unless ``dry_run`` delete) everything tied to ``ids``; returns blob hashes
+        that no remaining message references."""
+        ids[:] = list(dict.fromkeys(ids))
+        report.messages = len(ids)
+        report.message_ids = list(ids)
+        report.events = _count_in(
+            conn, "SELECT COUNT(*) FROM events WHERE msg_id IN ({marks})", ids
+        )
+        report.outbox = _count_in(
+            conn,
+            "SELECT COUNT(*) FROM outbox o JOIN events e ON e.id = o.event_id"
+            " WHERE e.msg_id IN ({marks})",
+            ids,
+        )
+        report.dedup_keys = _count_in(
+            conn, "SELECT COUNT(*) FROM dedup_keys WHERE msg_id IN ({marks})", ids
+        )
+        report.attachments = _count_in(
+            conn, "SELECT COUNT(*) FROM attachments WHERE msg_id IN ({marks})", ids
+        )
+        tenant_clause = " AND tenant = ?" if tenant else ""
+        t_params: tuple[str, ...] = (tenant,) if tenant else ()
+        reply_ids = {
+            r[0]
+            for part in _chunks(ids)
+            for r in conn.execute(
+                f"SELECT id FROM reply_outbox WHERE msg_id IN ({_marks(len(part))})", tuple(part)
+            )
+        }
+        reply_ids |= {
+            r[0]
+            for r in conn.execute(
+                "SELECT id FROM reply_outbox WHERE recipient_key = ?" + tenant_clause,
+                (addr, *t_params),
+            )
+        }
+        report.replies = len(reply_ids)
+
+        hashes: set[str] = set()
+        thread_ids: set[str] = set()
+        for part in _chunks(ids):
+            marks = _marks(len(part))
+            hashes |= {
+                r[0]
+                for r in conn.execute(
+                    f"SELECT sha256 FROM attachments WHERE msg_id IN ({marks})", tuple(part)
+                )
+            }
+            for r in conn.execute(
+                f"SELECT envelope FROM messages WHERE id IN ({marks})", tuple(part)
+            ):
+                hashes |= _envelope_hashes(r[0])
+            thread_ids |= {
+                r[0]
+                for r in conn.execute(
+                    f"SELECT thread_id FROM thread_messages WHERE msg_id IN ({marks})", tuple(part)
+                )
+            }
+        thread_ids |= {
+            r[0]
+            for r in conn.execute(
+                "SELECT id FROM threads WHERE (lower(contact) = ? OR instr(lower(participants), ?)"
+                " > 0)" + tenant_clause,
+                (addr, addr, *t_params),
+            )
+        }
+        if dry_run:
+            erased = set(ids)
+            for t in thread_ids:
+                members = conn.execute(
+                    "SELECT msg_id, sender FROM thread_messages WHERE thread_id = ?", (t,)
+                ).fetchall()
+                gone = all(m[0] in erased or normalise_address(m[1]) == addr for m in members)
+                if gone:
+                    report.threads_deleted += 1
+                else:
+                    report.threads_updated += 1
+            return hashes
+
+        for part in _chunks(ids):
+            marks = _marks(len(part))
+            p = tuple(part)
+            for table in ("thread_messages", "dedup_keys", "quarantine", "labels"):
+                conn.execute(f"DELETE FROM {table} WHERE msg_id IN ({marks})", p)
+            conn.execute(f"DELETE FROM reply_outbox WHERE msg_id IN ({marks})", p)
+            conn.execute(f"DELETE FROM messages WHERE id IN ({marks})", p)  # cascades
+        for rid in reply_ids:
+            conn.execute("DELETE FROM reply_outbox WHERE id = ?", (rid,))
+        conn.execute(
+            "DELETE FROM thread_messages WHERE lower(sender) = ?" + tenant_clause,
+            (addr, *t_params),
+        )
+        for thread_id in sorted(thread_ids):
+            self._fix_thread(conn, thread_id, addr, report)
+        cur = conn.execute(
+            "UPDATE audit_log SET target = ?, detail = ? WHERE instr(lower(target), ?) > 0"
+            " OR instr(lower(detail), ?) > 0",
+            (report.subject_hash, dumps({"masked": "subject.erase"}), addr, addr),
+        )
+        report.audit_masked = cur.rowcount
+        return {h for h in hashes if not self._blob_referenced(conn, h)}
+
+    @staticmethod
+    def _fix_thread(
+        conn: sqlite3.Connection, thread_id: str, addr: str, report: ErasureReport
+    ) -> None:
+        """Delete a thread left empty; otherwise drop the subject from its participants and,
+        when they started it, hand the contact and subject to the earliest remaining message."""
+        row = conn.execute(
+            "SELECT contact, participants FROM threads WHERE id = ?", (thread_id,)
+        ).fetchone()
+        if row is None:
+            return
+        left = conn.execute(
+            "SELECT t.msg_id, t.sender, m.subject FROM thread_messages t"
+            " LEFT JOIN messages m ON m.id = t.msg_id WHERE t.thread_id = ? ORDER BY t.at",
+            (thread_id,),
+        ).fetchall()
+        if not left:
+            conn.execute("DELETE FROM threads WHERE id = ?", (thread_id,))
+            report.threads_deleted += 1
+            return
+        try:
+            participants = [str(p) for p in json.loads(row["participants"] or "[]")]
+        except ValueError:
+            participants = []
+        participants = [p for p in participants if normalise_address(p) != addr]
+        sets, params = ["participants = ?", "message_count = ?"], [dumps(participants), len(left)]
+        if normalise_address(row["contact"] or "") == addr:
+            sets += ["contact = ?", "subject = ?"]
+            params += [left[0]["sender"], left[0]["subject"]]
+        conn.execute(f"UPDATE threads SET {', '.join(sets)} WHERE id = ?", (*params, thread_id))
+        report.threads_updated += 1
+
+    @staticmethod
+    def _blob_referenced(conn: sqlite3.Connection, sha256: str) -> bool:
+        if conn.execute("SELECT 1 FROM attachments WHERE sha256 = ? LIMIT 1", (sha256,)).fetchone():
+            return True
+        row = conn.execute(
+            "SELECT 1 FROM messages WHERE instr(envelope, ?) > 0 LIMIT 1", (sha256,)
+        ).fetchone()
+        return row is not None
+
+    @staticmethod
+    def _write_notices(
+        conn: sqlite3.Connection,
+        report: ErasureReport,
+        owners: dict[str, str],
+        notify: dict[str, list[str]],
+    ) -> None:
+        """One ``subject.erased`` event per tenant: in the polling API and to the subscribed
+        webhook targets. Its carrier is a ``notice`` row in ``messages`` (events need one)."""
+        now = time.time()
+        by_tenant: dict[str, list[str]] = {t: [] for t in report.tenants}
+        for msg_id, t in owners.items():
+            by_tenant.setdefault(t, []).append(msg_id)
+        for t, msg_ids in sorted(by_tenant.items()):
+            notice_id = new_id("msg")
+            body = {
+                "type": ERASED_EVENT,
+                "id": notice_id,
+                "tenant": t,
+                "subjectHash": report.subject_hash,
+                "messageIds": msg_ids,
+                "erasedAt": utc_now_iso(),
+            }
+            conn.execute(
+                "INSERT INTO messages (id, received_at, tenant, mail_from, rcpt_to, size, state,"
+                " processed_at, envelope) VALUES (?,?,?,'','[]',0,?,?,?)",
+                (notice_id, now, t, NOTICE_STATE, now, dumps(body)),
+            )
+            event_id = event_id_for(notice_id, ERASED_EVENT)
+            conn.execute(
+                "INSERT INTO events (id, msg_id, tenant, type, received_at, created_at)"
+                " VALUES (?,?,?,?,?,?)",
+                (event_id, notice_id, t, ERASED_EVENT, now, now),
+            )
+            for target in dict.fromkeys(notify.get(t, [])):
+                conn.execute(
+                    "INSERT OR IGNORE INTO outbox (event_id, target, next_attempt_at, created_at)"
+                    " VALUES (?,?,?,?)",
+                    (event_id, target, now, now),
+                )
+            report.notices.append(notice_id)
+
+    # ------------------------------------------------------------------ making bytes go away
+
+    def _drop_blobs(self, hashes: set[str]) -> int:
+        blobs = BlobStore(self.data_dir / "attachments")
+        n = 0
+        for h in sorted(hashes):
+            try:
+                path = blobs.path_for(h)
+            except ValueError:
+                continue
+            if path.exists():
+                _scrub_file(path)
+                n += 1
+        return n
+
+    def checkpoint_truncate(self) -> bool:
+        """Copy the WAL into the database and truncate it to zero bytes; False if readers kept
+        it busy for all the tries (a later checkpoint finishes the job)."""
+        conn = connect(self.path, synchronous=self.synchronous)
+        try:
+            for _ in range(CHECKPOINT_TRIES):
+                busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+                if busy == 0:
+                    return True
+                time.sleep(0.1)
+            return False
+        finally:
+            conn.close()
+
+    def _wipe_free_bytes(self, needle: bytes, report: ErasureReport) -> None:
+        self.checkpoint_truncate()
+        files = [self.path, self.path.with_name(self.path.name + "-wal")]
+        if any(file_contains(f, needle) for f in files):
+            # stale copies from before secure_delete: rebuild the file without free space
+            conn = connect(self.path, synchronous=self.synchronous)
+            try:
+                conn.execute("VACUUM")
+            finally:
+                conn.close()
+            self.checkpoint_truncate()
+            report.vacuumed = True
+
+    async def _residue(self, addr: str) -> dict[str, int]:
+        """Rows in any table whose text still contains the address (kept messages that only
+        mention it in their content, typically), by ``table.column``."""
+        out: dict[str, int] = {}
+        tables = await self._read(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
+        for t in tables:
+            name = t["name"]
+            cols = await self._read(f'PRAGMA table_info("{name}")')
+            for c in cols:
+                if (c["type"] or "").upper() not in ("TEXT", "BLOB", ""):
+                    continue
+                row = await self._read_one(
+                    f'SELECT COUNT(*) AS n FROM "{name}" WHERE instr(lower("{c["name"]}"), ?) > 0',
+                    (addr,),
+                )
+                if row is not None and row["n"]:
+                    out[f"{name}.{c['name']}"] = int(row["n"])
+        return out
+
+
+class SqliteGovernance(GovernanceStoreMixin):
+    """Governance operations on an open `SqliteStore`, sharing its writer and reader.
+
+    A wrapper rather than one more base of `SqliteStore`, so the core store class stays as it
+    is; ``app.py`` (and the CLI) build one with ``SqliteGovernance(store)``.
+    """
+
+    def __init__(self, store: SqliteBase) -> None:
+        self._store = store
+        self.path = store.path
+        self.data_dir = Path(getattr(store, "data_dir", store.path.parent))
+        self.synchronous = str(getattr(store, "synchronous", "FULL"))
+
+    async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        return await self._store._read(sql, params)
+
+    async def _write(self, fn: Any, *, durable: bool = True) -> Any:
+        return await self._store._write(fn, durable=durable)
