@@ -198,6 +198,8 @@ class ApiToken:
     token_sha256: str = ""
     tenant: str = "default"
     name: str = ""
+    # admin: may erase a data subject in any tenant (DELETE /v1/subjects/{address}, issue 15)
+    admin: bool = False
 
 
 @dataclass(frozen=True)
