@@ -33,21 +33,31 @@ from mailgate.smtp.handler import SmtpHandler
 from mailgate.smtp.policy import RecipientPolicy
 from mailgate.smtp.server import SmtpServer, StartupError
 from mailgate.store.blobs import BlobStore
+from mailgate.store.governance import erasure_targets
 from mailgate.store.private import make_private_dirs, write_private_file
-from mailgate.store.sqlite import SqliteStore
+from mailgate.store.ports import Store
+from mailgate.store.sqlite import DB_NAME, SqliteStore
+from mailgate.store.sqlite_governance import governance_for
 
 log = get_logger("app")
 
 __all__ = ["Front", "StartupError", "WorkerRuntime", "build_store", "check_data_dir"]
 
 
-def build_store(cfg: Config) -> SqliteStore:
+def build_store(cfg: Config) -> Store:
+    """The configured backend: the one place that names one (``[store] backend``)."""
     return SqliteStore(
         cfg.store.data_dir,
         durability=cfg.store.durability,
         group_commit_window=cfg.store.group_commit_window,
         max_batch=cfg.store.max_batch,
     )
+
+
+def store_exists(cfg: Config) -> bool:
+    """Whether the configured store was created (by ``serve`` or ``db migrate``): a CLI command
+    run with the wrong config must say so, not create an empty store and report "No messages"."""
+    return (Path(cfg.store.data_dir) / DB_NAME).is_file()
 
 
 def check_data_dir(cfg: Config) -> None:
@@ -83,9 +93,7 @@ def auth_needed_before_250(cfg: Config) -> bool:
     return a.dmarc_enforce == "reject" or a.spf_fail == "reject" or a.temperror == "defer"
 
 
-def build_processor(
-    cfg: Config, store: SqliteStore, stages: Any = None, *, prefetch: Any = None
-) -> Any:
+def build_processor(cfg: Config, store: Store, stages: Any = None, *, prefetch: Any = None) -> Any:
     from mailgate.pipeline.lifecycle import StagedProcessor
     from mailgate.pipeline.runner import PipelineRunner
 
@@ -94,7 +102,7 @@ def build_processor(
     return runner if prefetch is None else StagedProcessor(runner, prefetch)
 
 
-def build_stages(cfg: Config, store: SqliteStore) -> Any:
+def build_stages(cfg: Config, store: Store) -> Any:
     """The configured stages built by their factories (docs/stages.md); a worker service."""
     from mailgate.pipeline.lifecycle import Services, StageSet
     from mailgate.pipeline.stages import registry
@@ -112,7 +120,7 @@ class WorkerRuntime:
     """Ingest + pipeline + delivery + replies for one partition of the spool."""
 
     def __init__(
-        self, cfg: Config, *, index: int = 0, count: int = 1, store: SqliteStore | None = None
+        self, cfg: Config, *, index: int = 0, count: int = 1, store: Store | None = None
     ) -> None:
         self.cfg = cfg
         self.index = index
@@ -162,8 +170,8 @@ class WorkerRuntime:
             batch_size=self.cfg.ingest.batch_size,
             poll_interval=self.cfg.ingest.poll_interval,
             max_attempts=self.cfg.pipeline.max_attempts,
-            worker=self.index,
-            workers=self.count,
+            node=self.cfg.store.node or None,
+            lease=self.cfg.store.lease,
             on_processed=notify,
             auth=self.auth,
         )
@@ -192,7 +200,7 @@ class WorkerRuntime:
             await self.store.close()
 
 
-def _build_reply_sender(cfg: Config, store: SqliteStore) -> Any:
+def _build_reply_sender(cfg: Config, store: Store) -> Any:
     if not cfg.reply.enabled:
         return None
     try:
@@ -360,6 +368,8 @@ class Front:
             blobs=BlobStore(Path(self.cfg.store.data_dir) / "attachments"),
             urls=build_url_signer(self.cfg),
             data_dir=Path(self.cfg.store.data_dir),
+            governance=governance_for(self.store),
+            erase_notify=erasure_targets(self.cfg.webhooks),
         )
         from mailgate.api.ops import watch_engines
         from mailgate.scanners.health import EngineWatch
@@ -561,7 +571,7 @@ def keep_restart_only(running: Config, new: Config) -> tuple[Config, list[str]]:
 class _NotifyingSpool:
     """The store's spool, plus a wake-up for the workers after each commit."""
 
-    def __init__(self, store: SqliteStore, notify: Any) -> None:
+    def __init__(self, store: Store, notify: Any) -> None:
         self.store = store
         self.notify = notify
 

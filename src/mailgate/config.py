@@ -26,6 +26,7 @@ import idna
 
 ENV_CONFIG = "MAILGATE_CONFIG"
 ENV_DATA_DIR = "MAILGATE_DATA_DIR"
+ENV_STORE_DSN = "MAILGATE_STORE_DSN"
 
 
 class ConfigError(ValueError):
@@ -159,6 +160,13 @@ class StoreConfig:
     durability: Literal["normal", "fsync"] = "fsync"
     group_commit_window: Duration = 0.0
     max_batch: int = 256
+    backend: Literal["sqlite", "postgresql"] = "sqlite"
+    dsn: str = ""
+    """PostgreSQL only; ``$MAILGATE_STORE_DSN`` overrides (keep passwords out of the file)."""
+    node: str = ""
+    """This node's name in leases (empty: the host name); unique per node sharing one store."""
+    lease: Duration = 60.0
+    migrate: bool = True
 
 
 @dataclass(frozen=True)
@@ -708,6 +716,14 @@ def _validate(cfg: Config, loc: _Locator) -> None:
     for key in ("data_timeout", "session_timeout"):
         if getattr(cfg.smtp, key) <= 0:
             bad(f"smtp.{key}", getattr(cfg.smtp, key), "a positive duration (a deadline)")
+    if cfg.store.backend == "postgresql" and not cfg.store.dsn:
+        bad("store.dsn", "", "a PostgreSQL DSN (or $MAILGATE_STORE_DSN) with backend = postgresql")
+    if cfg.store.dsn and not cfg.store.dsn.startswith(("postgresql://", "postgres://")):
+        bad("store.dsn", "<hidden>", "a postgresql://user@host:port/dbname URL")
+    if cfg.store.lease < 5:
+        bad("store.lease", cfg.store.lease, "at least 5s (longer than one batch takes)")
+    if cfg.store.node and not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", cfg.store.node):
+        bad("store.node", cfg.store.node, "letters, digits, '.', '_' or '-' (at most 64)")
     if not cfg.domains:
         bad(
             "domains",
@@ -955,6 +971,10 @@ def load_config(
     if environ.get(ENV_DATA_DIR):
         cfg = dataclasses.replace(
             cfg, store=dataclasses.replace(cfg.store, data_dir=environ[ENV_DATA_DIR])
+        )
+    if environ.get(ENV_STORE_DSN):
+        cfg = dataclasses.replace(
+            cfg, store=dataclasses.replace(cfg.store, dsn=environ[ENV_STORE_DSN])
         )
     cfg = dataclasses.replace(cfg, source=source)
     errors: list[ConfigError] = []

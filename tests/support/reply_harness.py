@@ -111,7 +111,7 @@ class ReplyHarness:
             tenant=tenant,
         )
         await self.store.spool(rec)
-        claimed = await self.store.claim_spooled(1000)
+        claimed = await self.store.claim_spooled(1000, owner="reply-harness")
         msg = next(m for m in claimed if m.id == rec.id)
         return build_envelope(msg, parse_message, None)
 

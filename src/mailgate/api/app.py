@@ -16,7 +16,7 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from mailgate.api import attachments, labels, messages, ops
+from mailgate.api import attachments, labels, messages, ops, subjects
 from mailgate.api.auth import TokenAuth
 from mailgate.api.common import ApiStore, error, json_response
 from mailgate.api.openapi import document
@@ -25,16 +25,18 @@ from mailgate.config import ApiConfig
 from mailgate.delivery.metrics import API_REQUESTS
 from mailgate.store.base import StoreError
 from mailgate.store.blobs import BlobStore
+from mailgate.store.governance import GovernanceStore
 
 log = logging.getLogger("mailgate.api")
 
 AUTH: web.AppKey[TokenAuth] = web.AppKey("auth", TokenAuth)
-PROTECTED_PREFIX = "/v1/messages"
+PROTECTED_PREFIX = ("/v1/messages", "/v1/subjects")
 # Query parameters each route takes; anything else is a client mistake worth a 400 (a typo
 # such as ?limt=10 would otherwise be silently ignored).
 QUERY_PARAMS: dict[str, frozenset[str]] = {
     "/v1/messages": frozenset({"cursor", "limit"}),
     "/v1/attachments/{id}": frozenset({"expires", "sig"}),
+    subjects.ROUTE: subjects.QUERY,
 }
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -104,6 +106,8 @@ def create_api(
     blobs: BlobStore,
     urls: AttachmentUrlSigner,
     data_dir: Path,
+    governance: GovernanceStore | None = None,
+    erase_notify: dict[str, list[str]] | None = None,
 ) -> web.Application:
     """The API application (see the module docstring); generates the quick-start token if needed."""
     auth = TokenAuth(cfg.tokens, data_dir)
@@ -121,5 +125,7 @@ def create_api(
     labels.add_routes(app, store)
     attachments.add_routes(app)
     ops.add_routes(app)
+    if governance is not None:  # DELETE /v1/subjects/{address} (admin tokens, issue 15)
+        subjects.add_routes(app, governance, erase_notify or {})
     app.router.add_get("/openapi.json", _openapi)
     return app

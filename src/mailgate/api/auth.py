@@ -27,6 +27,7 @@ TOKEN_FILE = "api-token"
 class Principal:
     tenant: str
     name: str
+    admin: bool = False  # ``[[api.tokens]] admin``: may erase data subjects in any tenant
 
 
 def digest(token: str) -> bytes:
@@ -51,7 +52,7 @@ class TokenAuth:
         entries: list[tuple[bytes, Principal]] = []
         for i, t in enumerate(tokens):
             d = bytes.fromhex(t.token_sha256) if t.token_sha256 else digest(t.token)
-            entries.append((d, Principal(t.tenant, t.name or f"token{i}")))
+            entries.append((d, Principal(t.tenant, t.name or f"token{i}", t.admin)))
         generated: Path | None = None
         if not tokens:
             generated = keys_dir(self.data_dir) / TOKEN_FILE

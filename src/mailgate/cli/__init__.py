@@ -13,6 +13,7 @@ from mailgate.cli.auth import auth_cmd
 from mailgate.cli.banner import banner_group
 from mailgate.cli.check import check_config_cmd
 from mailgate.cli.dlq import dlq_group
+from mailgate.cli.erase import erase_cmd
 from mailgate.cli.keys import keys_group
 from mailgate.cli.messages import messages_group
 from mailgate.cli.model import model_group
@@ -53,5 +54,6 @@ for _cmd in (
     keys_group,
     scan_cmd,
     model_group,
+    erase_cmd,
 ):
     main.add_command(_cmd)

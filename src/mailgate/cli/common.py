@@ -19,7 +19,7 @@ import click
 
 from mailgate.config import ENV_CONFIG, ENV_DATA_DIR, Config, ConfigError, load_config
 from mailgate.store.base import NotFound, StoreError
-from mailgate.store.sqlite import DB_NAME, SqliteStore
+from mailgate.store.ports import Store
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -84,19 +84,27 @@ def load_cli_config(path: str | None) -> Config:
 def require_store(cfg: Config) -> None:
     """Refuse a data dir without a store: a command run from the wrong directory (or with the
     wrong config) must say so, not create an empty store and report "No messages"."""
-    data_dir = Path(cfg.store.data_dir).absolute()
-    if not (data_dir / DB_NAME).is_file():
-        raise click.ClickException(f"no mailgate store at {data_dir} (use --config or --data-dir)")
+    from mailgate.app import store_exists
+
+    if not store_exists(cfg):
+        where = (
+            f"at {Path(cfg.store.data_dir).absolute()}"
+            if cfg.store.backend == "sqlite"
+            else "in the configured database"
+        )
+        raise click.ClickException(f"no mailgate store {where} (use --config or --data-dir)")
 
 
 @asynccontextmanager
-async def open_store(cfg: Config) -> AsyncIterator[SqliteStore]:
+async def open_store(cfg: Config) -> AsyncIterator[Store]:
     """The server's existing store, opened for a CLI command (works while ``serve`` runs: WAL).
 
     Never creates one (see ``require_store``).
     """
+    from mailgate.app import build_store
+
     require_store(cfg)
-    store = SqliteStore(cfg.store.data_dir, durability=cfg.store.durability)
+    store = build_store(cfg)
     try:
         await store.open()
     except StoreError as exc:
@@ -117,7 +125,7 @@ def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
         raise click.ClickException(str(exc)) from None
 
 
-def run_with_store(cfg: Config, query: Callable[[SqliteStore], Awaitable[T]]) -> T:
+def run_with_store(cfg: Config, query: Callable[[Store], Awaitable[T]]) -> T:
     """Open the store, run one ``query(store)``, close it: the body of most CLI commands."""
 
     async def body() -> T:

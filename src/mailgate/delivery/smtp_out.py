@@ -44,8 +44,8 @@ from mailgate.metrics import REGISTRY
 from mailgate.reply.compose import ReplyDraft, parse_from
 from mailgate.reply.signing import DkimSigner, SigningError, load_signer
 from mailgate.store.base import StoreError
+from mailgate.store.notify import REPLIES
 from mailgate.store.replies import ReplyAttempt, ReplyItem, ReplyStore
-from mailgate.store.sqlite_replies import add_reply_waker, remove_reply_waker
 
 log = logging.getLogger("mailgate.reply")
 
@@ -113,7 +113,7 @@ class ReplySender:
             loop.call_soon_threadsafe(wake.set)
 
         self._waker = waker
-        add_reply_waker(waker)
+        self.store.notifier.subscribe(REPLIES, waker)
         self._stopping = False
         self._task = asyncio.create_task(self._dispatch(), name="mailgate-reply-sender")
         log.info(
@@ -131,7 +131,7 @@ class ReplySender:
     async def stop(self) -> None:
         self._stopping = True
         if self._waker is not None:
-            remove_reply_waker(self._waker)
+            self.store.notifier.unsubscribe(REPLIES, self._waker)
             self._waker = None
         if self._task is not None:
             self._task.cancel()

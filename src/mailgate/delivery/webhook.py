@@ -43,7 +43,7 @@ from mailgate.logs import RateLimitedLog, describe_error, log_fields
 from mailgate.metrics import REGISTRY
 from mailgate.store.base import StoreError
 from mailgate.store.delivery import AttemptOutcome, DeliveryStore, OutboxItem, webhook_target_id
-from mailgate.store.sqlite_delivery import add_outbox_waker, remove_outbox_waker
+from mailgate.store.notify import OUTBOX
 
 log = logging.getLogger("mailgate.delivery")
 
@@ -148,7 +148,7 @@ class WebhookWorker:
             loop.call_soon_threadsafe(wake.set)
 
         self._waker = waker
-        add_outbox_waker(waker)
+        self.store.notifier.subscribe(OUTBOX, waker)
         limit = sum(max(1, t.cfg.max_concurrency) for t in self.targets.values()) or 1
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=limit, limit_per_host=0),
@@ -181,7 +181,7 @@ class WebhookWorker:
     async def stop(self) -> None:
         self._stopping = True
         if self._waker is not None:
-            remove_outbox_waker(self._waker)
+            self.store.notifier.unsubscribe(OUTBOX, self._waker)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -1,7 +1,9 @@
 """The ingest worker: spooled message -> envelope -> pipeline -> one store transaction.
 
-It picks up every spooled, unprocessed message of its partition (``seq % workers``), oldest
-first, also those left over by a crash: the spool is the source of truth. Processing is
+It claims spooled, unprocessed messages with a lease (``store.ports.SpoolClaims``), oldest
+first, also those left over by a crash: the spool is the source of truth. Claims let any
+number of workers on any number of nodes share one spool; a worker that dies leaves its
+messages to the others when the lease expires (at once on its own node: see ``start``). Processing is
 idempotent — ``store.complete`` ignores a message that is no longer spooled — so a message
 whose run was cut short is simply run again. A run that raises is recorded as a failed
 attempt and retried; after ``pipeline.max_attempts`` the message goes to the ``dead`` state
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import socket
 import sqlite3
 import time
 from collections.abc import Callable
@@ -26,6 +29,13 @@ from mailgate.backoff import LoopBackoff
 from mailgate.envelope import AuthResult, Envelope
 from mailgate.logs import describe_error, get_logger, log_context, log_fields
 from mailgate.store.base import Intent, MessageStore, SpooledMessage, StoreError
+from mailgate.store.ports import (
+    DEFAULT_SPOOL_LEASE,
+    SpoolClaims,
+    lease_owner,
+    owner_is_dead_local,
+    pid_alive,
+)
 
 log = get_logger("pipeline")
 
@@ -140,10 +150,14 @@ def _header_view(headers: dict[str, Any], authentication_results: str) -> dict[s
     return filter_headers(headers, authserv_id, authentication_results)
 
 
+class IngestStore(MessageStore, SpoolClaims, Protocol):
+    """What the ingest worker asks of storage."""
+
+
 class IngestWorker:
     def __init__(
         self,
-        store: MessageStore,
+        store: IngestStore,
         processor: Processor,
         *,
         parse: ParseFn,
@@ -151,8 +165,9 @@ class IngestWorker:
         batch_size: int = 64,
         poll_interval: float = 0.2,
         max_attempts: int = 5,
-        worker: int = 0,
-        workers: int = 1,
+        owner: str | None = None,
+        lease: float = DEFAULT_SPOOL_LEASE,
+        node: str | None = None,
         on_processed: Callable[[], None] | None = None,
         auth: Any = None,
     ) -> None:
@@ -163,8 +178,9 @@ class IngestWorker:
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self.max_attempts = max_attempts
-        self.worker = worker
-        self.workers = workers
+        self.node = node or socket.gethostname()
+        self.owner = owner or lease_owner(self.node)
+        self.lease = lease
         self.on_processed = on_processed
         self.auth = auth
         self._wake = asyncio.Event()
@@ -185,9 +201,7 @@ class IngestWorker:
         to. Other dedup races (same content hash) are caught inside the commit by the dedup
         index and retried. Commits land in submission order (one writer, FIFO).
         """
-        batch = await self.store.claim_spooled(
-            self.batch_size, worker=self.worker, workers=self.workers
-        )
+        batch = await self.store.claim_spooled(self.batch_size, owner=self.owner, lease=self.lease)
         if self.auth is not None and any(m.auth and m.auth.get("deferred") for m in batch):
             # Concurrently: a slow DNS answer for one sender must not hold up the batch.
             batch = list(await asyncio.gather(*(self._authenticate(m) for m in batch)))
@@ -202,6 +216,8 @@ class IngestWorker:
         except Exception:
             with contextlib.suppress(Exception):
                 await self._settle_all(pending)  # what was committed is logged and counted
+            with contextlib.suppress(Exception):
+                await self.store.release_spool_leases(self.owner)  # the rest, for a retry now
             raise
         await self._settle_all(pending)
         return len(batch)
@@ -363,8 +379,28 @@ class IngestWorker:
         if state == "spooled":
             await asyncio.sleep(min(5.0, 0.1 * (msg.attempts + 1)))
 
+    async def release_dead_local(self) -> int:
+        """Give back the spool leases of this node's workers that no longer run (a crash, a
+        SIGKILL), so their messages are processed now rather than when the lease expires."""
+        released = 0
+        for owner in await self.store.spool_lease_owners():
+            if owner != self.owner and owner_is_dead_local(owner, self.node, pid_alive):
+                released += await self.store.release_spool_leases(owner)
+        if released:
+            log.info("released messages of a stopped worker", extra=log_fields(count=released))
+        return released
+
     async def run(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set; sleeps only when there is nothing to do."""
+        with contextlib.suppress(StoreError):
+            await self.release_dead_local()
+        try:
+            await self._run(stop)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.store.release_spool_leases(self.owner))
+
+    async def _run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 n = await self.run_once()

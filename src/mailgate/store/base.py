@@ -92,9 +92,10 @@ class Spool(Protocol):
 
 class MessageStore(Protocol):
     async def claim_spooled(
-        self, limit: int, *, worker: int = 0, workers: int = 1
+        self, limit: int, *, owner: str, lease: float = 60.0
     ) -> list[SpooledMessage]:
-        """Spooled, unprocessed messages of this worker's partition, oldest first."""
+        """Up to ``limit`` spooled messages no live lease holds, oldest first, leased to
+        ``owner`` for ``lease`` seconds (see ``store.ports``: any worker of any node)."""
 
     async def complete(
         self, msg_id: str, envelope: dict[str, Any], intents: list[Intent], *, state: str

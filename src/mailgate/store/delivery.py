@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from mailgate.store.base import Intent
+from mailgate.store.notify import Notifier
 
 OUTBOX_STATES = ("pending", "delivered", "dead", "skipped")
 
@@ -185,6 +186,10 @@ class DeliveryStore(Protocol):
     """What the webhook worker, the polling API and the ``dlq`` CLI ask of storage."""
 
     # ---- webhook worker
+    @property
+    def notifier(self) -> Notifier:
+        """Wake-ups when rows of this area were committed (``store.notify``)."""
+
     async def claim_outbox(
         self, target: str, limit: int, *, owner: str, lease: float, now: float | None = None
     ) -> list[OutboxItem]:

@@ -24,6 +24,7 @@ from email.utils import getaddresses
 from pathlib import Path
 from typing import Any, Protocol
 
+from mailgate.config import WebhookConfig
 from mailgate.store.private import make_private_dirs
 
 SUBJECT_KEY_FILE = "subject-hash-key"
@@ -126,3 +127,12 @@ class GovernanceStore(Protocol):
 
         ``notify`` maps a tenant to its webhook targets subscribed to ``subject.erased``.
         """
+
+
+def erasure_targets(webhooks: list[WebhookConfig]) -> dict[str, list[str]]:
+    """Per tenant, the enabled webhook targets that subscribed to ``subject.erased``."""
+    out: dict[str, list[str]] = {}
+    for w in webhooks:
+        if w.enabled and ERASED_EVENT in w.events:
+            out.setdefault(w.tenant, []).append(w.name or w.url)
+    return out

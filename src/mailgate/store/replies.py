@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from mailgate.store.base import Intent
+from mailgate.store.notify import Notifier
 
 REPLY_STATES = ("pending", "sent", "dead", "suppressed")
 
@@ -206,6 +207,10 @@ class ReplyPorts(Protocol):
 
 class ReplyStore(Protocol):
     """What the SMTP outbox worker and the ``outbox``/``banner`` commands ask of storage."""
+
+    @property
+    def notifier(self) -> Notifier:
+        """Wake-ups when rows of this area were committed (``store.notify``)."""
 
     async def claim_replies(
         self, limit: int, *, owner: str, lease: float, now: float | None = None

@@ -20,14 +20,15 @@ from mailgate.store.base import (
     Intent,
     MessageSummary,
     NotFound,
-    SpooledMessage,
     SpoolRecord,
     StoreError,
 )
 from mailgate.store.private import create_private_file, make_private_dirs
 from mailgate.store.sqlite_base import SqliteBase, apply_intents, dumps, migrate
+from mailgate.store.sqlite_claims import SpoolClaimsMixin
 from mailgate.store.sqlite_delivery import DeliveryStoreMixin
 from mailgate.store.sqlite_models import ModelStoreMixin
+from mailgate.store.sqlite_notify import SqliteNotifier
 from mailgate.store.sqlite_pipeline import PipelineStoreMixin
 from mailgate.store.sqlite_replies import ReplyStoreMixin
 from mailgate.store.writer import Writer, connect
@@ -36,7 +37,12 @@ DB_NAME = "mailgate.sqlite"
 
 
 class SqliteStore(
-    PipelineStoreMixin, DeliveryStoreMixin, ReplyStoreMixin, ModelStoreMixin, SqliteBase
+    SpoolClaimsMixin,
+    PipelineStoreMixin,
+    DeliveryStoreMixin,
+    ReplyStoreMixin,
+    ModelStoreMixin,
+    SqliteBase,
 ):
     """See the module docstring and ``store.base`` for the protocols this implements."""
 
@@ -55,6 +61,7 @@ class SqliteStore(
             self.path, synchronous=self.synchronous, window=group_commit_window, max_batch=max_batch
         )
         self._reader = None
+        self.notifier = SqliteNotifier()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -127,35 +134,6 @@ class SqliteStore(
 
     # ------------------------------------------------------------------ ingest side
 
-    async def claim_spooled(
-        self, limit: int, *, worker: int = 0, workers: int = 1
-    ) -> list[SpooledMessage]:
-        """See `MessageStore.claim_spooled`. Workers partition by ``seq % workers``."""
-        rows = await self._read(
-            "SELECT m.id, m.received_at, m.tenant, m.mail_from, m.rcpt_to, m.client_ip, m.helo,"
-            " m.tls, m.trace_id, m.auth, m.attempts, r.raw FROM messages m"
-            " JOIN message_raw r ON r.id = m.id"
-            " WHERE m.state = 'spooled' AND (m.seq % ?) = ? ORDER BY m.seq LIMIT ?",
-            (workers, worker, limit),
-        )
-        return [
-            SpooledMessage(
-                id=r["id"],
-                received_at=r["received_at"],
-                tenant=r["tenant"],
-                mail_from=r["mail_from"],
-                rcpt_to=json.loads(r["rcpt_to"]),
-                client_ip=r["client_ip"],
-                helo=r["helo"],
-                tls=bool(r["tls"]),
-                trace_id=r["trace_id"],
-                auth=json.loads(r["auth"]) if r["auth"] else None,
-                raw=bytes(r["raw"]),
-                attempts=r["attempts"],
-            )
-            for r in rows
-        ]
-
     async def complete(
         self,
         msg_id: str,
@@ -195,7 +173,8 @@ class SqliteStore(
             attempts = row["attempts"] + 1
             state = "dead" if attempts >= max_attempts else "spooled"
             conn.execute(
-                "UPDATE messages SET attempts = ?, last_error = ?, state = ? WHERE id = ?",
+                "UPDATE messages SET attempts = ?, last_error = ?, state = ?, lease_owner = NULL,"
+                " lease_until = NULL WHERE id = ?",
                 (attempts, error[:2000], state, msg_id),
             )
             return state
@@ -208,7 +187,8 @@ class SqliteStore(
 
         def write(conn: sqlite3.Connection) -> None:
             cur = conn.execute(
-                "UPDATE messages SET state = 'spooled', attempts = 0, last_error = NULL WHERE id = ?",
+                "UPDATE messages SET state = 'spooled', attempts = 0, last_error = NULL,"
+                " lease_owner = NULL, lease_until = NULL WHERE id = ?",
                 (msg_id,),
             )
             if cur.rowcount == 0:

@@ -500,3 +500,8 @@ class SqliteGovernance(GovernanceStoreMixin):
 
     async def _write(self, fn: Any, *, durable: bool = True) -> Any:
         return await self._store._write(fn, durable=durable)
+
+
+def governance_for(store: object) -> SqliteGovernance | None:
+    """The governance operations of ``store`` when it is the SQLite backend, else None."""
+    return SqliteGovernance(store) if isinstance(store, SqliteBase) else None
