@@ -41,7 +41,14 @@ from mailgate.store.sqlite_governance import governance_for
 
 log = get_logger("app")
 
-__all__ = ["Front", "StartupError", "WorkerRuntime", "build_store", "check_data_dir"]
+__all__ = [
+    "Front",
+    "StartupError",
+    "WorkerRuntime",
+    "build_store",
+    "check_data_dir",
+    "governance_for",  # the CLI's way to the governance operations (issue 15)
+]
 
 
 def build_store(cfg: Config) -> Store:

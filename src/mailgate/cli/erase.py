@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from mailgate.app import governance_for
 from mailgate.cli.common import (
     config_option,
     json_option,
@@ -21,7 +22,6 @@ from mailgate.cli.common import (
 )
 from mailgate.store.base import StoreError
 from mailgate.store.governance import ErasureReport, erasure_targets, valid_address
-from mailgate.store.sqlite_governance import governance_for
 
 SUMMARY = (
     ("messages", "messages"),
