@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mailgate.delivery.settings  # noqa: F401  (registers the validator)
-from mailgate.config import ConfigError, DeliveryConfig, load_config
+from mailgate.app import load_config
+from mailgate.config import ConfigError, DeliveryConfig
 from mailgate.delivery.breaker import CircuitBreaker
 from mailgate.delivery.schedule import MAX_RETRY_AFTER, RetrySchedule, parse_retry_after
 from mailgate.delivery.signing import Signer, secret_key

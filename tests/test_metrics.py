@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from mailgate.config import ConfigError, load_config
+from mailgate.app import load_config
+from mailgate.config import ConfigError
 from tests.support.server import MailgateServer
 
 METRICS_TOKEN = secrets.token_urlsafe(32)

@@ -193,7 +193,8 @@ async def test_replayed_envelope_starts_clean() -> None:
 
 
 def test_unknown_stage_is_a_config_error(tmp_path: Any) -> None:
-    from mailgate.config import ConfigError, load_config
+    from mailgate.app import load_config
+    from mailgate.config import ConfigError
 
     p = tmp_path / "m.toml"
     p.write_text('[pipeline]\nstages = ["dedup", "classfy", "quarantine"]\n')

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from mailgate.app import load_config
 from mailgate.cli.banner import banner_group
 from mailgate.cli.outbox import outbox_group
-from mailgate.config import ConfigError, load_config
+from mailgate.config import ConfigError
 from mailgate.delivery.smtp_out import ReplySender
 from mailgate.store.sqlite import SqliteStore
 from tests.support.reply_harness import ReplyHarness, message

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 import mailgate.pipeline.runner  # noqa: F401  (registers the rule and stage validators)
-from mailgate.config import ConfigError, load_config
+from mailgate.app import load_config
+from mailgate.config import ConfigError
 from mailgate.pipeline.rules import load_rules
 
 MAIN = """\

@@ -25,7 +25,8 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from mailgate.config import Config, ConfigError, ConfigErrors, config_warnings
+from mailgate import config
+from mailgate.config import Config, ConfigError, ConfigErrors, Validator, config_warnings
 from mailgate.logs import get_logger
 from mailgate.pipeline.ingest import IngestWorker
 from mailgate.runlock import DataDirLock, DataDirLocked
@@ -34,8 +35,8 @@ from mailgate.smtp.policy import RecipientPolicy
 from mailgate.smtp.server import SmtpServer, StartupError
 from mailgate.store.blobs import BlobStore
 from mailgate.store.governance import erasure_targets
-from mailgate.store.private import make_private_dirs, write_private_file
 from mailgate.store.ports import Store
+from mailgate.store.private import make_private_dirs, write_private_file
 from mailgate.store.sqlite import DB_NAME, SqliteStore
 from mailgate.store.sqlite_governance import governance_for
 
@@ -49,6 +50,22 @@ __all__ = [
     "check_data_dir",
     "governance_for",  # the CLI's way to the governance operations (issue 15)
 ]
+
+
+def config_validators() -> list[Validator]:
+    """Every subsystem's check of the config it owns; ``load_config`` runs them all."""
+    from mailgate.delivery import settings as delivery_settings
+    from mailgate.pipeline import runner
+    from mailgate.reply import settings as reply_settings
+
+    return [runner.validate, delivery_settings.validate, reply_settings.validate]
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, *, env: dict[str, str] | None = None
+) -> Config:
+    """The config, checked by the core and by every subsystem (all errors reported at once)."""
+    return config.load_config(path, env=env, validators=config_validators())
 
 
 def build_store(cfg: Config) -> Store:

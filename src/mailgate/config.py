@@ -12,12 +12,14 @@ annotation) and document it in ``config.example.toml`` and the README (a test ch
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import os
 import re
 import tomllib
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -940,12 +942,20 @@ def _is_ip(value: str) -> bool:
 
 
 def load_config(
-    path: str | os.PathLike[str] | None = None, *, env: dict[str, str] | None = None
+    path: str | os.PathLike[str] | None = None,
+    *,
+    env: dict[str, str] | None = None,
+    validators: Sequence[Validator] = (),
 ) -> Config:
     """Load and validate the config.
 
     ``path`` None means ``$MAILGATE_CONFIG`` if set, else built-in defaults (mailgate works with
     no file at all). ``$MAILGATE_DATA_DIR`` overrides ``[store] data_dir``.
+
+    Checks here cover the sections this module can judge alone; the subsystems that own
+    structured config (stages, rules, webhooks, replies) pass their ``validate`` functions as
+    ``validators`` — explicitly, through ``mailgate.app.load_config``: what is checked never
+    depends on which modules happen to be imported. Every error is reported (``ConfigErrors``).
     """
     environ = os.environ if env is None else env
     if path is None and environ.get(ENV_CONFIG):
@@ -978,7 +988,7 @@ def load_config(
         )
     cfg = dataclasses.replace(cfg, source=source)
     errors: list[ConfigError] = []
-    for check in (_validate, _validate_extensions):
+    for check in (_validate, functools.partial(_validate_extensions, validators)):
         try:
             check(cfg, loc)
         except ConfigErrors as exc:
@@ -994,21 +1004,15 @@ def load_config(
     return dataclasses.replace(cfg, domains=domains)
 
 
-# Validators registered by subsystems that own structured config (rules, templates) so that
-# check-config and serve refuse bad rules at load time. Each gets the config and raises ConfigError
-# (the message should carry the key path); ``where`` turns a key path into "file:line".
+# A subsystem's check of the config it owns (rules, stages, webhooks, replies): gets the config
+# and raises ConfigError or ConfigErrors (the message carries the key path); ``where`` turns a key
+# path into "file:line". ``mailgate.app.config_validators`` lists them all.
 Validator = typing.Callable[[Config, typing.Callable[[str], str]], None]
-_EXTENSION_VALIDATORS: list[Validator] = []
 
 
-def register_validator(fn: Validator) -> Validator:
-    _EXTENSION_VALIDATORS.append(fn)
-    return fn
-
-
-def _validate_extensions(cfg: Config, loc: _Locator) -> None:
+def _validate_extensions(validators: Sequence[Validator], cfg: Config, loc: _Locator) -> None:
     errors: list[ConfigError] = []
-    for fn in _EXTENSION_VALIDATORS:
+    for fn in validators:
         try:
             fn(cfg, loc.where)
         except ConfigErrors as exc:

@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mailgate.app import run_async, run_worker
-from mailgate.config import ConfigError, load_config
+from mailgate.app import load_config, run_async, run_worker
+from mailgate.config import ConfigError
 from mailgate.logs import setup_logging
 
 

@@ -12,7 +12,6 @@ import time
 
 import click
 
-import mailgate.reply.settings  # noqa: F401  (registers the [reply] config validator)
 from mailgate.cli.common import (
     config_option,
     json_option,

@@ -19,7 +19,6 @@ from mailgate.config import (
     ConfigError,
     ConfigErrors,
     config_warnings,
-    load_config,
 )
 
 # What 0 means for each limit that accepts it (a 0 that silently means "unlimited" surprises).
@@ -95,6 +94,8 @@ def check_config_cmd(path: str | None, as_json: bool) -> None:
     cfg: Config | None = None
     errors: list[str] = []
     try:
+        from mailgate.app import load_config
+
         cfg = load_config(path, env=env)
     except ConfigErrors as exc:
         errors = [str(e) for e in exc.errors]

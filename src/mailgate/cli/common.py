@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import click
 
-from mailgate.config import ENV_CONFIG, ENV_DATA_DIR, Config, ConfigError, load_config
+from mailgate.config import ENV_CONFIG, ENV_DATA_DIR, Config, ConfigError
 from mailgate.store.base import NotFound, StoreError
 from mailgate.store.ports import Store
 
@@ -76,6 +76,8 @@ def load_cli_config(path: str | None) -> Config:
     if data_dir:
         env[ENV_DATA_DIR] = data_dir
     try:
+        from mailgate.app import load_config
+
         return load_config(path, env=env)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None

@@ -13,7 +13,6 @@ from typing import Any
 
 import click
 
-import mailgate.delivery.settings  # noqa: F401  (registers the delivery config validator)
 from mailgate.cli.common import (
     config_option,
     json_option,

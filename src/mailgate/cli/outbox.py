@@ -14,7 +14,6 @@ from typing import Any
 
 import click
 
-import mailgate.reply.settings  # noqa: F401  (registers the [reply] config validator)
 from mailgate.cli.common import (
     config_option,
     json_option,

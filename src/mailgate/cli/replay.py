@@ -26,7 +26,6 @@ from typing import Any
 
 import click
 
-import mailgate.pipeline.runner  # noqa: F401  (registers the rule/stage config validators)
 from mailgate.cli.common import (
     config_option,
     json_option,

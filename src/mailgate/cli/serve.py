@@ -8,7 +8,7 @@ import os
 import click
 
 from mailgate.cli.common import config_option, data_dir_override, load_cli_config
-from mailgate.config import ENV_DATA_DIR, Config, ConfigError, load_config, parse_hostport
+from mailgate.config import ENV_DATA_DIR, Config, ConfigError, parse_hostport
 from mailgate.logs import setup_logging
 from mailgate.smtp.server import StartupError
 from mailgate.store.base import StoreError
@@ -49,6 +49,8 @@ def serve_cmd(config_path: str | None, listen: str | None, api_listen: str | Non
 
     def reload_config() -> Config:
         """The file again, with the same command-line overrides (raises ConfigError)."""
+        from mailgate.app import load_config
+
         return _with_overrides(load_config(config_path, env=env), listen, api_listen)
 
     setup_logging(cfg.log.level, cfg.log.format)

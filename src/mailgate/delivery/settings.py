@@ -1,6 +1,6 @@
 """Load-time checks of the delivery config (``[delivery]``, ``[[webhooks]]``).
 
-Registered with ``config.register_validator`` so ``mailgate check-config`` and ``serve``
+Listed in ``app.config_validators`` so ``mailgate check-config`` and ``serve``
 refuse a bad retry schedule, an undecodable ``whsec_`` secret or two targets with one name
 with the usual one-line ``file:line: key = value: expected …`` error, instead of failing
 later in the worker.
@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from mailgate.config import Config, ConfigError, register_validator
+from mailgate.config import Config, ConfigError
 from mailgate.delivery.schedule import RetrySchedule
 from mailgate.delivery.signing import secret_key
 from mailgate.store.delivery import webhook_target_id
 
 
-@register_validator
-def validate_delivery_config(cfg: Config, where: Callable[[str], str]) -> None:
+def validate(cfg: Config, where: Callable[[str], str]) -> None:
     def bad(key: str, value: object, expected: str) -> ConfigError:
         return ConfigError(f"{where(key)}: {key} = {value!r}: expected {expected}")
 

@@ -2,8 +2,8 @@
 
 Rules come from ``[[rules]]`` in ``mailgate.toml`` and then from ``pipeline.rules_file`` (a
 TOML file of ``[[rules]]``, relative to the config file), in that order. They are compiled and
-validated when the config loads (`register_validator`), so ``check-config`` and ``serve``
-refuse a bad rule with its file, line and key path, e.g.
+validated when the config loads (`validate_rules`, one of ``app.config_validators``), so
+``check-config`` and ``serve`` refuse a bad rule with its file, line and key path, e.g.
 ``rules.toml:7: rules[1].if.any[0].subject = '/inv(/i': expected a valid regex (...)``.
 
 A rule::
@@ -63,7 +63,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from mailgate.config import Config, ConfigError, parse_size, register_validator
+from mailgate.config import Config, ConfigError, parse_size
 from mailgate.envelope import Envelope
 from mailgate.pipeline.fastre import CiPattern
 from mailgate.pipeline.view import EnvView, domain_of, emails, names
@@ -1018,8 +1018,7 @@ def load_rules(cfg: Config, where: Callable[[str], str] | None = None) -> RuleSe
     return RuleSet(rules)
 
 
-@register_validator
-def _validate_rules(cfg: Config, where: Callable[[str], str]) -> None:
+def validate_rules(cfg: Config, where: Callable[[str], str]) -> None:
     """Refuse bad rules and entity patterns when the config loads (check-config, serve)."""
     from mailgate.pipeline.entities import build_entities
 

@@ -28,7 +28,7 @@ from collections.abc import Callable, Coroutine, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mailgate.config import Config, ConfigError, register_validator
+from mailgate.config import Config, ConfigError
 from mailgate.envelope import Envelope
 from mailgate.logs import describe_error, log_fields
 from mailgate.pipeline.base import (
@@ -42,7 +42,7 @@ from mailgate.pipeline.base import (
     verdict_name,
 )
 from mailgate.pipeline.entities import build_entities
-from mailgate.pipeline.rules import RuleHit, load_rules
+from mailgate.pipeline.rules import RuleHit, load_rules, validate_rules
 from mailgate.pipeline.stages import registry
 from mailgate.pipeline.stages.route import tenant_targets
 from mailgate.pipeline.view import EnvView
@@ -307,8 +307,13 @@ class EmptyPorts:
         return None
 
 
-@register_validator
-def _validate_stages(cfg: Config, where: Callable[[str], str]) -> None:
+def validate(cfg: Config, where: Callable[[str], str]) -> None:
+    """The pipeline's config: stage names and order, rules and entity patterns."""
+    validate_stages(cfg, where)
+    validate_rules(cfg, where)
+
+
+def validate_stages(cfg: Config, where: Callable[[str], str]) -> None:
     known = set(registry()) | RESERVED_STAGES
     for i, name in enumerate(cfg.pipeline.stages):
         if name not in known:

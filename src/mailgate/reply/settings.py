@@ -1,6 +1,6 @@
 """``[reply]`` as the responder uses it: addresses, the templates directory, SLA and links.
 
-Also the config validator (`validate_reply_config`, registered with ``register_validator``):
+Also the config validator (`validate`, listed in ``app.config_validators``):
 with ``[reply] enabled = true``, ``check-config`` and ``serve`` refuse an unusable From address,
 an incomplete DKIM setting or unreadable key, a bad retry schedule, and any template that is
 missing or refused (see ``reply.templates``), naming the key and the reason.
@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mailgate.config import Config, ConfigError, ReplyConfig, register_validator
+from mailgate.config import Config, ConfigError, ReplyConfig
 from mailgate.reply.compose import parse_from
 from mailgate.reply.guard import is_valid_address
 from mailgate.reply.templates import ReplyTemplates, TemplateProblem
@@ -130,8 +130,7 @@ def _rule_templates(cfg: Config, where: Callable[[str], str]) -> list[tuple[str,
     return out
 
 
-@register_validator
-def validate_reply_config(cfg: Config, where: Callable[[str], str]) -> None:
+def validate(cfg: Config, where: Callable[[str], str]) -> None:
     """See the module docstring."""
     reply = cfg.reply
     if not reply.enabled:

@@ -13,7 +13,7 @@ checked before first use:
   refuses the template, and so does output over ``MAX_OUTPUT`` characters.
 
 A refused template is never rendered. With ``[reply] enabled = true`` the config validator
-(`validate_reply_config`) runs the same checks when the config loads, so ``check-config`` and
+(`reply.settings.validate`) runs the same checks when the config loads, so ``check-config`` and
 ``serve`` refuse it with the file name and the reason; at run time the ``respond`` stage
 records ``template-refused`` and sends nothing.
 
