@@ -156,6 +156,7 @@ async def running_api(
     from aiohttp import web
 
     from mailgate.api.app import create_api
+    from mailgate.app import governance_for
     from mailgate.store.blobs import BlobStore
 
     api_cfg = cfg or ApiConfig(tokens=[ApiToken(token=TOKEN, tenant="default", name="t1")])
@@ -163,7 +164,14 @@ async def running_api(
     blobs = BlobStore(data_dir / "attachments")
     urls = AttachmentUrlSigner(api_cfg, data_dir)
     try:
-        app = create_api(store, api_cfg, blobs=blobs, urls=urls, data_dir=data_dir)
+        app = create_api(
+            store,
+            api_cfg,
+            blobs=blobs,
+            urls=urls,
+            data_dir=data_dir,
+            governance=governance_for(store),
+        )
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)

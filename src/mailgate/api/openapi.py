@@ -310,6 +310,48 @@ def _document() -> dict[str, Any]:
                     },
                 }
             },
+            "/v1/subjects/{address}": {
+                "delete": {
+                    "operationId": "eraseSubject",
+                    "summary": "Erase a data subject (GDPR Art. 17): every message they sent or"
+                    " received, and all derived from them. Admin tokens only",
+                    "security": [{"bearer": []}],
+                    "parameters": [
+                        {
+                            "name": "address",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "minLength": 3},
+                        },
+                        {
+                            "name": "tenant",
+                            "in": "query",
+                            "description": "Only this tenant (default: every tenant)",
+                            "schema": {"type": "string"},
+                        },
+                        {
+                            "name": "dry_run",
+                            "in": "query",
+                            "description": "Only count what would be erased",
+                            "schema": {"type": "string", "enum": ["true", "false"]},
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "The erasure report (counts, erased message ids, the"
+                            " subject's keyed hash; never the address)",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"type": "object", "additionalProperties": True}
+                                }
+                            },
+                        },
+                        "400": _err("Not one complete address, or a bad dry_run"),
+                        "401": _UNAUTHORIZED,
+                        "403": _err("The token is not an admin token"),
+                    },
+                }
+            },
             "/v1/attachments/{id}": {
                 "get": {
                     "operationId": "getAttachment",
