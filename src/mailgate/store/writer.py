@@ -48,6 +48,9 @@ def connect(path: Path, *, synchronous: str, readonly: bool = False) -> sqlite3.
         conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
     conn.execute("PRAGMA busy_timeout = 10000")
     if not readonly:
+        # Only takes effect on a new, empty database (or at the next VACUUM): purged space can
+        # then be given back with ``PRAGMA incremental_vacuum`` (retention, issue 15).
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         conn.execute("PRAGMA journal_mode = WAL")
         # NORMAL in WAL mode: a commit survives a process crash (what SIGKILL tests), the last
         # commits may be lost on power failure. FULL fsyncs the WAL on every commit.
