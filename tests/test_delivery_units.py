@@ -17,8 +17,8 @@ import mailgate.delivery.settings  # noqa: F401  (registers the validator)
 from mailgate.app import load_config
 from mailgate.config import ConfigError, DeliveryConfig
 from mailgate.delivery.breaker import CircuitBreaker
-from mailgate.delivery.schedule import MAX_RETRY_AFTER, RetrySchedule, parse_retry_after
 from mailgate.delivery.signing import Signer, secret_key
+from mailgate.retry import MAX_RETRY_AFTER, RetrySchedule, parse_retry_after
 from tests.support.delivery import SECRET
 
 # --------------------------------------------------------------------------- schedule

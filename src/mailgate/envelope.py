@@ -13,6 +13,9 @@ from typing import Any, Literal, TypedDict
 
 from ulid import ULID
 
+LOOP_HEADER = "X-Mailgate-Loop"
+"""Put on every message mailgate sends (auto-replies); seeing it inbound means a loop."""
+
 
 def new_id(prefix: str) -> str:
     """A stable, sortable id such as ``msg_01JBX…`` (ULID, time-ordered)."""

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from mailgate.config import Config, ConfigError
-from mailgate.delivery.schedule import RetrySchedule
 from mailgate.delivery.signing import secret_key
+from mailgate.retry import RetrySchedule
 from mailgate.store.delivery import webhook_target_id
 
 

@@ -38,11 +38,11 @@ from prometheus_client import Counter
 
 from mailgate.backoff import LoopBackoff
 from mailgate.config import ReplyConfig, parse_hostport
-from mailgate.delivery.schedule import RetrySchedule
 from mailgate.logs import describe_error, log_fields
 from mailgate.metrics import REGISTRY
 from mailgate.reply.compose import ReplyDraft, parse_from
 from mailgate.reply.signing import DkimSigner, SigningError, load_signer
+from mailgate.retry import RetrySchedule
 from mailgate.store.base import StoreError
 from mailgate.store.notify import REPLIES
 from mailgate.store.replies import ReplyAttempt, ReplyItem, ReplyStore

@@ -37,10 +37,10 @@ from mailgate.config import DeliveryConfig, WebhookConfig
 from mailgate.delivery import settings as _settings  # noqa: F401  (config validator)
 from mailgate.delivery.breaker import CircuitBreaker
 from mailgate.delivery.process_metrics import MetricsPublisher, pid_alive
-from mailgate.delivery.schedule import RetrySchedule, parse_retry_after
 from mailgate.delivery.signing import Signer
 from mailgate.logs import RateLimitedLog, describe_error, log_fields
 from mailgate.metrics import REGISTRY
+from mailgate.retry import RetrySchedule, parse_retry_after
 from mailgate.store.base import StoreError
 from mailgate.store.delivery import AttemptOutcome, DeliveryStore, OutboxItem, webhook_target_id
 from mailgate.store.notify import OUTBOX

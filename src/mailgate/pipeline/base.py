@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from mailgate.config import Config, PipelineConfig
 from mailgate.envelope import Envelope
-from mailgate.pipeline.view import EnvView
+from mailgate.envelope_view import EnvView
 from mailgate.store.base import Intent
 from mailgate.store.pipeline import DedupHit, PipelinePorts, ThreadRef
 

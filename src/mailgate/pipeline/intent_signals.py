@@ -28,7 +28,7 @@ from email.utils import parseaddr
 from functools import lru_cache
 from typing import Any
 
-from mailgate.envelope import Envelope
+from mailgate.envelope import LOOP_HEADER, Envelope
 from mailgate.pipeline.fastre import lower_pattern
 
 SUBJECT_LIMIT = 1000
@@ -46,8 +46,6 @@ INTENTS = (
     "calendar",
 )
 
-LOOP_HEADER = "X-Mailgate-Loop"
-"""Put on every message mailgate sends (auto-replies); seeing it inbound means a loop."""
 
 AUTOMATION = frozenset(
     {"auto-replied", "auto-generated", "responder", "precedence", "suppress", "null-sender"}

@@ -16,8 +16,8 @@ from typing import Any
 
 from mailgate.config import Config
 from mailgate.envelope import Envelope, new_id, utc_now_iso
+from mailgate.envelope_view import EnvView, emails
 from mailgate.pipeline.runner import EmptyPorts, Outcome, PipelineRunner
-from mailgate.pipeline.view import EnvView, emails
 
 
 class MemoryPorts(EmptyPorts):
@@ -36,7 +36,7 @@ class MemoryPorts(EmptyPorts):
 
 
 def _tenant_and_recipients(cfg: Config, candidates: Sequence[str]) -> tuple[str | None, list[str]]:
-    from mailgate.smtp.policy import Accepted, RecipientPolicy
+    from mailgate.recipients import Accepted, RecipientPolicy
 
     policy = RecipientPolicy(cfg.domains)
     ours: list[str] = []

@@ -65,8 +65,8 @@ from typing import Any, Literal
 
 from mailgate.config import Config, ConfigError, parse_size
 from mailgate.envelope import Envelope
+from mailgate.envelope_view import EnvView, domain_of, emails, names
 from mailgate.pipeline.fastre import CiPattern
-from mailgate.pipeline.view import EnvView, domain_of, emails, names
 
 PRIORITIES = ("low", "normal", "high", "urgent")
 HEADER_SCAN_LIMIT = 4096

@@ -28,8 +28,9 @@ from collections.abc import Callable, Coroutine, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mailgate.config import Config, ConfigError
+from mailgate.config import Config, ConfigError, ConfigErrors
 from mailgate.envelope import Envelope
+from mailgate.envelope_view import EnvView
 from mailgate.logs import describe_error, log_fields
 from mailgate.pipeline.base import (
     Context,
@@ -45,7 +46,7 @@ from mailgate.pipeline.entities import build_entities
 from mailgate.pipeline.rules import RuleHit, load_rules, validate_rules
 from mailgate.pipeline.stages import registry
 from mailgate.pipeline.stages.route import tenant_targets
-from mailgate.pipeline.view import EnvView
+from mailgate.reply import settings as reply_settings
 from mailgate.store.base import Intent
 from mailgate.store.delivery import PublishIntent
 from mailgate.store.pipeline import DedupHit, PipelinePorts, QuarantineIntent, ThreadRef
@@ -308,9 +309,41 @@ class EmptyPorts:
 
 
 def validate(cfg: Config, where: Callable[[str], str]) -> None:
-    """The pipeline's config: stage names and order, rules and entity patterns."""
-    validate_stages(cfg, where)
-    validate_rules(cfg, where)
+    """The pipeline's config: stage names and order, rules and entity patterns, and that the
+    reply templates the rules name exist (checked with the rest of ``[reply]``)."""
+    errors: list[ConfigError] = []
+    for check in (validate_stages, validate_rules, _validate_reply):
+        try:
+            check(cfg, where)
+        except ConfigErrors as exc:
+            errors.extend(exc.errors)
+        except ConfigError as exc:
+            errors.append(exc)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise ConfigErrors(errors)
+
+
+def _validate_reply(cfg: Config, where: Callable[[str], str]) -> None:
+    try:
+        templates = rule_templates(cfg, where)
+    except ConfigError:
+        templates = []  # a rule that does not load is reported by validate_rules
+    reply_settings.validate(cfg, where, templates)
+
+
+def rule_templates(cfg: Config, where: Callable[[str], str]) -> list[tuple[str, str | None]]:
+    """(template, tenant) named by ``then.reply`` in the rules (tenant None: any tenant)."""
+    out: list[tuple[str, str | None]] = []
+    for rule in load_rules(cfg, where).rules:
+        reply = rule.actions.reply
+        if isinstance(reply, str):
+            if rule.tenants:
+                out.extend((reply, t) for t in sorted(rule.tenants))
+            else:
+                out.append((reply, None))
+    return out
 
 
 def validate_stages(cfg: Config, where: Callable[[str], str]) -> None:

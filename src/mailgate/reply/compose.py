@@ -34,7 +34,7 @@ from email.headerregistry import Address, HeaderRegistry
 from email.message import EmailMessage
 from email.utils import format_datetime, getaddresses, parseaddr
 
-from mailgate.pipeline.stages.intent import LOOP_HEADER
+from mailgate.envelope import LOOP_HEADER
 
 _CTL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]+")
 _WS = re.compile(r"\s+")

@@ -32,9 +32,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from mailgate.config import DomainConfig
-from mailgate.envelope import Envelope
-from mailgate.pipeline.stages.intent import LOOP_HEADER
-from mailgate.pipeline.view import EnvView, emails
+from mailgate.envelope import LOOP_HEADER, Envelope
+from mailgate.envelope_view import EnvView, emails
 from mailgate.reply.return_path import describe, return_path_problem
 
 _COMMENT = re.compile(r"\([^()]*\)")

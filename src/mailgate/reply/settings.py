@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from mailgate.config import Config, ConfigError, ReplyConfig
+from mailgate.recipients import Accepted, RecipientPolicy
 from mailgate.reply.compose import parse_from
 from mailgate.reply.guard import is_valid_address
 from mailgate.reply.templates import ReplyTemplates, TemplateProblem
-from mailgate.smtp.policy import Accepted, RecipientPolicy
 
 _CACHE: dict[tuple[str, str], ReplyTemplates] = {}
 _CACHE_LOCK = threading.Lock()
@@ -113,25 +113,13 @@ def sla_text(reply: ReplyConfig, queue: str | None) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _rule_templates(cfg: Config, where: Callable[[str], str]) -> list[tuple[str, str | None]]:
-    """(template, tenant) named by ``then.reply`` in the rules (tenant None: any tenant)."""
-    try:
-        from mailgate.pipeline.rules import load_rules
-    except ImportError:  # pragma: no cover - the pipeline ships with mailgate
-        return []
-    out: list[tuple[str, str | None]] = []
-    for rule in load_rules(cfg, where).rules:
-        reply = rule.actions.reply
-        if isinstance(reply, str):
-            if rule.tenants:
-                out.extend((reply, t) for t in sorted(rule.tenants))
-            else:
-                out.append((reply, None))
-    return out
-
-
-def validate(cfg: Config, where: Callable[[str], str]) -> None:
-    """See the module docstring."""
+def validate(
+    cfg: Config,
+    where: Callable[[str], str],
+    rule_templates: Sequence[tuple[str, str | None]] = (),
+) -> None:
+    """See the module docstring. ``rule_templates``: (template, tenant) pairs the routing rules
+    name in ``then.reply`` (the pipeline's validator passes them: rules are its config)."""
     reply = cfg.reply
     if not reply.enabled:
         return
@@ -163,7 +151,7 @@ def validate(cfg: Config, where: Callable[[str], str]) -> None:
             raise bad(
                 "dkim_key_file", reply.dkim_key_file, f"a readable DKIM key ({exc})"
             ) from None
-    from mailgate.delivery.schedule import RetrySchedule
+    from mailgate.retry import RetrySchedule
 
     try:
         RetrySchedule.parse(reply.retry_schedule)
@@ -176,7 +164,7 @@ def validate(cfg: Config, where: Callable[[str], str]) -> None:
     try:
         templates.check_all()
         templates.check(reply.default_template)
-        for name, tenant in _rule_templates(cfg, where):
+        for name, tenant in rule_templates:
             templates.check(name, tenant)
     except TemplateProblem as exc:
         raise ConfigError(f"{where('reply.templates_dir')}: {exc}") from None

@@ -27,8 +27,8 @@ import re
 import time
 
 from mailgate.envelope import Envelope
+from mailgate.envelope_view import EnvView, parse_time
 from mailgate.pipeline.base import Context, Stop, Verdict
-from mailgate.pipeline.view import EnvView, parse_time
 from mailgate.store.pipeline import DedupHit, DedupIntent
 
 _WS = re.compile(r"\s+")

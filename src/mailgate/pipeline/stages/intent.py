@@ -15,12 +15,12 @@ deciding: ``human``.
 
 from __future__ import annotations
 
-from mailgate.envelope import Envelope
+from mailgate.envelope import LOOP_HEADER, Envelope
+from mailgate.envelope_view import EnvView
 from mailgate.pipeline.base import Context, Verdict
 from mailgate.pipeline.intent_signals import (
     BODY_LIMIT,
     INTENTS,
-    LOOP_HEADER,
     SIGNALS,
     SUBJECT_LIMIT,
     Facts,
@@ -28,7 +28,6 @@ from mailgate.pipeline.intent_signals import (
     Signal,
     own_of,
 )
-from mailgate.pipeline.view import EnvView
 
 __all__ = ["INTENTS", "LOOP_HEADER", "IntentStage", "classify_intent", "decide"]
 

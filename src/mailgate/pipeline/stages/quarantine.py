@@ -13,9 +13,9 @@ release`` runs the stages after this one and delivers it (``ctx.mode == "release
 from __future__ import annotations
 
 from mailgate.envelope import Envelope
+from mailgate.envelope_view import EnvView
 from mailgate.pipeline.base import Context, Quarantine, Verdict
 from mailgate.pipeline.stages.scan import unscannable_finding
-from mailgate.pipeline.view import EnvView
 
 
 def auth_candidate(env: Envelope) -> Quarantine | None:

@@ -31,8 +31,9 @@ import time
 from typing import Any, cast
 
 from mailgate.envelope import Envelope
+from mailgate.envelope_view import EnvView, names, parse_time
 from mailgate.pipeline.base import Context, Verdict
-from mailgate.pipeline.view import EnvView, names, parse_time
+from mailgate.recipients import RecipientPolicy
 from mailgate.reply.compose import (
     MAX_NAME,
     ReplyDraft,
@@ -54,7 +55,6 @@ from mailgate.reply.settings import (
     templates_for,
 )
 from mailgate.reply.templates import TemplateProblem
-from mailgate.smtp.policy import RecipientPolicy
 from mailgate.store.pipeline import ThreadIntent
 from mailgate.store.replies import ReplyIntent, ReplyPorts, reply_id_for
 

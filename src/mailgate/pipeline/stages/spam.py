@@ -23,9 +23,9 @@ from typing import Any
 
 from mailgate.config import Config, OnError, SpamConfig
 from mailgate.envelope import Envelope
+from mailgate.envelope_view import EnvView
 from mailgate.pipeline.base import Context, Quarantine, Verdict
 from mailgate.pipeline.lifecycle import Ahead, RawSource, Services, apply_policy
-from mailgate.pipeline.view import EnvView
 from mailgate.scanners.base import ScanError, SpamVerdict
 from mailgate.scanners.rspamd import SPAM_ACTIONS, MessageFacts, RspamdClient
 from mailgate.store.base import SpooledMessage

@@ -22,9 +22,9 @@ import re
 from typing import Any
 
 from mailgate.envelope import Envelope, new_id
+from mailgate.envelope_view import emails
 from mailgate.pipeline.base import Context, Verdict
 from mailgate.pipeline.stages.dedup import received_at
-from mailgate.pipeline.view import emails
 from mailgate.store.pipeline import ThreadIntent, ThreadRef
 
 _MID = re.compile(r"<([^<>\s]+)>")
