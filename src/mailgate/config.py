@@ -415,6 +415,37 @@ class ClassifierConfig:
 
 
 @dataclass(frozen=True)
+class RetentionRule:
+    """``[[retention.rules]]``: other durations for one tenant and/or one queue (0 = forever).
+
+    The most specific rule wins: tenant and queue, then queue, then tenant, then ``[retention]``.
+    """
+
+    tenant: str = ""
+    queue: str = ""
+    raw: Duration | None = None
+    envelopes: Duration | None = None
+    attachments: Duration | None = None
+    delivered_events: Duration | None = None
+    dead_letters: Duration | None = None
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    """How long stored data is kept (issue 15); 0 keeps it forever (the default)."""
+
+    raw: Duration = 0.0
+    envelopes: Duration = 0.0
+    attachments: Duration = 0.0
+    delivered_events: Duration = 0.0
+    dead_letters: Duration = 0.0
+    audit: Duration = 0.0
+    interval: Duration = 600.0
+    batch_size: int = 200
+    rules: list[RetentionRule] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["logfmt", "json"] = "logfmt"
@@ -443,6 +474,7 @@ class Config:
     antivirus: AntivirusConfig = field(default_factory=AntivirusConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     source: str = "<defaults>"
 
     @property
@@ -819,11 +851,28 @@ def _validate(cfg: Config, loc: _Locator) -> None:
         bad("classifier.fallback_queue", cfg.classifier.fallback_queue, "a queue name")
     if cfg.classifier.min_examples < 2:
         bad("classifier.min_examples", cfg.classifier.min_examples, "at least 2")
+    _validate_retention(cfg.retention, bad)
     if errors:
         raise ConfigErrors(errors)
 
 
 _LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def _validate_retention(
+    r: RetentionConfig, bad: typing.Callable[[str, Any, str], None]
+) -> None:
+    """The purger's batch bound, rule scopes, and an audit log that outlives what it describes."""
+    if not 1 <= r.batch_size <= 10000:
+        bad("retention.batch_size", r.batch_size, "1 to 10000 messages per batch")
+    if r.interval < 1:
+        bad("retention.interval", r.interval, "at least 1s between purge runs")
+    for i, rule in enumerate(r.rules):
+        if not rule.tenant and not rule.queue:
+            bad(f"retention.rules[{i}]", {}, "a tenant, a queue or both")
+    longest = max((r.raw, r.envelopes, r.attachments, r.delivered_events, r.dead_letters))
+    if r.audit and (longest == 0 or r.audit < longest):
+        bad("retention.audit", r.audit, "0 (forever) or at least the longest other retention")
 
 
 def _validate_tenants(
