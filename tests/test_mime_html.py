@@ -263,6 +263,12 @@ def test_css_text_reads_like_a_browser() -> None:
 
     assert read(" a\tb\n c ") == "abc"
     assert read(r"(E\78 pression(1)) [C\44] {X\44}") == "(expression(1))[cd]{xd}"
+    # comments inside every kind of block are gone too (old IE joined the halves)
+    assert read("(exp/**/ression(1)) [exp/**/ression] {exp/**/ression}") == (
+        "(expression(1))[expression]{expression}"
+    )
+    assert read(r"javascript\3a x") == "javascript:x"  # an escaped colon in an identifier
+    assert read("'Helvetica Neue', Arial") == "helvetica neue,arial"
     assert read(r"url(java\73 cript:x)") == "url(javascript:x)"
     assert read("url(https://a.test/b)") == "url(https://a.test/b)"
     assert read("url(javascript:alert(1))") is None  # a bad-url token: never kept

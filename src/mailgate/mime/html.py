@@ -165,8 +165,9 @@ _CSS_MAX_TOKENS = 2000
 
 
 def css_text(tokens: list[Any]) -> str | None:
-    """Declaration tokens as a browser reads them: escapes decoded, comments, whitespace and
-    quotes gone, lower-case; None when they contain a tokenizer error (a bad ``url(``).
+    """Declaration tokens as a browser reads them: escapes decoded, comments, whitespace
+    tokens and quotes gone, lower-case; None when they contain a tokenizer error (a bad
+    ``url(``).
 
     Iterative (explicit stack) and bounded: nested blocks of a hostile style cannot recurse.
     """
@@ -202,7 +203,7 @@ def css_text(tokens: list[Any]) -> str | None:
             out.append(str(tok.value))
         else:  # number, percentage, dimension, unicode-range
             out.append(tok.serialize())
-    return "".join(out).lower().replace(" ", "")
+    return "".join(out).lower()
 
 
 def css_value_safe(tokens: list[Any], strip_remote: bool) -> bool:
