@@ -29,6 +29,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from mailgate.config import Config
 from mailgate.envelope import new_id, utc_now_iso
 from mailgate.store.base import StoreError
 from mailgate.store.blobs import BlobStore
@@ -42,7 +43,9 @@ from mailgate.store.governance import (
     subject_key,
     valid_address,
 )
+from mailgate.store.retention import Purger, enabled
 from mailgate.store.sqlite_base import SqliteBase, dumps
+from mailgate.store.sqlite_retention import RetentionMixin
 from mailgate.store.writer import connect
 
 CHUNK = 400  # ids per ``IN (…)``: well below SQLite's bound-parameter limit
@@ -482,7 +485,7 @@ class GovernanceStoreMixin(SqliteBase):
         return out
 
 
-class SqliteGovernance(GovernanceStoreMixin):
+class SqliteGovernance(RetentionMixin, GovernanceStoreMixin):
     """Governance operations on an open `SqliteStore`, sharing its writer and reader.
 
     A wrapper rather than one more base of `SqliteStore`, so the core store class stays as it
@@ -505,3 +508,11 @@ class SqliteGovernance(GovernanceStoreMixin):
 def governance_for(store: object) -> SqliteGovernance | None:
     """The governance operations of ``store`` when it is the SQLite backend, else None."""
     return SqliteGovernance(store) if isinstance(store, SqliteBase) else None
+
+
+def build_purger(cfg: Config, store: object) -> Purger | None:
+    """The retention purger for ``serve``'s first worker; None when nothing expires."""
+    governance = governance_for(store)
+    if governance is None or not enabled(cfg.retention):
+        return None
+    return Purger(governance, cfg.retention)
