@@ -38,7 +38,7 @@ from mailgate.store.governance import erasure_targets
 from mailgate.store.ports import Store
 from mailgate.store.private import make_private_dirs, write_private_file
 from mailgate.store.sqlite import DB_NAME, SqliteStore
-from mailgate.store.sqlite_governance import governance_for
+from mailgate.store.sqlite_governance import build_purger, governance_for
 
 log = get_logger("app")
 
@@ -179,6 +179,9 @@ class WorkerRuntime:
             reply_sender = _build_reply_sender(self.cfg, self.store)
             if reply_sender is not None:
                 self._services.append(reply_sender)
+            purger = build_purger(self.cfg, self.store)  # [retention] (issue 15)
+            if purger is not None:
+                self._services.append(purger)
         else:
             # Worker 0's webhook worker publishes its metrics; the others publish their own.
             from mailgate.delivery.process_metrics import MetricsPublisher

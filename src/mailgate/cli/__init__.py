@@ -19,6 +19,7 @@ from mailgate.cli.messages import messages_group
 from mailgate.cli.model import model_group
 from mailgate.cli.outbox import outbox_group
 from mailgate.cli.parse import parse_cmd
+from mailgate.cli.purge import purge_cmd
 from mailgate.cli.quarantine import quarantine_group
 from mailgate.cli.replay import replay_cmd
 from mailgate.cli.rules import rules_group
@@ -55,5 +56,6 @@ for _cmd in (
     scan_cmd,
     model_group,
     erase_cmd,
+    purge_cmd,
 ):
     main.add_command(_cmd)
