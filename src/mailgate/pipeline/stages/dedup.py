@@ -29,6 +29,7 @@ import time
 from mailgate.envelope import Envelope
 from mailgate.envelope_view import EnvView, parse_time
 from mailgate.pipeline.base import Context, Stop, Verdict
+from mailgate.store.base import NotFound
 from mailgate.store.pipeline import DedupHit, DedupIntent
 
 _WS = re.compile(r"\s+")
@@ -91,7 +92,10 @@ class DedupStage:
         if hit is not None:
             ctx.duplicate = hit
             env["duplicateOf"] = hit.msg_id
-            original = await ctx.ports.get_envelope(hit.msg_id)
+            try:
+                original = await ctx.ports.get_envelope(hit.msg_id)
+            except NotFound:  # purged under [retention]: its dedup key is a tombstone
+                original = {}
             for field in COPIED:
                 if field in original:
                     env[field] = original[field]
