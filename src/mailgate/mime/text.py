@@ -140,16 +140,9 @@ def strip_signature(text: str) -> str:
     return _MOBILE_TAGLINE.sub("", text).rstrip()
 
 
-def _might_quote(text: str) -> bool:
-    """Cheap superset test of quotequail's intro patterns (its scan is ~0.1 ms per line)."""
-    low = text.lower()
-    if any(key in low for key in _QUOTE_KEYS):
-        return True
-    return "@" in text and "/" in text and _QUOTE_DATE.search(text) is not None
-
-
 def _key_lines(lines: list[str]) -> list[int]:
-    """Indexes of the lines that hold a quote key (or a ``YYYY/MM/DD`` date), in order.
+    """Indexes of the lines that hold a quote key (or a ``YYYY/MM/DD`` date), in order; empty
+    when no intro pattern can match (no key, and no date beside an ``@``).
 
     Every intro pattern quotequail knows contains one of them, so an intro can only begin on
     such a line or up to ``MAX_WRAP_LINES - 1`` lines before it (a wrapped intro). Found with
@@ -158,29 +151,28 @@ def _key_lines(lines: list[str]) -> list[int]:
     text = "\n".join(lines)
     low = text.lower()
     if len(low) != len(text):  # lower-casing moved offsets (e.g. "İ"): test line by line
-        return [
-            i
-            for i, line in enumerate(lines)
-            if any(key in line.lower() for key in _QUOTE_KEYS) or _QUOTE_DATE.search(line)
-        ]
-    positions: list[int] = []
-    at = text.find("/")
-    while at >= 0:  # a date's first "/" is 4 digits in: test there, not at every digit
-        if at >= 4 and _QUOTE_DATE.match(text, at - 4) is not None:
-            positions.append(at - 4)
-        at = text.find("/", at + 1)
+        keyed = [i for i, line in enumerate(lines) if any(k in line.lower() for k in _QUOTE_KEYS)]
+        dated = [i for i, line in enumerate(lines) if _QUOTE_DATE.search(line)]
+        return sorted({*keyed, *dated}) if keyed or (dated and "@" in text) else []
+    keys: list[int] = []
     for key in _QUOTE_KEYS:
         at = low.find(key)
         while at >= 0:
-            positions.append(at)
+            keys.append(at)
             at = low.find(key, at + len(key))
-    if not positions:
+    dates: list[int] = []
+    at = text.find("/")
+    while at >= 0:  # a date's first "/" is 4 digits in: test there, not at every digit
+        if at >= 4 and _QUOTE_DATE.match(text, at - 4) is not None:
+            dates.append(at - 4)
+        at = text.find("/", at + 1)
+    if not keys and not (dates and "@" in text):
         return []
     starts = list(accumulate((len(line) + 1 for line in lines[:-1]), initial=0))
-    return sorted({bisect_right(starts, at) - 1 for at in positions})
+    return sorted({bisect_right(starts, at) - 1 for at in (*keys, *dates)})
 
 
-def _quote_position(lines: list[str]) -> int | None:
+def _quote_position(lines: list[str], key_lines: list[int]) -> int | None:
     """The line where quoted history begins (its intro line), as ``quotequail.quote`` finds it.
 
     quotequail tests every line against every pattern (~0.1 ms a line); here only the lines
@@ -190,7 +182,7 @@ def _quote_position(lines: list[str]) -> int | None:
     assert find_pattern_on_line is not None
     wrap = MAX_WRAP_LINES
     tried: set[int] = set()
-    for k in _key_lines(lines):
+    for k in key_lines:
         for n in range(max(0, k - wrap + 1), k + 1):
             if n in tried:
                 continue
@@ -208,7 +200,8 @@ def _split_quote(text: str) -> list[tuple[bool, str]]:
     size: the cost of a 10 MB body is that of its first lines.
     """
     head = text.split("\n", _QUOTE_LIMIT)[:_QUOTE_LIMIT]
-    if not _might_quote("\n".join(head)):
+    key_lines = _key_lines(head)  # one scan: whether an intro can match, and where
+    if not key_lines:
         return [(True, text)]
     if find_pattern_on_line is None:
         try:
@@ -220,7 +213,7 @@ def _split_quote(text: str) -> list[tuple[bool, str]]:
         except (ValueError, IndexError, RecursionError):
             return [(True, "\n".join(head))]
     try:
-        pos = _quote_position(head)
+        pos = _quote_position(head, key_lines)
     except (ValueError, IndexError, RecursionError):
         return [(True, "\n".join(head))]
     if pos is None:
