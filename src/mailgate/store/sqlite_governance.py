@@ -45,11 +45,10 @@ from mailgate.store.governance import (
 )
 from mailgate.store.retention import Purger, enabled
 from mailgate.store.sqlite_base import SqliteBase, dumps
-from mailgate.store.sqlite_retention import RetentionMixin
+from mailgate.store.sqlite_retention import RetentionMixin, checkpoint_truncate
 from mailgate.store.writer import connect
 
 CHUNK = 400  # ids per ``IN (…)``: well below SQLite's bound-parameter limit
-CHECKPOINT_TRIES = 50
 NOTICE_STATE = "notice"  # the row that carries a subject.erased event (not a message)
 
 _CANDIDATES = (
@@ -437,18 +436,8 @@ class GovernanceStoreMixin(SqliteBase):
         return n
 
     def checkpoint_truncate(self) -> bool:
-        """Copy the WAL into the database and truncate it to zero bytes; False if readers kept
-        it busy for all the tries (a later checkpoint finishes the job)."""
-        conn = connect(self.path, synchronous=self.synchronous)
-        try:
-            for _ in range(CHECKPOINT_TRIES):
-                busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-                if busy == 0:
-                    return True
-                time.sleep(0.1)
-            return False
-        finally:
-            conn.close()
+        """See `sqlite_retention.checkpoint_truncate`."""
+        return checkpoint_truncate(self.path, self.synchronous)
 
     def _wipe_free_bytes(self, needle: bytes, report: ErasureReport) -> None:
         self.checkpoint_truncate()

@@ -33,6 +33,22 @@ from mailgate.store.writer import connect
 
 VACUUM_STEP = 2000  # pages per incremental_vacuum call (8 MB at 4 KB pages)
 VACUUM_STEPS = 200
+CHECKPOINT_TRIES = 50
+
+
+def checkpoint_truncate(path: Path, synchronous: str) -> bool:
+    """Copy the WAL into the database and truncate it to zero bytes, so page images of deleted
+    rows do not linger in it; False if readers kept it busy for every try (the next checkpoint
+    finishes the job)."""
+    conn = connect(path, synchronous=synchronous)
+    try:
+        for _ in range(CHECKPOINT_TRIES):
+            if conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0:
+                return True
+            time.sleep(0.1)
+        return False
+    finally:
+        conn.close()
 
 
 def _marks(n: int) -> str:
@@ -84,6 +100,10 @@ class RetentionMixin(SqliteBase):
             await self._purge_audit(at - cfg.audit, cfg.batch_size, dry_run, report)
         if not dry_run and report.removed():
             report.pages_freed = await asyncio.to_thread(self.incremental_vacuum)
+            if not await asyncio.to_thread(checkpoint_truncate, self.path, self.synchronous):
+                report.notes.append(
+                    "the WAL was busy: deleted pages leave it at a later checkpoint"
+                )
             if await self._auto_vacuum() != 2:
                 report.notes.append(
                     "auto_vacuum is off for this database: run `mailgate purge --vacuum` once to "
