@@ -33,6 +33,7 @@ from mailgate.recipients import RecipientPolicy
 from mailgate.runlock import DataDirLock, DataDirLocked
 from mailgate.smtp.handler import SmtpHandler
 from mailgate.smtp.server import SmtpServer, StartupError
+from mailgate.store import sqlite_backup as backups
 from mailgate.store.blobs import BlobStore
 from mailgate.store.governance import erasure_targets
 from mailgate.store.ports import Store
@@ -46,6 +47,7 @@ __all__ = [
     "Front",
     "StartupError",
     "WorkerRuntime",
+    "backups",  # the CLI's way to backup, restore and db check (SQLite, issue 15)
     "build_store",
     "check_data_dir",
     "governance_for",  # the CLI's way to the governance operations (issue 15)
