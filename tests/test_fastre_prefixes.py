@@ -1,0 +1,51 @@
+"""CiPattern's literal-prefix search finds exactly what the original regex finds."""
+
+from __future__ import annotations
+
+import random
+import re
+
+from mailgate.pipeline.fastre import CiPattern, literal_prefixes, split_inline_flags
+
+WORDS = [
+    "order", "Order", "ORDER #12345", "invoice", "INVOICE INV-2024-001", "refund", "re fund",
+    "bestellung 123456", "İnvoice", "x", "  ", "#", "12345", "PO-12345", "commande: 5555", "\n",
+    "orderorder", "invoiceinvoice", "Rechnung Nr. 77",
+]  # fmt: skip
+PATTERNS = [
+    r"(?i)\b(?:order|bestellung|commande|pedido)\s*#?\s*(?P<value>\d{4,12})\b",
+    r"(?i)\b(?:invoice|rechnung|refund)\b",
+    r"(?i)(?<![a-z])(?:order|invoice)",
+    r"(?i)(?:orde|order)r?",  # factored to one prefix "orde": the regex search stays
+    r"(?i)(?:refund|return)s?",  # common prefix "re": too short, the regex search stays
+    r"(?i)(?:order|invoice)?x",  # optional: no prefix
+]
+
+
+def test_literal_prefixes() -> None:
+    assert literal_prefixes("(?:order|refund)\\s+x", 0) == ("order", "refund")
+    assert literal_prefixes("(?P<v>abc|defg)", 0) == ("abc", "defg")
+    assert literal_prefixes("(?:invoice|inv)x", 0) == ("inv",)  # re factors the common prefix
+    assert literal_prefixes("(?:a|)b", 0) is None
+    assert literal_prefixes("[ab]cd", 0) is None
+    assert literal_prefixes("(?:ab)*c", 0) is None
+    assert literal_prefixes("abc", re.IGNORECASE) is None
+
+
+def test_prefix_search_equals_the_original_regex() -> None:
+    rng = random.Random(5)
+    with_prefixes = 0
+    for rx in PATTERNS:
+        body, flags = split_inline_flags(rx)
+        fast = CiPattern.compile(body, flags)
+        orig = re.compile(body, flags)
+        with_prefixes += fast.prefixes is not None
+        for _ in range(800):
+            text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(0, 15)))
+            low = text.lower()
+            assert [m.span() for m in fast.finditer(text, low)] == [
+                m.span() for m in orig.finditer(text)
+            ], (rx, text)
+            first, want = fast.search(text, low), orig.search(text)
+            assert (first.span() if first else None) == (want.span() if want else None)
+    assert with_prefixes == 3
