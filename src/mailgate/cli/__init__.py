@@ -10,8 +10,10 @@ import click
 from mailgate import __version__
 from mailgate.cli.audit import audit_group
 from mailgate.cli.auth import auth_cmd
+from mailgate.cli.backup import backup_cmd, restore_cmd
 from mailgate.cli.banner import banner_group
 from mailgate.cli.check import check_config_cmd
+from mailgate.cli.db import db_group
 from mailgate.cli.dlq import dlq_group
 from mailgate.cli.erase import erase_cmd
 from mailgate.cli.keys import keys_group
@@ -57,5 +59,8 @@ for _cmd in (
     model_group,
     erase_cmd,
     purge_cmd,
+    backup_cmd,
+    restore_cmd,
+    db_group,
 ):
     main.add_command(_cmd)
