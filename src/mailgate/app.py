@@ -72,6 +72,15 @@ def load_config(
 
 def build_store(cfg: Config) -> Store:
     """The configured backend: the one place that names one (``[store] backend``)."""
+    if cfg.store.backend == "postgresql":
+        from mailgate.store.postgres import PostgresStore
+
+        return PostgresStore(
+            cfg.store.dsn,
+            node=cfg.store.node,
+            migrate=cfg.store.migrate,
+            max_batch=cfg.store.max_batch,
+        )
     return SqliteStore(
         cfg.store.data_dir,
         durability=cfg.store.durability,
@@ -83,6 +92,8 @@ def build_store(cfg: Config) -> Store:
 def store_exists(cfg: Config) -> bool:
     """Whether the configured store was created (by ``serve`` or ``db migrate``): a CLI command
     run with the wrong config must say so, not create an empty store and report "No messages"."""
+    if cfg.store.backend == "postgresql":
+        return True  # opening it checks the schema (and says what is missing)
     return (Path(cfg.store.data_dir) / DB_NAME).is_file()
 
 

@@ -24,6 +24,12 @@ class DedupConflict(StoreError):
     """
 
 
+class ThreadConflict(DedupConflict):
+    """Another worker (maybe on another node) created the same thread, or took its ticket,
+    between this run's lookup and its commit. Handled like a dedup conflict: nothing of this
+    run is stored, the run is retried and finds the winner."""
+
+
 # --------------------------------------------------------------------------- records
 
 

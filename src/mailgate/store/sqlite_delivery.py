@@ -272,7 +272,8 @@ class DeliveryStoreMixin(SqliteBase):
                     " outcome) VALUES (?,?,?,?,?,?,?)",
                     (item.id, attempt, now, result.status, result.latency, error, result.outcome),
                 )
-            owned = "id = ? AND (lock_owner = ? OR lock_owner IS NULL)"
+            # state: a stale owner (its lease expired, another node finished the row) changes nothing
+            owned = "id = ? AND state = 'pending' AND (lock_owner = ? OR lock_owner IS NULL)"
             if result.outcome == "delivered":
                 conn.execute(
                     "UPDATE outbox SET state = 'delivered', attempts = ?, delivered_at = ?,"

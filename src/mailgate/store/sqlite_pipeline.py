@@ -32,6 +32,7 @@ from mailgate.store.pipeline import (
     DedupIntent,
     QuarantineIntent,
     QuarantineRecord,
+    ThreadConflict,
     ThreadIntent,
     ThreadRef,
 )
@@ -91,20 +92,23 @@ def apply_thread(
     ).fetchone()
     if row is None:
         participants = sorted({intent.sender, *intent.participants} - {""})
-        conn.execute(
-            "INSERT INTO threads (id, tenant, ticket, contact, participants, subject, created_at,"
-            " updated_at, message_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)",
-            (
-                intent.thread_id,
-                intent.tenant,
-                intent.ticket,
-                intent.sender,
-                dumps(participants),
-                intent.subject,
-                at,
-                at,
-            ),
-        )
+        try:
+            conn.execute(
+                "INSERT INTO threads (id, tenant, ticket, contact, participants, subject,"
+                " created_at, updated_at, message_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)",
+                (
+                    intent.thread_id,
+                    intent.tenant,
+                    intent.ticket,
+                    intent.sender,
+                    dumps(participants),
+                    intent.subject,
+                    at,
+                    at,
+                ),
+            )
+        except sqlite3.IntegrityError as exc:  # the ticket is another thread's: run again
+            raise ThreadConflict(f"{msg_id}: ticket {intent.ticket} taken; run again") from exc
     else:
         known = _participants(row["participants"])
         merged = sorted(known | {intent.sender, *intent.participants} - {""})

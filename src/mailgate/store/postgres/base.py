@@ -1,0 +1,93 @@
+"""Shared machinery of the PostgreSQL backend: the pool, intent appliers, JSON helpers.
+
+Area modules (``pipeline``, ``delivery``) register an async applier per intent type with
+``@applies(IntentType)``; ``complete()`` runs them in the transaction that stores the envelope,
+exactly as the SQLite backend does with its own appliers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import asyncpg
+
+from mailgate.store.base import Intent, StoreError
+
+IntentT = TypeVar("IntentT", bound=Intent)
+PgApplier = Callable[[asyncpg.Connection, str, dict[str, Any], Any], Awaitable[None]]
+PG_APPLIERS: dict[type[Intent], PgApplier] = {}
+
+
+def applies(
+    intent_type: type[IntentT],
+) -> Callable[
+    [Callable[[asyncpg.Connection, str, dict[str, Any], IntentT], Awaitable[None]]], PgApplier
+]:
+    """Register ``async fn(conn, msg_id, envelope, intent)`` as the SQL for one intent type."""
+
+    def deco(
+        fn: Callable[[asyncpg.Connection, str, dict[str, Any], IntentT], Awaitable[None]],
+    ) -> PgApplier:
+        PG_APPLIERS[intent_type] = fn
+        return fn
+
+    return deco
+
+
+async def apply_intents(
+    conn: asyncpg.Connection, msg_id: str, envelope: dict[str, Any], intents: Sequence[Intent]
+) -> None:
+    for intent in intents:
+        fn = PG_APPLIERS.get(type(intent))
+        if fn is None:
+            raise StoreError(f"no PostgreSQL applier for intent {type(intent).__name__}")
+        await fn(conn, msg_id, envelope, intent)
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def text(value: Any) -> str | None:
+    """A str PostgreSQL accepts: lone surrogates become U+FFFD, NUL is dropped."""
+    if value is None:
+        return None
+    return str(value).encode("utf-8", "replace").decode("utf-8").replace("\x00", "")
+
+
+class PgBase:
+    """The pool; area mixins build their methods on these helpers."""
+
+    _pool: asyncpg.Pool | None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise StoreError("store is closed")
+        return self._pool
+
+    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        try:
+            rows: list[asyncpg.Record] = await self.pool.fetch(sql, *args)
+        except (asyncpg.PostgresError, OSError) as exc:
+            raise StoreError(f"database: {exc}") from exc
+        return rows
+
+    async def _fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        rows = await self._fetch(sql, *args)
+        return rows[0] if rows else None
+
+    async def _execute(self, sql: str, *args: Any) -> str:
+        try:
+            status: str = await self.pool.execute(sql, *args)
+        except (asyncpg.PostgresError, OSError) as exc:
+            raise StoreError(f"database: {exc}") from exc
+        return status
+
+
+def rowcount(status: str) -> int:
+    """The row count of a command tag such as ``UPDATE 3``."""
+    tail = status.rsplit(" ", 1)[-1]
+    return int(tail) if tail.isdigit() else 0

@@ -1,0 +1,390 @@
+"""``PostgresStore``: the spool, claims with leases, completion; composed with the area mixins.
+
+* **Spool**: records of concurrent DATA commands share one transaction (``GroupCommit``); the
+  call returns after that COMMIT (``synchronous_commit = on``), then the front says 250. The
+  tenant's ticket number is taken under the tenant's counter row lock in that transaction.
+* **Claims**: ``FOR UPDATE SKIP LOCKED`` over spooled rows without a live lease, then the lease
+  (owner, expiry) in the same statement: two nodes never take one row, and a node that died
+  leaves its rows to the others when the lease runs out.
+* **Complete**: the envelope, the state and every intent in one transaction, only while the
+  row is still spooled (a run whose lease was taken over and finished elsewhere writes nothing).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from typing import Any
+
+import asyncpg
+
+from mailgate.store.base import (
+    Intent,
+    MessageSummary,
+    NotFound,
+    SpooledMessage,
+    SpoolRecord,
+    StoreError,
+)
+from mailgate.store.notify import SPOOL
+from mailgate.store.ports import DEFAULT_SPOOL_LEASE
+from mailgate.store.postgres import schema
+from mailgate.store.postgres.base import PgBase, apply_intents, dumps, rowcount, text
+from mailgate.store.postgres.delivery import PgDeliveryMixin
+from mailgate.store.postgres.group_commit import GroupCommit
+from mailgate.store.postgres.models import PgModelMixin
+from mailgate.store.postgres.notify import PgNotifier, pg_channel
+from mailgate.store.postgres.pipeline import PgPipelineMixin
+from mailgate.store.postgres.replies import PgReplyMixin
+
+_SPOOLED_COLUMNS = (
+    "m.id, m.received_at, m.tenant, m.mail_from, m.rcpt_to, m.client_ip, m.helo, m.tls,"
+    " m.trace_id, m.auth, m.attempts"
+)
+
+
+class PostgresStore(PgPipelineMixin, PgDeliveryMixin, PgReplyMixin, PgModelMixin, PgBase):
+    """See the module docstring and ``store.ports`` for the protocols this implements."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        node: str = "",
+        migrate: bool = True,
+        min_connections: int = 2,
+        max_connections: int = 10,
+        max_batch: int = 256,
+    ) -> None:
+        self.dsn = dsn
+        self.node = node or socket.gethostname()
+        self.auto_migrate = migrate
+        self.min_connections = min_connections
+        self.max_connections = max_connections
+        self._pool = None
+        self.notifier = PgNotifier()
+        self._spools: GroupCommit[SpoolRecord] = GroupCommit(self._spool_batch, max_batch=max_batch)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def _connect(self) -> asyncpg.Connection:
+        try:
+            conn: asyncpg.Connection = await asyncpg.connect(
+                self.dsn, server_settings=self._settings()
+            )
+        except (asyncpg.PostgresError, OSError) as exc:
+            raise StoreError(f"cannot connect to the store database: {exc}") from exc
+        return conn
+
+    def _settings(self) -> dict[str, str]:
+        # the 250 waits for the commit to be durable, whatever the server's default says
+        return {"synchronous_commit": "on", "application_name": f"mailgate:{self.node}"[:63]}
+
+    async def schema_status(self) -> schema.SchemaStatus:
+        conn = await self._connect()
+        try:
+            return await schema.status(conn)
+        finally:
+            await conn.close()
+
+    async def migrate(self) -> list[str]:
+        conn = await self._connect()
+        try:
+            return await schema.migrate(conn)
+        finally:
+            await conn.close()
+
+    async def prepare(self) -> list[str]:
+        """Migrate (or check the schema when ``migrate`` is off) before serving."""
+        if self.auto_migrate:
+            return await self.migrate()
+        st = await self.schema_status()
+        if st.newer:
+            raise StoreError(
+                f"the database schema is version {st.current}, newer than this mailgate"
+                f" knows ({st.latest})"
+            )
+        if st.pending:
+            raise StoreError(
+                f"the database schema lacks {', '.join(st.pending)}: run `mailgate db migrate`"
+            )
+        return []
+
+    async def open(self) -> None:
+        await self.prepare()
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.dsn,
+                min_size=self.min_connections,
+                max_size=self.max_connections,
+                server_settings=self._settings(),
+            )
+        except (asyncpg.PostgresError, OSError) as exc:
+            raise StoreError(f"cannot connect to the store database: {exc}") from exc
+        await self.notifier.start(self._connect)
+
+    async def close(self) -> None:
+        await self.notifier.stop()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    async def __aenter__(self) -> PostgresStore:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def ping(self) -> bool:
+        try:
+            await self._fetch("SELECT 1")
+        except StoreError:
+            return False
+        return True
+
+    # ------------------------------------------------------------------ spool (SMTP side)
+
+    async def spool(self, *records: SpoolRecord) -> None:
+        """See `Spool.spool`: returns after the COMMIT that holds these records (all or none)."""
+        if records:
+            await self._spools.submit(*records)
+
+    async def _spool_batch(self, records: list[SpoolRecord]) -> None:
+        rows = [
+            (
+                r.id,
+                r.received_at,
+                r.tenant,
+                text(r.mail_from) or "",
+                dumps(r.rcpt_to),
+                r.client_ip,
+                text(r.helo) or "",
+                r.tls,
+                r.trace_id,
+                dumps(r.auth) if r.auth is not None else None,
+                dumps(r.smtp) if r.smtp else None,
+                len(r.raw),
+            )
+            for r in records
+        ]
+        per_tenant: dict[str, list[str]] = {}
+        for r in records:
+            per_tenant.setdefault(r.tenant, []).append(r.id)
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await conn.executemany(
+                    "INSERT INTO messages (id, received_at, tenant, mail_from, rcpt_to, client_ip,"
+                    " helo, tls, trace_id, auth, smtp, size)"
+                    " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
+                    rows,
+                )
+                await conn.executemany(
+                    "INSERT INTO message_raw (id, raw) VALUES ($1, $2)",
+                    [(r.id, r.raw) for r in records],
+                )
+                # Ticket numbers last: the counter row lock is held for the shortest time.
+                for tenant in sorted(per_tenant):
+                    ids = per_tenant[tenant]
+                    last = await conn.fetchval(
+                        "INSERT INTO ticket_counters (tenant, last) VALUES ($1, $2)"
+                        " ON CONFLICT (tenant) DO UPDATE SET last = ticket_counters.last + $2"
+                        " RETURNING last",
+                        tenant,
+                        len(ids),
+                    )
+                    first = int(last) - len(ids) + 1
+                    await conn.execute(
+                        "UPDATE messages m SET tenant_seq = $1 + x.n - 1"
+                        " FROM unnest($2::text[]) WITH ORDINALITY AS x(id, n) WHERE m.id = x.id",
+                        first,
+                        ids,
+                    )
+                await conn.execute("SELECT pg_notify($1, '')", pg_channel(SPOOL))
+        except (asyncpg.PostgresError, OSError) as exc:
+            raise StoreError(f"spool failed: {exc}") from exc
+
+    # ------------------------------------------------------------------ claims
+
+    async def claim_spooled(
+        self, limit: int, *, owner: str, lease: float = DEFAULT_SPOOL_LEASE
+    ) -> list[SpooledMessage]:
+        """See `SpoolClaims.claim_spooled`."""
+        now = time.time()
+        rows = await self._fetch(
+            "WITH c AS (SELECT seq FROM messages WHERE state = 'spooled'"
+            " AND (lease_until IS NULL OR lease_until < $1) ORDER BY seq LIMIT $2"
+            " FOR UPDATE SKIP LOCKED)"
+            " UPDATE messages m SET lease_owner = $3, lease_until = $4 FROM c, message_raw r"
+            f" WHERE m.seq = c.seq AND r.id = m.id RETURNING m.seq, {_SPOOLED_COLUMNS}, r.raw",
+            now,
+            limit,
+            owner,
+            now + lease,
+        )
+        rows = sorted(rows, key=lambda r: r["seq"])
+        return [
+            SpooledMessage(
+                id=r["id"],
+                received_at=r["received_at"],
+                tenant=r["tenant"],
+                mail_from=r["mail_from"],
+                rcpt_to=json.loads(r["rcpt_to"]),
+                client_ip=r["client_ip"],
+                helo=r["helo"],
+                tls=bool(r["tls"]),
+                trace_id=r["trace_id"],
+                auth=json.loads(r["auth"]) if r["auth"] else None,
+                raw=bytes(r["raw"]),
+                attempts=r["attempts"],
+            )
+            for r in rows
+        ]
+
+    async def release_spool_leases(self, owner: str) -> int:
+        status = await self._execute(
+            "UPDATE messages SET lease_owner = NULL, lease_until = NULL"
+            " WHERE lease_owner = $1 AND state = 'spooled'",
+            owner,
+        )
+        return rowcount(status)
+
+    async def spool_lease_owners(self) -> list[str]:
+        rows = await self._fetch(
+            "SELECT DISTINCT lease_owner FROM messages WHERE state = 'spooled'"
+            " AND lease_owner IS NOT NULL AND lease_until >= $1",
+            time.time(),
+        )
+        return [r[0] for r in rows]
+
+    # ------------------------------------------------------------------ ingest side
+
+    async def complete(
+        self,
+        msg_id: str,
+        envelope: dict[str, Any],
+        intents: list[Intent],
+        *,
+        state: str = "processed",
+    ) -> None:
+        """See `MessageStore.complete`."""
+        env_json = dumps(envelope)
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                row = await conn.fetchrow(
+                    "SELECT state, lease_owner FROM messages WHERE id = $1 FOR UPDATE", msg_id
+                )
+                if row is None:
+                    raise NotFound(msg_id)
+                if row["state"] != "spooled":
+                    return  # already completed (here or by another node): write nothing twice
+                await conn.execute(
+                    "UPDATE messages SET state = $1, envelope = $2, subject = $3,"
+                    " processed_at = $4, last_error = NULL, processed_by = lease_owner,"
+                    " lease_owner = NULL, lease_until = NULL WHERE id = $5",
+                    state,
+                    env_json,
+                    text(envelope.get("subject")),
+                    time.time(),
+                    msg_id,
+                )
+                await apply_intents(conn, msg_id, envelope, intents)
+        except asyncpg.PostgresError as exc:
+            raise StoreError(f"complete failed: {exc}") from exc
+
+    async def fail(self, msg_id: str, error: str, *, max_attempts: int) -> str:
+        """See `MessageStore.fail`."""
+        row = await self._fetchrow(
+            "UPDATE messages SET attempts = attempts + 1, last_error = $2,"
+            " state = CASE WHEN attempts + 1 >= $3 THEN 'dead' ELSE 'spooled' END,"
+            " lease_owner = NULL, lease_until = NULL WHERE id = $1 AND state = 'spooled'"
+            " RETURNING state",
+            msg_id,
+            text(error[:2000]),
+            max_attempts,
+        )
+        if row is None:
+            current = await self._fetchrow("SELECT state FROM messages WHERE id = $1", msg_id)
+            if current is None:
+                raise NotFound(msg_id)
+            return str(current["state"])
+        return str(row["state"])
+
+    async def requeue(self, msg_id: str) -> None:
+        status = await self._execute(
+            "UPDATE messages SET state = 'spooled', attempts = 0, last_error = NULL,"
+            " lease_owner = NULL, lease_until = NULL WHERE id = $1",
+            msg_id,
+        )
+        if rowcount(status) == 0:
+            raise NotFound(msg_id)
+
+    async def set_state(self, msg_id: str, state: str) -> None:
+        status = await self._execute("UPDATE messages SET state = $1 WHERE id = $2", state, msg_id)
+        if rowcount(status) == 0:
+            raise NotFound(msg_id)
+
+    # ------------------------------------------------------------------ reads
+
+    async def get_envelope(self, msg_id: str) -> dict[str, Any]:
+        row = await self._fetchrow("SELECT envelope FROM messages WHERE id = $1", msg_id)
+        if row is None:
+            raise NotFound(msg_id)
+        if row["envelope"] is None:
+            return {}
+        env: dict[str, Any] = json.loads(row["envelope"])
+        return env
+
+    async def get_message_row(self, msg_id: str) -> dict[str, Any]:
+        row = await self._fetchrow(
+            "SELECT id, received_at, tenant, mail_from, rcpt_to, client_ip, helo, tls, trace_id,"
+            " auth, size, state, attempts, last_error, processed_at, subject, envelope"
+            " FROM messages WHERE id = $1",
+            msg_id,
+        )
+        if row is None:
+            raise NotFound(msg_id)
+        out = dict(row)
+        out["rcpt_to"] = json.loads(out["rcpt_to"])
+        out["tls"] = bool(out["tls"])
+        out["auth"] = json.loads(out["auth"]) if out["auth"] else None
+        out["envelope"] = json.loads(out["envelope"]) if out["envelope"] else None
+        return out
+
+    async def get_raw(self, msg_id: str) -> bytes:
+        row = await self._fetchrow("SELECT raw FROM message_raw WHERE id = $1", msg_id)
+        if row is None:
+            raise NotFound(msg_id)
+        return bytes(row["raw"])
+
+    async def list_messages(
+        self, *, limit: int = 50, state: str | None = None, tenant: str | None = None
+    ) -> list[MessageSummary]:
+        rows = await self._fetch(
+            "SELECT id, received_at, tenant, mail_from, rcpt_to, size, state, subject, attempts,"
+            " last_error FROM messages WHERE ($1::text IS NULL OR state = $1)"
+            " AND ($2::text IS NULL OR tenant = $2) ORDER BY seq DESC LIMIT $3",
+            state,
+            tenant,
+            limit,
+        )
+        return [
+            MessageSummary(
+                id=r["id"],
+                received_at=r["received_at"],
+                tenant=r["tenant"],
+                mail_from=r["mail_from"],
+                rcpt_to=json.loads(r["rcpt_to"]),
+                size=r["size"],
+                state=r["state"],
+                subject=r["subject"],
+                attempts=r["attempts"],
+                last_error=r["last_error"],
+            )
+            for r in rows
+        ]
+
+    async def count_by_state(self) -> dict[str, int]:
+        rows = await self._fetch("SELECT state, COUNT(*) AS n FROM messages GROUP BY state")
+        return {r["state"]: int(r["n"]) for r in rows}

@@ -1,0 +1,556 @@
+"""The delivery area on PostgreSQL: the event log, the webhook outbox, the DLQ, delivery metrics.
+
+A webhook row is claimed by one node's worker at a time: ``FOR UPDATE SKIP LOCKED`` plus a lease
+(``locked_until``, ``lock_owner``); a node that dies mid-delivery leaves the row to another once
+the lease runs out. Per-thread order holds across nodes: a row waits while an earlier row of the
+same thread and target is still pending — leased or not, on whichever node.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import asyncpg
+
+from mailgate.store.base import NotFound
+from mailgate.store.delivery import (
+    ACCEPT_TO_DELIVERED_BUCKETS,
+    ATTEMPT_BUCKETS,
+    AttachmentRecord,
+    AttemptOutcome,
+    DlqEntry,
+    EventRecord,
+    OutboxItem,
+    OutboxStats,
+    PublishIntent,
+    event_id_for,
+)
+from mailgate.store.notify import OUTBOX
+from mailgate.store.postgres.base import PgBase, applies, rowcount, text
+from mailgate.store.postgres.notify import pg_channel
+
+
+@applies(PublishIntent)
+async def apply_publish(
+    conn: asyncpg.Connection, msg_id: str, envelope: dict[str, Any], intent: PublishIntent
+) -> None:
+    """One event row, one outbox row per target, the attachment index; idempotent."""
+    row = await conn.fetchrow(
+        "SELECT tenant, received_at, trace_id FROM messages WHERE id = $1", msg_id
+    )
+    if row is None:
+        raise NotFound(msg_id)
+    now = time.time()
+    event_id = event_id_for(msg_id, intent.event_type)
+    await conn.execute(
+        "INSERT INTO events (id, msg_id, tenant, type, ordering_key, trace_id, received_at,"
+        " created_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT (id) DO NOTHING",
+        event_id,
+        msg_id,
+        envelope.get("tenant") or row["tenant"],
+        intent.event_type,
+        intent.ordering_key,
+        envelope.get("traceId") or row["trace_id"] or "",
+        row["received_at"],
+        now,
+    )
+    targets = list(dict.fromkeys(intent.targets))
+    if targets:
+        await conn.executemany(
+            "INSERT INTO outbox (event_id, target, ordering_key, next_attempt_at, created_at)"
+            " VALUES ($1,$2,$3,$4,$4) ON CONFLICT (event_id, target) DO NOTHING",
+            [(event_id, t, intent.ordering_key, now) for t in targets],
+        )
+        await conn.execute("SELECT pg_notify($1, '')", pg_channel(OUTBOX))
+    atts = [
+        (
+            text(a["id"]),
+            msg_id,
+            text(a["sha256"]),
+            text(a.get("filename")),
+            text(a.get("contentType")),
+            a.get("size") if isinstance(a.get("size"), int) else None,
+        )
+        for a in envelope.get("attachments") or []
+        if isinstance(a, dict) and a.get("id") and a.get("sha256")
+    ]
+    if atts:
+        await conn.executemany(
+            "INSERT INTO attachments (id, msg_id, sha256, filename, content_type, size)"
+            " VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (id) DO NOTHING",
+            atts,
+        )
+
+
+def _labels(**labels: str) -> str:
+    return json.dumps(labels, sort_keys=True, separators=(",", ":"))
+
+
+async def _bump(conn: asyncpg.Connection, bumps: list[tuple[str, str, float]]) -> None:
+    await conn.executemany(
+        "INSERT INTO delivery_metrics (name, labels, value) VALUES ($1, $2, $3)"
+        " ON CONFLICT (name, labels) DO UPDATE SET value = delivery_metrics.value + excluded.value",
+        sorted(bumps),  # one lock order for every node: no deadlock between two finishers
+    )
+
+
+def _observe(
+    name: str, buckets: tuple[float, ...], value: float, **labels: str
+) -> list[tuple[str, str, float]]:
+    le = next((b for b in buckets if value <= b), None)
+    return [
+        (f"{name}_bucket", _labels(**labels, le=repr(le) if le is not None else "+Inf"), 1.0),
+        (f"{name}_sum", _labels(**labels), value),
+        (f"{name}_count", _labels(**labels), 1.0),
+    ]
+
+
+def _metric_bumps(
+    item: OutboxItem, result: AttemptOutcome, now: float
+) -> list[tuple[str, str, float]]:
+    out = [("webhook_deliveries", _labels(target=item.target, outcome=result.outcome), 1.0)]
+    if result.outcome in ("skipped", "released"):
+        return out
+    out += _observe("webhook_attempt_seconds", ATTEMPT_BUCKETS, result.latency, target=item.target)
+    if result.outcome == "delivered":
+        out += _observe(
+            "accept_to_delivered_seconds",
+            ACCEPT_TO_DELIVERED_BUCKETS,
+            max(0.0, now - item.received_at),
+        )
+    return out
+
+
+_EVENT_COLS = (
+    "e.seq, e.id, e.msg_id, e.tenant, e.type, e.ordering_key, e.trace_id, e.received_at,"
+    " e.created_at, e.delivered_at, e.acked_at, e.acked_by, m.envelope"
+)
+_DLQ_COLS = (
+    "o.id, o.event_id, e.msg_id, e.tenant, o.target, o.attempts, o.last_status, o.last_error,"
+    " o.created_at, o.dead_at"
+)
+
+
+def _event(row: asyncpg.Record, deliveries: list[dict[str, Any]] | None = None) -> EventRecord:
+    return EventRecord(
+        seq=row["seq"],
+        id=row["id"],
+        msg_id=row["msg_id"],
+        tenant=row["tenant"],
+        type=row["type"],
+        ordering_key=row["ordering_key"],
+        trace_id=row["trace_id"],
+        received_at=row["received_at"],
+        created_at=row["created_at"],
+        delivered_at=row["delivered_at"],
+        acked_at=row["acked_at"],
+        acked_by=row["acked_by"],
+        envelope_json=row["envelope"] or "{}",
+        deliveries=deliveries or [],
+    )
+
+
+def _dlq(row: asyncpg.Record, history: list[dict[str, Any]] | None = None) -> DlqEntry:
+    return DlqEntry(
+        id=row["id"],
+        event_id=row["event_id"],
+        msg_id=row["msg_id"],
+        tenant=row["tenant"],
+        target=row["target"],
+        attempts=row["attempts"],
+        last_status=row["last_status"],
+        last_error=row["last_error"],
+        created_at=row["created_at"],
+        dead_at=row["dead_at"],
+        history=history or [],
+    )
+
+
+class PgDeliveryMixin(PgBase):
+    """The delivery part of `PostgresStore` (implements `store.delivery.DeliveryStore`)."""
+
+    # ------------------------------------------------------------------ webhook worker
+
+    async def claim_outbox(
+        self, target: str, limit: int, *, owner: str, lease: float, now: float | None = None
+    ) -> list[OutboxItem]:
+        at = time.time() if now is None else now
+        rows = await self._fetch(
+            "WITH c AS (SELECT o.id FROM outbox o WHERE o.state = 'pending' AND o.target = $1"
+            " AND o.next_attempt_at <= $2 AND o.locked_until <= $2"
+            " AND (o.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM outbox p"
+            "  WHERE p.target = o.target AND p.ordering_key = o.ordering_key"
+            "  AND p.state = 'pending' AND p.id < o.id))"
+            " ORDER BY o.id LIMIT $3 FOR UPDATE OF o SKIP LOCKED),"
+            " u AS (UPDATE outbox o SET locked_until = $4, lock_owner = $5 FROM c"
+            "  WHERE o.id = c.id RETURNING o.*)"
+            " SELECT u.id, u.event_id, e.type, e.msg_id, e.tenant, u.target, u.ordering_key,"
+            " u.attempts, u.client_errors, e.trace_id, e.received_at, e.created_at, e.acked_by,"
+            " m.envelope FROM u JOIN events e ON e.id = u.event_id"
+            " JOIN messages m ON m.id = e.msg_id ORDER BY u.id",
+            target,
+            at,
+            limit,
+            at + lease,
+            owner,
+        )
+        return [
+            OutboxItem(
+                id=r["id"],
+                event_id=r["event_id"],
+                event_type=r["type"],
+                msg_id=r["msg_id"],
+                tenant=r["tenant"],
+                target=r["target"],
+                ordering_key=r["ordering_key"],
+                attempts=r["attempts"],
+                client_errors=r["client_errors"],
+                trace_id=r["trace_id"],
+                received_at=r["received_at"],
+                created_at=r["created_at"],
+                envelope_json=r["envelope"] or "{}",
+                acked_by=r["acked_by"],
+            )
+            for r in rows
+        ]
+
+    async def finish_attempt(self, item: OutboxItem, result: AttemptOutcome, *, owner: str) -> None:
+        """Record the attempt and move the row on — only while ``owner`` holds it (or nobody
+        does): a node whose lease was taken over cannot overwrite the new owner's outcome."""
+        now = time.time()
+        attempt = item.attempts + 1
+        error = text(result.error[:2000]) if result.error else None
+        owned = "id = $1 AND state = 'pending' AND (lock_owner = $2 OR lock_owner IS NULL)"
+        async with self.pool.acquire() as conn, conn.transaction():
+            if result.outcome not in ("skipped", "released"):
+                await conn.execute(
+                    "INSERT INTO delivery_attempts (outbox_id, attempt, at, status, latency,"
+                    " error, outcome, node) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",
+                    item.id,
+                    attempt,
+                    now,
+                    result.status,
+                    result.latency,
+                    error,
+                    result.outcome,
+                    owner,
+                )
+            if result.outcome == "delivered":
+                await conn.execute(
+                    "UPDATE outbox SET state = 'delivered', attempts = $3, delivered_at = $4,"
+                    " last_status = $5, last_error = NULL, locked_until = 0, lock_owner = NULL"
+                    f" WHERE {owned}",
+                    item.id,
+                    owner,
+                    attempt,
+                    now,
+                    result.status,
+                )
+                await conn.execute(
+                    "UPDATE events SET delivered_at = COALESCE(delivered_at, $1),"
+                    " acked_at = COALESCE(acked_at, $1), acked_by = COALESCE(acked_by, $2)"
+                    " WHERE id = $3",
+                    now,
+                    f"webhook:{item.target}",
+                    item.event_id,
+                )
+            elif result.outcome == "retry":
+                await conn.execute(
+                    "UPDATE outbox SET attempts = $3, client_errors = client_errors + $4,"
+                    " next_attempt_at = $5, last_status = $6, last_error = $7, locked_until = 0,"
+                    f" lock_owner = NULL WHERE {owned}",
+                    item.id,
+                    owner,
+                    attempt,
+                    int(result.counts_as_client_error),
+                    result.next_attempt_at if result.next_attempt_at is not None else now,
+                    result.status,
+                    error,
+                )
+            elif result.outcome == "dead":
+                await conn.execute(
+                    "UPDATE outbox SET state = 'dead', attempts = $3, dead_at = $4,"
+                    " last_status = $5, last_error = $6, locked_until = 0, lock_owner = NULL"
+                    f" WHERE {owned}",
+                    item.id,
+                    owner,
+                    attempt,
+                    now,
+                    result.status,
+                    error,
+                )
+            elif result.outcome == "disabled":
+                await conn.execute(
+                    "UPDATE outbox SET last_status = $3, last_error = $4, locked_until = 0,"
+                    f" lock_owner = NULL WHERE {owned}",
+                    item.id,
+                    owner,
+                    result.status,
+                    error,
+                )
+                await conn.execute(
+                    "INSERT INTO webhook_targets (name, disabled_at, disabled_reason)"
+                    " VALUES ($1, $2, $3) ON CONFLICT (name) DO UPDATE SET"
+                    " disabled_at = excluded.disabled_at, disabled_reason = excluded.disabled_reason",
+                    item.target,
+                    now,
+                    error or "410 Gone",
+                )
+            elif result.outcome == "skipped":
+                await conn.execute(
+                    "UPDATE outbox SET state = 'skipped', last_error = $3, locked_until = 0,"
+                    f" lock_owner = NULL WHERE {owned}",
+                    item.id,
+                    owner,
+                    error,
+                )
+            elif result.outcome == "released":
+                await conn.execute(
+                    f"UPDATE outbox SET locked_until = 0, lock_owner = NULL WHERE {owned}",
+                    item.id,
+                    owner,
+                )
+            else:
+                raise ValueError(f"unknown attempt outcome {result.outcome!r}")
+            if result.outcome != "released":
+                await _bump(conn, _metric_bumps(item, result, now))
+            if result.outcome in ("delivered", "dead", "skipped", "released"):
+                # the next row of this thread (maybe another node's) may go now
+                await conn.execute("SELECT pg_notify($1, '')", pg_channel(OUTBOX))
+
+    async def release_leases(self, owner: str) -> int:
+        status = await self._execute(
+            "UPDATE outbox SET locked_until = 0, lock_owner = NULL WHERE lock_owner = $1"
+            " AND state = 'pending'",
+            owner,
+        )
+        return rowcount(status)
+
+    async def lease_owners(self) -> list[str]:
+        rows = await self._fetch(
+            "SELECT DISTINCT lock_owner FROM outbox WHERE state = 'pending'"
+            " AND lock_owner IS NOT NULL AND locked_until > $1",
+            time.time(),
+        )
+        return [r[0] for r in rows]
+
+    async def change_counter(self) -> int:
+        """The newest outbox row id: grows whenever any node queues an event."""
+        row = await self._fetchrow("SELECT COALESCE(MAX(id), 0) AS n FROM outbox")
+        return int(row["n"]) if row else 0
+
+    async def next_due_at(self, targets: list[str]) -> float | None:
+        if not targets:
+            return None
+        row = await self._fetchrow(
+            "SELECT MIN(GREATEST(next_attempt_at, locked_until)) AS due FROM outbox"
+            " WHERE state = 'pending' AND target = ANY($1::text[])",
+            targets,
+        )
+        return None if row is None or row["due"] is None else float(row["due"])
+
+    # ------------------------------------------------------------------ targets
+
+    async def disable_target(self, target: str, reason: str) -> None:
+        await self._execute(
+            "INSERT INTO webhook_targets (name, disabled_at, disabled_reason) VALUES ($1, $2, $3)"
+            " ON CONFLICT (name) DO UPDATE SET disabled_at = excluded.disabled_at,"
+            " disabled_reason = excluded.disabled_reason",
+            target,
+            time.time(),
+            reason,
+        )
+
+    async def enable_target(self, target: str) -> bool:
+        now = time.time()
+        async with self.pool.acquire() as conn, conn.transaction():
+            status = await conn.execute(
+                "UPDATE webhook_targets SET disabled_at = NULL, disabled_reason = NULL"
+                " WHERE name = $1 AND disabled_at IS NOT NULL",
+                target,
+            )
+            await conn.execute(
+                "UPDATE outbox SET next_attempt_at = LEAST(next_attempt_at, $1)"
+                " WHERE target = $2 AND state = 'pending'",
+                now,
+                target,
+            )
+            was = rowcount(status) > 0
+            if was:
+                await conn.execute("SELECT pg_notify($1, '')", pg_channel(OUTBOX))
+        return was
+
+    async def disabled_targets(self) -> dict[str, str]:
+        rows = await self._fetch(
+            "SELECT name, disabled_reason FROM webhook_targets WHERE disabled_at IS NOT NULL"
+        )
+        return {r["name"]: r["disabled_reason"] or "" for r in rows}
+
+    # ------------------------------------------------------------------ event log
+
+    async def list_events(
+        self, tenant: str, *, after_seq: int = 0, limit: int = 50, include_acked: bool = False
+    ) -> list[EventRecord]:
+        rows = await self._fetch(
+            f"SELECT {_EVENT_COLS} FROM events e JOIN messages m ON m.id = e.msg_id"
+            " WHERE e.tenant = $1 AND e.seq > $2 AND ($3 OR e.acked_at IS NULL)"
+            " ORDER BY e.seq LIMIT $4",
+            tenant,
+            after_seq,
+            include_acked,
+            limit,
+        )
+        return [_event(r) for r in rows]
+
+    async def _event_row(self, tenant: str, ref: str) -> asyncpg.Record:
+        row = await self._fetchrow(
+            f"SELECT {_EVENT_COLS} FROM events e JOIN messages m ON m.id = e.msg_id"
+            " WHERE (e.id = $1 OR e.msg_id = $1) AND e.tenant = $2 ORDER BY e.seq LIMIT 1",
+            ref,
+            tenant,
+        )
+        if row is None:
+            raise NotFound(ref)
+        return row
+
+    async def get_event(self, tenant: str, ref: str) -> EventRecord:
+        row = await self._event_row(tenant, ref)
+        deliveries = await self._fetch(
+            "SELECT target, state, attempts, last_status, last_error, delivered_at, dead_at,"
+            " next_attempt_at FROM outbox WHERE event_id = $1 ORDER BY id",
+            row["id"],
+        )
+        return _event(row, [dict(d) for d in deliveries])
+
+    async def ack_event(self, tenant: str, ref: str, *, by: str) -> EventRecord:
+        row = await self._event_row(tenant, ref)
+        await self._execute(
+            "UPDATE events SET acked_at = COALESCE(acked_at, $1), acked_by = COALESCE(acked_by, $2)"
+            " WHERE id = $3",
+            time.time(),
+            by,
+            row["id"],
+        )
+        return await self.get_event(tenant, row["id"])
+
+    async def get_attachment(self, att_id: str) -> AttachmentRecord:
+        row = await self._fetchrow(
+            "SELECT id, msg_id, sha256, filename, content_type, size FROM attachments WHERE id = $1",
+            att_id,
+        )
+        if row is None:
+            raise NotFound(att_id)
+        return AttachmentRecord(
+            id=row["id"],
+            msg_id=row["msg_id"],
+            sha256=row["sha256"],
+            filename=row["filename"],
+            content_type=row["content_type"],
+            size=row["size"],
+        )
+
+    # ------------------------------------------------------------------ DLQ
+
+    async def dlq_list(self, *, limit: int = 1000) -> list[DlqEntry]:
+        rows = await self._fetch(
+            f"SELECT {_DLQ_COLS} FROM outbox o JOIN events e ON e.id = o.event_id"
+            " WHERE o.state = 'dead' ORDER BY o.dead_at, o.id LIMIT $1",
+            limit,
+        )
+        return [_dlq(r) for r in rows]
+
+    async def dlq_get(self, outbox_id: int) -> DlqEntry:
+        row = await self._fetchrow(
+            f"SELECT {_DLQ_COLS} FROM outbox o JOIN events e ON e.id = o.event_id"
+            " WHERE o.id = $1 AND o.state = 'dead'",
+            outbox_id,
+        )
+        if row is None:
+            raise NotFound(f"dead letter {outbox_id}")
+        history = await self._fetch(
+            "SELECT attempt, at, status, latency, error, outcome FROM delivery_attempts"
+            " WHERE outbox_id = $1 ORDER BY id",
+            outbox_id,
+        )
+        return _dlq(row, [dict(h) for h in history])
+
+    async def dlq_retry(self, outbox_ids: list[int] | None) -> int:
+        if outbox_ids is not None and not outbox_ids:
+            return 0
+        async with self.pool.acquire() as conn, conn.transaction():
+            status = await conn.execute(
+                "UPDATE outbox SET state = 'pending', attempts = 0, client_errors = 0,"
+                " next_attempt_at = $1, dead_at = NULL, locked_until = 0, lock_owner = NULL"
+                " WHERE state = 'dead' AND ($2::bigint[] IS NULL OR id = ANY($2::bigint[]))",
+                time.time(),
+                outbox_ids,
+            )
+            n = rowcount(status)
+            if n:
+                await conn.execute("SELECT pg_notify($1, '')", pg_channel(OUTBOX))
+        return n
+
+    async def dlq_purge(self, older_than: float) -> int:
+        status = await self._execute(
+            "DELETE FROM outbox WHERE state = 'dead' AND dead_at < $1", older_than
+        )
+        return rowcount(status)
+
+    async def outbox_stats(self, *, exclude_targets: list[str] | None = None) -> OutboxStats:
+        now = time.time()
+        row = await self._fetchrow(
+            "SELECT COUNT(*) FILTER (WHERE state = 'pending') AS pending,"
+            " COUNT(*) FILTER (WHERE state = 'pending' AND next_attempt_at <= $1) AS due,"
+            " COUNT(*) FILTER (WHERE state = 'dead') AS dead,"
+            " MIN(next_attempt_at) FILTER (WHERE state = 'pending' AND next_attempt_at <= $1)"
+            "  AS oldest_due,"
+            " MIN(created_at) FILTER (WHERE state = 'pending') AS oldest_pending"
+            " FROM outbox WHERE state IN ('pending', 'dead') AND NOT (target = ANY($2::text[]))",
+            now,
+            list(exclude_targets or []),
+        )
+        if row is None:
+            return OutboxStats(0, 0, 0, 0.0, 0.0)
+        return OutboxStats(
+            pending=row["pending"] or 0,
+            due=row["due"] or 0,
+            dead=row["dead"] or 0,
+            oldest_due_age=max(0.0, now - row["oldest_due"]) if row["oldest_due"] else 0.0,
+            oldest_pending_age=max(0.0, now - row["oldest_pending"])
+            if row["oldest_pending"]
+            else 0.0,
+        )
+
+    # ------------------------------------------------------------------ metrics
+
+    async def delivery_metrics(self) -> list[tuple[str, dict[str, str], float]]:
+        rows = await self._fetch("SELECT name, labels, value FROM delivery_metrics")
+        return [(r["name"], json.loads(r["labels"]), float(r["value"])) for r in rows]
+
+    async def set_delivery_metric(self, name: str, labels: dict[str, str], value: float) -> None:
+        await self._execute(
+            "INSERT INTO delivery_metrics (name, labels, value) VALUES ($1, $2, $3)"
+            " ON CONFLICT (name, labels) DO UPDATE SET value = excluded.value",
+            name,
+            json.dumps(labels, sort_keys=True, separators=(",", ":")),
+            value,
+        )
+
+    async def publish_process_metrics(self, key: str, exposition: str) -> None:
+        await self._execute(
+            "INSERT INTO process_metrics (key, updated_at, exposition) VALUES ($1, $2, $3)"
+            " ON CONFLICT (key) DO UPDATE SET updated_at = excluded.updated_at,"
+            " exposition = excluded.exposition",
+            key,
+            time.time(),
+            exposition,
+        )
+
+    async def process_metrics(self) -> list[tuple[str, float, str]]:
+        rows = await self._fetch("SELECT key, updated_at, exposition FROM process_metrics")
+        return [(r["key"], float(r["updated_at"]), r["exposition"]) for r in rows]
+
+    async def drop_process_metrics(self, key: str) -> None:
+        await self._execute("DELETE FROM process_metrics WHERE key = $1", key)
