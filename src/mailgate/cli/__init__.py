@@ -14,6 +14,7 @@ from mailgate.cli.backup import backup_cmd, restore_cmd
 from mailgate.cli.banner import banner_group
 from mailgate.cli.check import check_config_cmd
 from mailgate.cli.db import db_group
+from mailgate.cli.db_schema import migrate_cmd, status_cmd
 from mailgate.cli.dlq import dlq_group
 from mailgate.cli.erase import erase_cmd
 from mailgate.cli.keys import keys_group
@@ -28,6 +29,10 @@ from mailgate.cli.rules import rules_group
 from mailgate.cli.scan import scan_cmd
 from mailgate.cli.send_test import send_test_cmd
 from mailgate.cli.serve import serve_cmd
+
+# the schema commands of ``mailgate db`` (either backend), beside its ``check``
+db_group.add_command(status_cmd)
+db_group.add_command(migrate_cmd)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

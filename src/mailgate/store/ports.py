@@ -20,6 +20,7 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -162,6 +163,30 @@ class AuditStore(Protocol):
     ) -> list[AuditRecord]: ...
 
 
+@dataclass(frozen=True)
+class SchemaStatus:
+    """Where a database's schema stands against what this mailgate knows."""
+
+    current: int  # highest applied version (0: empty or no database)
+    latest: int  # highest version this mailgate knows
+    applied: list[str]
+    pending: list[str]
+
+    @property
+    def newer(self) -> bool:
+        """The database was migrated by a newer mailgate: this one must not write into it."""
+        return self.current > self.latest
+
+
+class SchemaAdmin(Protocol):
+    """``mailgate db status|migrate``; work on a store that was not opened."""
+
+    async def schema_status(self) -> SchemaStatus: ...
+
+    async def migrate(self) -> list[str]:
+        """Apply the missing migrations; refuses a newer schema (``StoreError``)."""
+
+
 class Lifecycle(Protocol):
     @property
     def notifier(self) -> Notifier: ...
@@ -186,6 +211,7 @@ class Store(
     ReplyPorts,
     ReplyStore,
     ModelStore,
+    SchemaAdmin,
     Lifecycle,
     Protocol,
 ):

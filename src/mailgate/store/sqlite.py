@@ -31,6 +31,7 @@ from mailgate.store.sqlite_models import ModelStoreMixin
 from mailgate.store.sqlite_notify import SqliteNotifier
 from mailgate.store.sqlite_pipeline import PipelineStoreMixin
 from mailgate.store.sqlite_replies import ReplyStoreMixin
+from mailgate.store.sqlite_schema import SchemaMixin, refuse_newer
 from mailgate.store.writer import Writer, connect
 
 DB_NAME = "mailgate.sqlite"
@@ -42,6 +43,7 @@ class SqliteStore(
     DeliveryStoreMixin,
     ReplyStoreMixin,
     ModelStoreMixin,
+    SchemaMixin,
     SqliteBase,
 ):
     """See the module docstring and ``store.base`` for the protocols this implements."""
@@ -66,7 +68,10 @@ class SqliteStore(
     # ------------------------------------------------------------------ lifecycle
 
     def prepare(self) -> list[str]:
-        """Create the data dir and database and apply migrations (sync; before the loop runs)."""
+        """Create the data dir and database and apply migrations (sync; before the loop runs).
+
+        Refuses a database a newer mailgate migrated (``StoreError``)."""
+        refuse_newer(self.path)
         try:
             make_private_dirs(self.data_dir)
             create_private_file(self.path)  # 0600; SQLite gives -wal/-shm the same mode

@@ -28,7 +28,7 @@ from mailgate.store.base import (
     StoreError,
 )
 from mailgate.store.notify import SPOOL
-from mailgate.store.ports import DEFAULT_SPOOL_LEASE
+from mailgate.store.ports import DEFAULT_SPOOL_LEASE, SchemaStatus
 from mailgate.store.postgres import schema
 from mailgate.store.postgres.base import PgBase, apply_intents, dumps, rowcount, text
 from mailgate.store.postgres.delivery import PgDeliveryMixin
@@ -81,7 +81,7 @@ class PostgresStore(PgPipelineMixin, PgDeliveryMixin, PgReplyMixin, PgModelMixin
         # the 250 waits for the commit to be durable, whatever the server's default says
         return {"synchronous_commit": "on", "application_name": f"mailgate:{self.node}"[:63]}
 
-    async def schema_status(self) -> schema.SchemaStatus:
+    async def schema_status(self) -> SchemaStatus:
         conn = await self._connect()
         try:
             return await schema.status(conn)

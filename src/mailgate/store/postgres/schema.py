@@ -8,27 +8,14 @@ this mailgate knows is refused (an older node must not write into a newer layout
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from importlib import resources
 
 import asyncpg
 
 from mailgate.store.base import StoreError
+from mailgate.store.ports import SchemaStatus
 
 MIGRATION_LOCK = 0x6D61696C  # "mail": the advisory lock key of schema changes
-
-
-@dataclass(frozen=True)
-class SchemaStatus:
-    current: int  # highest applied version (0: empty database)
-    latest: int  # highest version this mailgate knows
-    applied: list[str]
-    pending: list[str]
-
-    @property
-    def newer(self) -> bool:
-        """The database was migrated by a newer mailgate."""
-        return self.current > self.latest
 
 
 def migrations() -> list[tuple[int, str, str]]:
