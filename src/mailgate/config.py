@@ -169,6 +169,8 @@ class StoreConfig:
     """This node's name in leases (empty: the host name); unique per node sharing one store."""
     lease: Duration = 60.0
     migrate: bool = True
+    encryption_key_file: str = ""
+    """Encryption at rest (issue 15): base64 of 32 random bytes; ``$MAILGATE_ENCRYPTION_KEY`` too."""
 
 
 @dataclass(frozen=True)
@@ -852,6 +854,8 @@ def _validate(cfg: Config, loc: _Locator) -> None:
     if cfg.classifier.min_examples < 2:
         bad("classifier.min_examples", cfg.classifier.min_examples, "at least 2")
     _validate_retention(cfg.retention, bad)
+    if cfg.store.encryption_key_file and not Path(cfg.store.encryption_key_file).is_file():
+        bad("store.encryption_key_file", cfg.store.encryption_key_file, "an existing key file")
     if errors:
         raise ConfigErrors(errors)
 
@@ -939,6 +943,12 @@ def config_warnings(cfg: Config) -> list[str]:
     """Valid but probably unintended settings: ``check-config`` prints them, ``serve`` logs them."""
     warnings: list[str] = []
     warnings.extend(_reply_from_warnings(cfg))
+    if not cfg.store.encryption_key_file and not os.environ.get("MAILGATE_ENCRYPTION_KEY"):
+        warnings.append(
+            "store.encryption_key_file: not set (nor $MAILGATE_ENCRYPTION_KEY): raw mail,"
+            " envelope bodies and attachments are stored unencrypted (`mailgate keys"
+            " new-encryption-key FILE` makes a key)"
+        )
     return warnings
 
 

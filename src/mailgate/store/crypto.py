@@ -1,0 +1,294 @@
+"""Encryption at rest: the codec the store applies where raw MIME, envelopes and blobs are
+written and read (AES-256-GCM, ``cryptography``).
+
+Keys: a key-encryption key (KEK, 32 bytes) comes from ``[store] encryption_key_file`` or
+``$MAILGATE_ENCRYPTION_KEY`` (base64 of 32 random bytes, one line; ``mailgate keys
+new-encryption-key FILE`` writes one). It never touches the data dir. It wraps the data keys
+that encrypt the data; they live wrapped in ``<data_dir>/keys/data-keys.json`` (0600, copied
+by ``mailgate backup``). ``mailgate keys rotate`` re-wraps them under a new KEK: no message is
+rewritten. A new data key can be added (``--new-data-key``); old ones stay to read old data.
+
+Format: ``MGE1`` + data key id (4 bytes) + nonce (12) + ciphertext and tag. The associated
+data binds each ciphertext to where it belongs (``raw:<msg id>``, ``env:<msg id>:<field>``,
+``blob:<sha256>``), so a ciphertext moved to another row does not decrypt. Envelope fields
+that carry content (``ENCRYPTED_FIELDS``) are stored as ``"mge1:<base64>"`` strings inside the
+otherwise plain JSON, so the store's SQL over the envelope (queue, attachments, reply) still
+works. Bytes without the prefix are read as they are: a store that had no key yet stays
+readable after one is configured. A ciphertext that fails authentication raises
+``IntegrityError`` (the message is quarantined with reason ``integrity``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import struct
+import time
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from mailgate.store.base import StoreError
+from mailgate.store.private import make_private_dirs, write_private_file
+
+ENV_KEY = "MAILGATE_ENCRYPTION_KEY"
+MAGIC = b"MGE1"
+FIELD_PREFIX = "mge1:"
+DATA_KEYS_FILE = "data-keys.json"
+ENCRYPTED_FIELDS = (
+    "text",
+    "replyText",
+    "html",
+    "headers",
+    "forwarded",
+    "calendar",
+    "entities",
+)
+_HEADER = struct.Struct(">4sI12s")
+
+
+class EncryptionKeyError(StoreError):
+    """The encryption key is missing, malformed or not the one the data keys were wrapped with."""
+
+
+class IntegrityError(StoreError):
+    """A ciphertext failed authentication: tampered with, truncated, or moved to another row."""
+
+
+def parse_kek(text: str) -> bytes:
+    """32 bytes from their base64 (one line); anything else is refused."""
+    try:
+        key = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise EncryptionKeyError("the encryption key is not base64") from None
+    if len(key) != 32:
+        raise EncryptionKeyError(
+            f"the encryption key must be 32 bytes (base64 of them), not {len(key)}"
+        )
+    return key
+
+
+def read_kek_file(path: str | Path) -> bytes:
+    try:
+        return parse_kek(Path(path).read_text(encoding="ascii"))
+    except OSError as exc:
+        raise EncryptionKeyError(
+            f"cannot read the encryption key file {path}: {exc.strerror}"
+        ) from None
+
+
+def new_kek_text() -> str:
+    return base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+
+
+def kek_id(kek: bytes) -> str:
+    """A short, non-secret name of a KEK: which key the data keys are wrapped with."""
+    return hmac.new(kek, b"mailgate kek id", hashlib.sha256).hexdigest()[:16]
+
+
+class NullCodec:
+    """No encryption: every method hands the value back (the default, without a key)."""
+
+    enabled = False
+
+    def seal_raw(self, msg_id: str, raw: bytes) -> bytes:
+        return raw
+
+    def open_raw(self, msg_id: str, data: bytes) -> bytes:
+        return data
+
+    def seal_envelope(self, msg_id: str, env: dict[str, Any]) -> dict[str, Any]:
+        return env
+
+    def open_envelope(self, msg_id: str, env: dict[str, Any]) -> dict[str, Any]:
+        return env
+
+    def open_envelope_json(self, msg_id: str, text: str) -> str:
+        return text
+
+    def seal_blob(self, sha256: str, data: bytes) -> bytes:
+        return data
+
+    def open_blob(self, sha256: str, data: bytes) -> bytes:
+        return data
+
+
+NULL_CODEC = NullCodec()
+
+
+class AesGcmCodec(NullCodec):
+    """AES-256-GCM under the active data key; any known data key opens (see the module doc)."""
+
+    enabled = True
+
+    def __init__(self, keys: dict[int, bytes], active: int) -> None:
+        if active not in keys:
+            raise EncryptionKeyError("the active data key is missing")
+        self._aead = {kid: AESGCM(k) for kid, k in keys.items()}
+        self.active = active
+
+    def _seal(self, data: bytes, aad: bytes) -> bytes:
+        nonce = os.urandom(12)
+        return _HEADER.pack(MAGIC, self.active, nonce) + self._aead[self.active].encrypt(
+            nonce, data, aad
+        )
+
+    def _open(self, data: bytes, aad: bytes) -> bytes:
+        if not data.startswith(MAGIC):
+            return data  # written before a key was configured
+        if len(data) < _HEADER.size + 16:
+            raise IntegrityError("ciphertext truncated")
+        _, kid, nonce = _HEADER.unpack_from(data)
+        aead = self._aead.get(kid)
+        if aead is None:
+            raise IntegrityError(f"no data key {kid} to decrypt with")
+        try:
+            return aead.decrypt(nonce, data[_HEADER.size :], aad)
+        except InvalidTag:
+            raise IntegrityError("ciphertext failed authentication") from None
+
+    def seal_raw(self, msg_id: str, raw: bytes) -> bytes:
+        return self._seal(raw, b"raw:" + msg_id.encode())
+
+    def open_raw(self, msg_id: str, data: bytes) -> bytes:
+        return self._open(data, b"raw:" + msg_id.encode())
+
+    def seal_blob(self, sha256: str, data: bytes) -> bytes:
+        return self._seal(data, b"blob:" + sha256.encode())
+
+    def open_blob(self, sha256: str, data: bytes) -> bytes:
+        return self._open(data, b"blob:" + sha256.encode())
+
+    def seal_envelope(self, msg_id: str, env: dict[str, Any]) -> dict[str, Any]:
+        out = dict(env)
+        for name in ENCRYPTED_FIELDS:
+            if out.get(name) is None:
+                continue
+            plain = json.dumps(out[name], ensure_ascii=False, separators=(",", ":"))
+            aad = f"env:{msg_id}:{name}".encode()
+            sealed = self._seal(plain.encode("utf-8", "surrogatepass"), aad)
+            out[name] = FIELD_PREFIX + base64.b64encode(sealed).decode("ascii")
+        return out
+
+    def open_envelope(self, msg_id: str, env: dict[str, Any]) -> dict[str, Any]:
+        if not any(_sealed(env.get(n)) for n in ENCRYPTED_FIELDS):
+            return env
+        out = dict(env)
+        for name in ENCRYPTED_FIELDS:
+            value = out.get(name)
+            if not _sealed(value):
+                continue
+            try:
+                sealed = base64.b64decode(str(value)[len(FIELD_PREFIX) :], validate=True)
+            except (binascii.Error, ValueError):
+                raise IntegrityError(f"envelope field {name} is damaged") from None
+            plain = self._open(sealed, f"env:{msg_id}:{name}".encode())
+            out[name] = json.loads(plain.decode("utf-8", "surrogatepass"))
+        return out
+
+    def open_envelope_json(self, msg_id: str, text: str) -> str:
+        if FIELD_PREFIX not in text:
+            return text
+        env = self.open_envelope(msg_id, json.loads(text))
+        return json.dumps(env, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def _sealed(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(FIELD_PREFIX)
+
+
+# ---------------------------------------------------------------------------- data keys
+
+
+def _wrap(kek: bytes, kid: int, dek: bytes) -> str:
+    nonce = os.urandom(12)
+    ct = AESGCM(kek).encrypt(nonce, dek, f"dek:{kid}".encode())
+    return base64.b64encode(nonce + ct).decode("ascii")
+
+
+def _unwrap(kek: bytes, kid: int, wrapped: str) -> bytes:
+    blob = base64.b64decode(wrapped)
+    try:
+        return AESGCM(kek).decrypt(blob[:12], blob[12:], f"dek:{kid}".encode())
+    except InvalidTag:
+        raise EncryptionKeyError(
+            "the encryption key does not open this data dir's data keys (wrong key, or the"
+            " keys were rotated to another one)"
+        ) from None
+
+
+def data_keys_path(data_dir: str | Path) -> Path:
+    return Path(data_dir) / "keys" / DATA_KEYS_FILE
+
+
+def _read_doc(path: Path) -> dict[str, Any] | None:
+    try:
+        doc: dict[str, Any] = json.loads(path.read_text(encoding="ascii"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise EncryptionKeyError(f"{path} is unreadable: {exc}") from None
+    return doc
+
+
+def _write_doc(path: Path, doc: dict[str, Any]) -> None:
+    """Replace the data keys file atomically (0600)."""
+    tmp = path.with_name(path.name + ".tmp")
+    write_private_file(tmp, json.dumps(doc, indent=2).encode("ascii") + b"\n")
+    os.replace(tmp, path)
+
+
+def load_codec(data_dir: str | Path, kek: bytes) -> AesGcmCodec:
+    """The codec for ``data_dir``: its data keys unwrapped with ``kek`` (created on first use)."""
+    path = data_keys_path(data_dir)
+    doc = _read_doc(path)
+    if doc is None:
+        make_private_dirs(path.parent)
+        doc = {
+            "kek_id": kek_id(kek),
+            "active": 1,
+            "keys": [
+                {"id": 1, "wrapped": _wrap(kek, 1, secrets.token_bytes(32)), "at": time.time()}
+            ],
+        }
+        data = json.dumps(doc, indent=2).encode("ascii") + b"\n"
+        try:  # O_EXCL: the front and the workers starting at once agree on one data key
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            doc = _read_doc(path) or doc
+        else:
+            with os.fdopen(fd, "wb") as fh:
+                os.fchmod(fh.fileno(), 0o600)
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+    keys = {int(k["id"]): _unwrap(kek, int(k["id"]), k["wrapped"]) for k in doc["keys"]}
+    return AesGcmCodec(keys, int(doc["active"]))
+
+
+def rotate(data_dir: str | Path, old: bytes, new: bytes, *, new_data_key: bool = False) -> int:
+    """Re-wrap every data key from ``old`` to ``new`` (and optionally add a new active one);
+    returns how many data keys there are. Data is not touched."""
+    path = data_keys_path(data_dir)
+    doc = _read_doc(path)
+    if doc is None:
+        raise EncryptionKeyError(f"no data keys in {path.parent}: nothing is encrypted yet")
+    keys = [
+        (int(k["id"]), _unwrap(old, int(k["id"]), k["wrapped"]), k.get("at")) for k in doc["keys"]
+    ]
+    if new_data_key:
+        kid = max(k for k, _, _ in keys) + 1
+        keys.append((kid, secrets.token_bytes(32), time.time()))
+        doc["active"] = kid
+    doc["keys"] = [{"id": kid, "wrapped": _wrap(new, kid, dek), "at": at} for kid, dek, at in keys]
+    doc["kek_id"] = kek_id(new)
+    doc["rotated_at"] = time.time()
+    _write_doc(path, doc)
+    return len(keys)
