@@ -52,6 +52,7 @@ def reply_warnings(cfg: Config) -> list[str]:
     """The reply From warnings (others, such as encryption being off, are tested elsewhere)."""
     return [w for w in config_warnings(cfg) if w.startswith("reply.")]
 
+
 def tenant_of(policy: RecipientPolicy, address: str) -> str:
     verdict = policy.check(address)
     return verdict.tenant if isinstance(verdict, Accepted) else f"refused:{verdict.reason}"
