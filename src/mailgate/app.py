@@ -35,6 +35,7 @@ from mailgate.smtp.handler import SmtpHandler
 from mailgate.smtp.server import SmtpServer, StartupError
 from mailgate.store import sqlite_backup as backups
 from mailgate.store.blobs import BlobStore
+from mailgate.store.crypto import codec_for, codec_of
 from mailgate.store.governance import erasure_targets
 from mailgate.store.ports import Store
 from mailgate.store.private import make_private_dirs, write_private_file
@@ -81,12 +82,14 @@ def build_store(cfg: Config) -> Store:
             migrate=cfg.store.migrate,
             max_batch=cfg.store.max_batch,
         )
-    return SqliteStore(
+    store = SqliteStore(
         cfg.store.data_dir,
         durability=cfg.store.durability,
         group_commit_window=cfg.store.group_commit_window,
         max_batch=cfg.store.max_batch,
     )
+    store.codec = codec_for(cfg)  # encryption at rest when a key is configured (issue 15)
+    return store
 
 
 def store_exists(cfg: Config) -> bool:
@@ -164,7 +167,7 @@ class WorkerRuntime:
         self.count = count
         self._own_store = store is None
         self.store = store or build_store(cfg)
-        self.blobs = BlobStore(Path(cfg.store.data_dir) / "attachments")
+        self.blobs = BlobStore(Path(cfg.store.data_dir) / "attachments", codec=codec_of(self.store))
         self.ingest: IngestWorker | None = None
         self.auth: Any = None
         self._services: list[Any] = []
@@ -405,7 +408,9 @@ class Front:
         app = create_api(
             self.store,
             self.cfg.api,
-            blobs=BlobStore(Path(self.cfg.store.data_dir) / "attachments"),
+            blobs=BlobStore(
+                Path(self.cfg.store.data_dir) / "attachments", codec=codec_of(self.store)
+            ),
             urls=build_url_signer(self.cfg),
             data_dir=Path(self.cfg.store.data_dir),
             governance=governance_for(self.store),

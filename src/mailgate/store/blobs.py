@@ -12,12 +12,14 @@ import os
 import tempfile
 from pathlib import Path
 
+from mailgate.store.crypto import NULL_CODEC, NullCodec
 from mailgate.store.private import FILE_MODE, make_private_dirs
 
 
 class BlobStore:
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, *, codec: NullCodec = NULL_CODEC) -> None:
         self.root = Path(root)
+        self.codec = codec  # encryption at rest: files hold sealed bytes, named by the plain hash
 
     def path_for(self, sha256: str) -> Path:
         if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
@@ -35,7 +37,7 @@ class BlobStore:
         try:
             with os.fdopen(fd, "wb") as fh:
                 os.fchmod(fd, FILE_MODE)  # mkstemp's 0600 is masked by the umask
-                fh.write(data)
+                fh.write(self.codec.seal_blob(digest, data))
             os.replace(tmp, path)
         except BaseException:
             try:
@@ -46,7 +48,7 @@ class BlobStore:
         return digest
 
     def get(self, sha256: str) -> bytes:
-        return self.path_for(sha256).read_bytes()
+        return self.codec.open_blob(sha256, self.path_for(sha256).read_bytes())
 
     def exists(self, sha256: str) -> bool:
         try:

@@ -29,12 +29,14 @@ import os
 import secrets
 import struct
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from mailgate.config import Config
 from mailgate.store.base import StoreError
 from mailgate.store.private import make_private_dirs, write_private_file
 
@@ -292,3 +294,21 @@ def rotate(data_dir: str | Path, old: bytes, new: bytes, *, new_data_key: bool =
     doc["rotated_at"] = time.time()
     _write_doc(path, doc)
     return len(keys)
+
+
+def codec_for(cfg: Config, env: Mapping[str, str] | None = None) -> NullCodec:
+    """The codec ``cfg`` asks for: AES-GCM with the configured key, else no encryption."""
+    environ = os.environ if env is None else env
+    if cfg.store.encryption_key_file:
+        kek = read_kek_file(cfg.store.encryption_key_file)
+    elif environ.get(ENV_KEY):
+        kek = parse_kek(environ[ENV_KEY])
+    else:
+        return NULL_CODEC
+    return load_codec(cfg.store.data_dir, kek)
+
+
+def codec_of(store: object) -> NullCodec:
+    """The codec a store was built with (the no-op one for a backend without encryption)."""
+    codec = getattr(store, "codec", NULL_CODEC)
+    return codec if isinstance(codec, NullCodec) else NULL_CODEC

@@ -125,7 +125,7 @@ class SqliteStore(
             )
             for r in records
         ]
-        raws = [(r.id, r.raw) for r in records]
+        raws = [(r.id, self.codec.seal_raw(r.id, r.raw)) for r in records]
 
         def write(conn: sqlite3.Connection) -> None:
             conn.executemany(
@@ -148,7 +148,7 @@ class SqliteStore(
         state: str = "processed",
     ) -> None:
         """See `MessageStore.complete`."""
-        env_json = dumps(envelope)
+        env_json = dumps(self.codec.seal_envelope(msg_id, envelope))
         subject = envelope.get("subject")
 
         def write(conn: sqlite3.Connection) -> None:
@@ -217,7 +217,7 @@ class SqliteStore(
             raise NotFound(msg_id)
         if row["envelope"] is None:
             return {}
-        env: dict[str, Any] = json.loads(row["envelope"])
+        env: dict[str, Any] = self.codec.open_envelope(msg_id, json.loads(row["envelope"]))
         return env
 
     async def get_message_row(self, msg_id: str) -> dict[str, Any]:
@@ -233,14 +233,18 @@ class SqliteStore(
         out["rcpt_to"] = json.loads(out["rcpt_to"])
         out["tls"] = bool(out["tls"])
         out["auth"] = json.loads(out["auth"]) if out["auth"] else None
-        out["envelope"] = json.loads(out["envelope"]) if out["envelope"] else None
+        out["envelope"] = (
+            self.codec.open_envelope(msg_id, json.loads(out["envelope"]))
+            if out["envelope"]
+            else None
+        )
         return out
 
     async def get_raw(self, msg_id: str) -> bytes:
         row = await self._read_one("SELECT raw FROM message_raw WHERE id = ?", (msg_id,))
         if row is None:
             raise NotFound(msg_id)
-        return bytes(row["raw"])
+        return self.codec.open_raw(msg_id, bytes(row["raw"]))
 
     async def list_messages(
         self, *, limit: int = 50, state: str | None = None, tenant: str | None = None

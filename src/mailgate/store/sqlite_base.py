@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from mailgate.store.base import Intent, StoreError
+from mailgate.store.crypto import NULL_CODEC, NullCodec
 from mailgate.store.writer import Writer
 
 IntentT = TypeVar("IntentT", bound=Intent)
@@ -144,6 +145,7 @@ class SqliteBase:
     """The writer and a read connection; area mixins build their methods on these."""
 
     path: Path
+    codec: NullCodec = NULL_CODEC  # encryption at rest (store.crypto); set by app.build_store
     _writer: Writer
     _reader: aiosqlite.Connection | None
 

@@ -13,6 +13,7 @@ import time
 from mailgate.store.base import SpooledMessage
 from mailgate.store.ports import DEFAULT_SPOOL_LEASE
 from mailgate.store.sqlite_base import SqliteBase
+from mailgate.store.sqlite_crypto import open_claimed
 
 
 def _spooled(r: sqlite3.Row) -> SpooledMessage:
@@ -65,7 +66,7 @@ class SpoolClaimsMixin(SqliteBase):
             )
 
         rows: list[sqlite3.Row] = await self._write(write, durable=False)
-        return [_spooled(r) for r in rows]
+        return await open_claimed(self, rows, _spooled)  # decrypted; tampered: quarantined
 
     async def release_spool_leases(self, owner: str) -> int:
         """See `SpoolClaims.release_spool_leases`."""

@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from mailgate.store.base import NotFound
+from mailgate.store.crypto import NULL_CODEC, NullCodec
 from mailgate.store.delivery import (
     ACCEPT_TO_DELIVERED_BUCKETS,
     ATTEMPT_BUCKETS,
@@ -147,7 +148,11 @@ def _record_metrics(
         )
 
 
-def _event(row: sqlite3.Row, deliveries: list[dict[str, Any]] | None = None) -> EventRecord:
+def _event(
+    row: sqlite3.Row,
+    deliveries: list[dict[str, Any]] | None = None,
+    codec: NullCodec = NULL_CODEC,
+) -> EventRecord:
     return EventRecord(
         seq=row["seq"],
         id=row["id"],
@@ -161,7 +166,7 @@ def _event(row: sqlite3.Row, deliveries: list[dict[str, Any]] | None = None) -> 
         delivered_at=row["delivered_at"],
         acked_at=row["acked_at"],
         acked_by=row["acked_by"],
-        envelope_json=row["envelope"] or "{}",
+        envelope_json=codec.open_envelope_json(row["msg_id"], row["envelope"] or "{}"),
         deliveries=deliveries or [],
     )
 
@@ -251,7 +256,7 @@ class DeliveryStoreMixin(SqliteBase):
                 trace_id=r["trace_id"],
                 received_at=r["received_at"],
                 created_at=r["created_at"],
-                envelope_json=r["envelope"] or "{}",
+                envelope_json=self.codec.open_envelope_json(r["msg_id"], r["envelope"] or "{}"),
                 acked_by=r["acked_by"],
             )
             for r in rows
@@ -429,7 +434,7 @@ class DeliveryStoreMixin(SqliteBase):
             sql += " AND e.acked_at IS NULL"
         sql += " ORDER BY e.seq LIMIT ?"
         rows = await self._read(sql, (tenant, after_seq, limit))
-        return [_event(r) for r in rows]
+        return [_event(r, codec=self.codec) for r in rows]
 
     async def _event_row(self, tenant: str, ref: str) -> sqlite3.Row:
         row = await self._read_one(
@@ -448,7 +453,7 @@ class DeliveryStoreMixin(SqliteBase):
             " next_attempt_at FROM outbox WHERE event_id = ? ORDER BY id",
             (row["id"],),
         )
-        return _event(row, [dict(d) for d in deliveries])
+        return _event(row, [dict(d) for d in deliveries], self.codec)
 
     async def ack_event(self, tenant: str, ref: str, *, by: str) -> EventRecord:
         row = await self._event_row(tenant, ref)

@@ -322,7 +322,7 @@ class PipelineStoreMixin(SqliteBase):
         intents (a ``PublishIntent`` through the delivery area's applier) commit together.
         Raises `NotFound` when the message is not (or no longer) quarantined.
         """
-        env_json = dumps(envelope)
+        env_json = dumps(self.codec.seal_envelope(msg_id, envelope))
         now = time.time()
 
         def write(conn: sqlite3.Connection) -> None:
@@ -468,7 +468,7 @@ class PipelineStoreMixin(SqliteBase):
         detail: dict[str, Any],
     ) -> None:
         """Store a replayed envelope (and any intents, e.g. a redelivery) with an audit entry."""
-        env_json = dumps(envelope)
+        env_json = dumps(self.codec.seal_envelope(msg_id, envelope))
         now = time.time()
 
         def write(conn: sqlite3.Connection) -> None:
