@@ -21,6 +21,8 @@ from mailgate.cli.common import (
     print_json,
 )
 from mailgate.config import Config
+from mailgate.store.base import StoreError
+from mailgate.store.crypto import codec_for
 
 
 def sqlite_only(cfg: Config, what: str) -> None:
@@ -72,8 +74,8 @@ def restore_cmd(config_path: str | None, src: Path, as_json: bool) -> None:
     sqlite_only(cfg, "restore")
     try:
         manifest = backups.restore(src, Path(target))
-        check = backups.check(Path(target))
-    except (backups.BackupError, OSError) as exc:
+        check = backups.check(Path(target), codec_for(cfg))
+    except (backups.BackupError, StoreError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
         print_json({"manifest": manifest, "check": check.as_dict()})

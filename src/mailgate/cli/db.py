@@ -14,6 +14,8 @@ import click
 from mailgate.app import backups
 from mailgate.cli.backup import sqlite_only
 from mailgate.cli.common import config_option, json_option, load_cli_config, print_json
+from mailgate.store.base import StoreError
+from mailgate.store.crypto import codec_for
 
 
 @click.group("db")
@@ -29,8 +31,8 @@ def check_cmd(config_path: str | None, as_json: bool) -> None:
     cfg = load_cli_config(config_path)
     sqlite_only(cfg, "db check")
     try:
-        report = backups.check(Path(cfg.store.data_dir))
-    except (backups.BackupError, OSError) as exc:
+        report = backups.check(Path(cfg.store.data_dir), codec_for(cfg))
+    except (backups.BackupError, StoreError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
         print_json(report.as_dict())

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from mailgate import __version__
+from mailgate.store.crypto import NULL_CODEC, IntegrityError, NullCodec
 from mailgate.store.private import FILE_MODE, make_private_dirs, write_private_file
 from mailgate.store.writer import connect
 
@@ -173,7 +174,7 @@ def restore(src: Path, data_dir: Path) -> dict[str, Any]:
     return manifest
 
 
-def check(data_dir: Path) -> CheckReport:
+def check(data_dir: Path, codec: NullCodec = NULL_CODEC) -> CheckReport:
     """See the module docstring; ``problems`` lists what is wrong (empty: all good)."""
     db = data_dir / DB_NAME
     if not db.is_file():
@@ -191,7 +192,11 @@ def check(data_dir: Path) -> CheckReport:
             " LEFT JOIN message_raw r ON r.id = m.id WHERE m.state != 'notice'"
         ):
             # the bytes themselves, not length(): that can be answered without reading them
-            raw_len = None if raw is None else len(bytes(raw))
+            try:
+                raw_len = None if raw is None else len(codec.open_raw(msg_id, bytes(raw)))
+            except IntegrityError as exc:
+                report.problems.append(f"{msg_id}: raw message {exc}")
+                continue
             report.messages += 1
             if raw_len is None:
                 if "raw" in (purged or ""):
@@ -216,7 +221,12 @@ def check(data_dir: Path) -> CheckReport:
                 continue
             report.blobs_checked += 1
             present.add(path.name)
-            if _sha256_file(path) != path.name:
+            try:
+                plain = codec.open_blob(path.name, path.read_bytes())
+            except IntegrityError as exc:
+                report.problems.append(f"attachment blob {path.name[:16]}…: {exc}")
+                continue
+            if hashlib.sha256(plain).hexdigest() != path.name:
                 report.problems.append(f"attachment blob {path.name[:16]}…: content does not match")
     for sha in sorted(referenced - present):
         report.problems.append(f"attachment blob {sha[:16]}…: referenced but missing")

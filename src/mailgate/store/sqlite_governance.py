@@ -33,6 +33,7 @@ from mailgate.config import Config
 from mailgate.envelope import new_id, utc_now_iso
 from mailgate.store.base import StoreError
 from mailgate.store.blobs import BlobStore
+from mailgate.store.crypto import NULL_CODEC, IntegrityError, NullCodec
 from mailgate.store.delivery import event_id_for
 from mailgate.store.governance import (
     ERASED_EVENT,
@@ -78,7 +79,9 @@ def _count_in(conn: sqlite3.Connection, sql: str, ids: Sequence[str]) -> int:
     return total
 
 
-def _names_subject(row: sqlite3.Row | dict[str, Any], addr: str) -> bool:
+def _names_subject(
+    row: sqlite3.Row | dict[str, Any], addr: str, codec: NullCodec = NULL_CODEC
+) -> bool:
     """True when ``addr`` is the envelope sender, an envelope recipient or in an address header."""
     if normalise_address(row["mail_from"] or "") == addr:
         return True
@@ -89,7 +92,13 @@ def _names_subject(row: sqlite3.Row | dict[str, Any], addr: str) -> bool:
     if any(normalise_address(str(r)) == addr for r in rcpts):
         return True
     raw = row["raw"]
-    return raw is not None and addr in header_addresses(bytes(raw))
+    if raw is None:
+        return False
+    try:
+        plain = codec.open_raw(row["id"], bytes(raw))
+    except IntegrityError:
+        return False  # unreadable: matched by its envelope sender/recipients only
+    return addr in header_addresses(plain)
 
 
 def _envelope_hashes(envelope_json: str | None) -> set[str]:
@@ -164,7 +173,7 @@ class GovernanceStoreMixin(SqliteBase):
         # pass 1, a read: every candidate so far, checked against the parsed headers
         rows = await self._read(_CANDIDATES, (0, tenant, tenant, addr, addr, addr, addr))
         last_seq = max((r["seq"] for r in rows), default=0)
-        owners = {r["id"]: r["tenant"] for r in rows if _names_subject(r, addr)}
+        owners = {r["id"]: r["tenant"] for r in rows if _names_subject(r, addr, self.codec)}
         ids = list(owners)
         report.mentioned_elsewhere = len(rows) - len(ids)
 
@@ -174,7 +183,7 @@ class GovernanceStoreMixin(SqliteBase):
             conn.execute("PRAGMA secure_delete = ON")
             late = conn.execute(_CANDIDATES, (last_seq, tenant, tenant, addr, addr, addr, addr))
             for r in late.fetchall():
-                if _names_subject(r, addr):
+                if _names_subject(r, addr, self.codec):
                     ids.append(r["id"])
                     owners[r["id"]] = r["tenant"]
                 else:
@@ -486,6 +495,7 @@ class SqliteGovernance(RetentionMixin, GovernanceStoreMixin):
         self.path = store.path
         self.data_dir = Path(getattr(store, "data_dir", store.path.parent))
         self.synchronous = str(getattr(store, "synchronous", "FULL"))
+        self.codec = store.codec
 
     async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         return await self._store._read(sql, params)
