@@ -95,6 +95,7 @@ def test_check_config_reports_subsystem_errors(tmp_path: Path) -> None:
     ("toml", "key"),
     [
         ('[store]\nbackend = "postgresql"\n', "store.dsn"),
+        ('[store]\nbackend = "postgresql"\ndsn = "postgresql://mg@h/db"\n', "api.tokens"),
         ('[store]\ndsn = "mysql://x"\n', "store.dsn"),
         ('[store]\nlease = "1s"\n', "store.lease"),
         ('[store]\nnode = "a b"\n', "store.node"),
@@ -116,6 +117,7 @@ def test_store_dsn_from_environment(tmp_path: Path) -> None:
     cfg = tmp_path / "mailgate.toml"
     cfg.write_text(
         '[[domains]]\nname = "example.test"\ncatch_all = true\n[store]\nbackend = "postgresql"\n'
+        '[[api.tokens]]\nname = "t"\ntoken = "0123456789abcdef0123456789abcdef-test"\n'
     )
     loaded = load_config(cfg, env={"MAILGATE_STORE_DSN": "postgresql://mg@127.0.0.1:1/mg"})
     assert loaded.store.dsn == "postgresql://mg@127.0.0.1:1/mg"

@@ -37,6 +37,7 @@ from mailgate.store import sqlite_backup as backups
 from mailgate.store.blobs import BlobStore
 from mailgate.store.crypto import codec_for, codec_of
 from mailgate.store.governance import erasure_targets
+from mailgate.store.notify import SPOOL
 from mailgate.store.ports import Store
 from mailgate.store.private import make_private_dirs, write_private_file
 from mailgate.store.sqlite import DB_NAME, SqliteStore
@@ -90,6 +91,19 @@ def build_store(cfg: Config) -> Store:
     )
     store.codec = codec_for(cfg)  # encryption at rest when a key is configured (issue 15)
     return store
+
+
+async def with_shared_keys(cfg: Config, store: Store) -> Config:
+    """For a store several nodes share: the URL-signing key from the database unless the config
+    sets one, so a URL one node signed is good on every node (nothing shared on local disk)."""
+    if cfg.store.backend != "postgresql" or cfg.api.url_signing_key:
+        return cfg
+    from mailgate.store.postgres import PostgresStore
+
+    if not isinstance(store, PostgresStore):
+        return cfg
+    key = await store.shared_secret("url_signing_key")
+    return dataclasses.replace(cfg, api=dataclasses.replace(cfg.api, url_signing_key=key))
 
 
 def store_exists(cfg: Config) -> bool:
@@ -172,6 +186,7 @@ class WorkerRuntime:
         self.auth: Any = None
         self._services: list[Any] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._spool_waker: Callable[[], None] | None = None
         self.stop_event = asyncio.Event()
 
     async def start(self) -> None:
@@ -179,6 +194,7 @@ class WorkerRuntime:
 
         if self._own_store:
             await self.store.open()
+        self.cfg = await with_shared_keys(self.cfg, self.store)
         stages = build_stages(self.cfg, self.store)
         self._services.append(stages)
         processor = build_processor(self.cfg, self.store, stages.stages, prefetch=stages)
@@ -220,6 +236,14 @@ class WorkerRuntime:
         )
         for service in self._services:
             await service.start()
+        # mail spooled by another node (PostgreSQL NOTIFY); this node's front wakes us directly
+        loop = asyncio.get_running_loop()
+
+        def spool_waker() -> None:
+            loop.call_soon_threadsafe(self.wake)
+
+        self._spool_waker = spool_waker
+        self.store.notifier.subscribe(SPOOL, spool_waker)
         self._tasks.append(asyncio.create_task(self.ingest.run(self.stop_event)))
 
     def wake(self) -> None:
@@ -228,6 +252,9 @@ class WorkerRuntime:
 
     async def stop(self) -> None:
         self.stop_event.set()
+        if self._spool_waker is not None:
+            self.store.notifier.unsubscribe(SPOOL, self._spool_waker)
+            self._spool_waker = None
         for task in self._tasks:
             try:
                 await asyncio.wait_for(task, timeout=self.cfg.smtp.shutdown_grace)
@@ -357,6 +384,7 @@ class Front:
         except DataDirLocked as exc:
             raise StartupError(str(exc)) from None
         await self.store.open()
+        self.cfg = await with_shared_keys(self.cfg, self.store)
         self.auth = build_auth(self.cfg)
         handler = self._build_handler(self.cfg)
         self.smtp = SmtpServer(self.cfg.smtp, handler)
@@ -474,6 +502,7 @@ class Front:
           the new config, see ``_restart_workers``.
         * ``RESTART_ONLY`` settings keep their running values and are named in one log line.
         """
+        new = await with_shared_keys(new, self.store)
         new, kept = keep_restart_only(self.cfg, new)
         if kept:
             log.warning(

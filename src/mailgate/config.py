@@ -756,6 +756,13 @@ def _validate(cfg: Config, loc: _Locator) -> None:
         bad("store.dsn", "", "a PostgreSQL DSN (or $MAILGATE_STORE_DSN) with backend = postgresql")
     if cfg.store.dsn and not cfg.store.dsn.startswith(("postgresql://", "postgres://")):
         bad("store.dsn", "<hidden>", "a postgresql://user@host:port/dbname URL")
+    if cfg.store.backend == "postgresql" and cfg.api.enabled and not cfg.api.tokens:
+        bad(
+            "api.tokens",
+            [],
+            "at least one [[api.tokens]] with backend = postgresql (a generated token would"
+            " differ per node)",
+        )
     if cfg.store.lease < 5:
         bad("store.lease", cfg.store.lease, "at least 5s (longer than one batch takes)")
     if cfg.store.node and not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", cfg.store.node):

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import socket
 import time
 from typing import Any
@@ -136,6 +137,20 @@ class PostgresStore(PgPipelineMixin, PgDeliveryMixin, PgReplyMixin, PgModelMixin
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    async def shared_secret(self, name: str) -> str:
+        """A random secret every node reads alike (created once, by whichever node asks first)."""
+        await self._execute(
+            "INSERT INTO shared_secrets (name, value, created_at) VALUES ($1, $2, $3)"
+            " ON CONFLICT (name) DO NOTHING",
+            name,
+            secrets.token_urlsafe(32).encode("ascii"),
+            time.time(),
+        )
+        row = await self._fetchrow("SELECT value FROM shared_secrets WHERE name = $1", name)
+        if row is None:  # pragma: no cover - inserted just above
+            raise StoreError(f"shared secret {name} missing")
+        return bytes(row["value"]).decode("ascii")
 
     async def ping(self) -> bool:
         try:
