@@ -15,7 +15,8 @@ Servers (each started here, on 127.0.0.1 only, and stopped at the end):
 * ``mailgate``: ``mailgate serve`` with the default config (durability, workers), auth off,
   and a webhook target: *delivered* counts webhooks received by a keep-alive HTTP receiver in
   this process; ``mailgate_normal`` / ``mailgate_w2`` / ``mailgate_nohook`` are variants
-  (``durability = "normal"``, ``ingest.workers = 2``, no webhook: delivered = processed rows).
+  (``durability = "normal"``, ``ingest.workers = 2``, no webhook: delivered = processed rows);
+  ``mailgate_uvloop`` runs serve under ``--uvloop-python`` (serve uses uvloop when importable).
 
 Every cell (4 KB and 100 KB, 1 and 20 sessions, one connection per message, Postfix's
 ``smtp-source``) runs each server once per round, in turn, ROUNDS times; the median is printed.
@@ -144,9 +145,7 @@ class Bare:
 
 
 class Mailgate:
-    def __init__(
-        self, py: str, recv_port: int, *, extra: str = "", hook: bool = True, uvloop: bool = True
-    ) -> None:
+    def __init__(self, py: str, recv_port: int, *, extra: str = "", hook: bool = True) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="side-mg-"))
         self.port, self.hook = free_port(), hook
         hook_cfg = (
@@ -166,13 +165,10 @@ class Mailgate:
             + hook_cfg
         )
         self.err = (self.dir / "serve.err").open("w")  # closed in stop()
-        env = dict(os.environ)
-        if not uvloop:
-            env["MAILGATE_NO_UVLOOP"] = "1"
         self.p = subprocess.Popen(
             [py, "-m", "mailgate.cli", "serve", "--config", str(cfg)],
             stdout=subprocess.DEVNULL, stderr=self.err,
-            start_new_session=True, env=env,
+            start_new_session=True,
         )  # fmt: skip
         wait_port(self.port)
 
@@ -346,6 +342,12 @@ def main() -> None:
     ap.add_argument("--n100", type=int, default=800)
     ap.add_argument("--cells", default=",".join(CELLS))
     ap.add_argument("--mailgate-python", default=sys.executable)
+    ap.add_argument(
+        "--uvloop-python",
+        default="",
+        help="interpreter with mailgate and uvloop (for mailgate_uvloop; e.g. a venv made with"
+        " --system-site-packages plus `pip install uvloop`)",
+    )
     args = ap.parse_args()
     recv_port = free_port()
     recv = ThreadingHTTPServer(("127.0.0.1", recv_port), Receiver)
@@ -357,7 +359,7 @@ def main() -> None:
         "mailgate_normal": lambda: Mailgate(py, recv_port, extra='durability = "normal"\n'),
         "mailgate_fsync": lambda: Mailgate(py, recv_port, extra='durability = "fsync"\n'),
         "mailgate_w2": lambda: Mailgate(py, recv_port, extra="[ingest]\nworkers = 2\n"),
-        "mailgate_nouvloop": lambda: Mailgate(py, recv_port, uvloop=False),
+        "mailgate_uvloop": lambda: Mailgate(args.uvloop_python or py, recv_port),
         "mailgate_nohook": lambda: Mailgate(py, recv_port, hook=False),
         "postfix": Postfix,
         "haraka": Haraka,
