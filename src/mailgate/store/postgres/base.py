@@ -58,9 +58,17 @@ def text(value: Any) -> str | None:
 
 
 class PgBase:
-    """The pool; area mixins build their methods on these helpers."""
+    """Two pools; area mixins build their methods on these helpers.
+
+    ``pool`` commits durably (``synchronous_commit = on``): the spool (the 250 waits for it) and
+    operator actions. ``fast_pool`` commits with ``synchronous_commit = off`` — the writes whose
+    loss to a database crash only repeats work, exactly those SQLite commits without an fsync of
+    their own: claims and leases, the processed envelope (the message stays spooled and is run
+    again), delivery outcomes (webhooks are at-least-once, same ``webhook-id``).
+    """
 
     _pool: asyncpg.Pool | None
+    _fast_pool: asyncpg.Pool | None
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -68,9 +76,16 @@ class PgBase:
             raise StoreError("store is closed")
         return self._pool
 
-    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+    @property
+    def fast_pool(self) -> asyncpg.Pool:
+        if self._fast_pool is None:
+            raise StoreError("store is closed")
+        return self._fast_pool
+
+    async def _fetch(self, sql: str, *args: Any, fast: bool = False) -> list[asyncpg.Record]:
         try:
-            rows: list[asyncpg.Record] = await self.pool.fetch(sql, *args)
+            pool = self.fast_pool if fast else self.pool
+            rows: list[asyncpg.Record] = await pool.fetch(sql, *args)
         except (asyncpg.PostgresError, OSError) as exc:
             raise StoreError(f"database: {exc}") from exc
         return rows
@@ -79,9 +94,9 @@ class PgBase:
         rows = await self._fetch(sql, *args)
         return rows[0] if rows else None
 
-    async def _execute(self, sql: str, *args: Any) -> str:
+    async def _execute(self, sql: str, *args: Any, fast: bool = False) -> str:
         try:
-            status: str = await self.pool.execute(sql, *args)
+            status: str = await (self.fast_pool if fast else self.pool).execute(sql, *args)
         except (asyncpg.PostgresError, OSError) as exc:
             raise StoreError(f"database: {exc}") from exc
         return status

@@ -54,8 +54,8 @@ class PostgresStore(PgPipelineMixin, PgDeliveryMixin, PgReplyMixin, PgModelMixin
         *,
         node: str = "",
         migrate: bool = True,
-        min_connections: int = 2,
-        max_connections: int = 10,
+        min_connections: int = 1,
+        max_connections: int = 8,
         max_batch: int = 256,
     ) -> None:
         self.dsn = dsn
@@ -64,6 +64,7 @@ class PostgresStore(PgPipelineMixin, PgDeliveryMixin, PgReplyMixin, PgModelMixin
         self.min_connections = min_connections
         self.max_connections = max_connections
         self._pool = None
+        self._fast_pool = None
         self.notifier = PgNotifier()
         self._spools: GroupCommit[SpoolRecord] = GroupCommit(self._spool_batch, max_batch=max_batch)
 
@@ -78,9 +79,13 @@ class PostgresStore(PgPipelineMixin, PgDeliveryMixin, PgReplyMixin, PgModelMixin
             raise StoreError(f"cannot connect to the store database: {exc}") from exc
         return conn
 
-    def _settings(self) -> dict[str, str]:
-        # the 250 waits for the commit to be durable, whatever the server's default says
-        return {"synchronous_commit": "on", "application_name": f"mailgate:{self.node}"[:63]}
+    def _settings(self, *, durable: bool = True) -> dict[str, str]:
+        # the 250 waits for the commit to be durable, whatever the server's default says;
+        # ``durable=False``: see ``PgBase`` (writes whose loss only repeats work)
+        return {
+            "synchronous_commit": "on" if durable else "off",
+            "application_name": f"mailgate:{self.node}"[:63],
+        }
 
     async def schema_status(self) -> SchemaStatus:
         conn = await self._connect()
@@ -121,15 +126,22 @@ class PostgresStore(PgPipelineMixin, PgDeliveryMixin, PgReplyMixin, PgModelMixin
                 max_size=self.max_connections,
                 server_settings=self._settings(),
             )
+            self._fast_pool = await asyncpg.create_pool(
+                self.dsn,
+                min_size=self.min_connections,
+                max_size=self.max_connections,
+                server_settings=self._settings(durable=False),
+            )
         except (asyncpg.PostgresError, OSError) as exc:
             raise StoreError(f"cannot connect to the store database: {exc}") from exc
         await self.notifier.start(self._connect)
 
     async def close(self) -> None:
         await self.notifier.stop()
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
+        for pool in (self._pool, self._fast_pool):
+            if pool is not None:
+                await pool.close()
+        self._pool = self._fast_pool = None
 
     async def __aenter__(self) -> PostgresStore:
         await self.open()
@@ -237,6 +249,7 @@ class PostgresStore(PgPipelineMixin, PgDeliveryMixin, PgReplyMixin, PgModelMixin
             limit,
             owner,
             now + lease,
+            fast=True,
         )
         rows = sorted(rows, key=lambda r: r["seq"])
         return [
@@ -286,7 +299,7 @@ class PostgresStore(PgPipelineMixin, PgDeliveryMixin, PgReplyMixin, PgModelMixin
         """See `MessageStore.complete`."""
         env_json = dumps(envelope)
         try:
-            async with self.pool.acquire() as conn, conn.transaction():
+            async with self.fast_pool.acquire() as conn, conn.transaction():
                 row = await conn.fetchrow(
                     "SELECT state, lease_owner FROM messages WHERE id = $1 FOR UPDATE", msg_id
                 )

@@ -195,6 +195,7 @@ class PgDeliveryMixin(PgBase):
             limit,
             at + lease,
             owner,
+            fast=True,
         )
         return [
             OutboxItem(
@@ -223,7 +224,7 @@ class PgDeliveryMixin(PgBase):
         attempt = item.attempts + 1
         error = text(result.error[:2000]) if result.error else None
         owned = "id = $1 AND state = 'pending' AND (lock_owner = $2 OR lock_owner IS NULL)"
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self.fast_pool.acquire() as conn, conn.transaction():
             if result.outcome not in ("skipped", "released"):
                 await conn.execute(
                     "INSERT INTO delivery_attempts (outbox_id, attempt, at, status, latency,"

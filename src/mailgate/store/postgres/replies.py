@@ -240,6 +240,7 @@ class PgReplyMixin(PgBase):
             limit,
             at + lease,
             owner,
+            fast=True,
         )
         rows = sorted(rows, key=lambda r: (r["next_attempt_at"], r["seq"]))
         return [
