@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from mailgate.config import ConfigError, EntityConfig, PipelineConfig
 from mailgate.envelope import Envelope
+from mailgate.pipeline.card_context import companion_spans
 from mailgate.pipeline.fastre import CiPattern, split_inline_flags
 
 TEXT_FIELDS = ("subject", "text", "replyText", "html")
@@ -254,11 +255,13 @@ def mask(env: Envelope, patterns: Iterable[EntityPattern]) -> int:
             spans = p.spans(text)
             if not spans:
                 continue
+            # a card's CVV/expiry next to it are masked in full (issue 15, card_context)
+            near = companion_spans(text, spans) if p.validator is luhn_spans else []
             parts = []
             last = 0
-            for a, b in spans:
+            for a, b, keep in sorted([(a, b, 4) for a, b in spans] + [(a, b, 0) for a, b in near]):
                 parts.append(text[last:a])
-                parts.append(mask_digits(text[a:b]))
+                parts.append(mask_digits(text[a:b], keep))
                 last = b
             parts.append(text[last:])
             env[f] = "".join(parts)
