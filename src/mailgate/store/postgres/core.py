@@ -45,6 +45,12 @@ _SPOOLED_COLUMNS = (
 )
 
 
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    """Pool connections need no reset on release: mailgate takes no session-level advisory
+    locks, opens no cursors outside a transaction, LISTENs on a connection of its own and sets
+    nothing per session. asyncpg's default reset is one more round trip per query."""
+
+
 class PostgresStore(PgPipelineMixin, PgDeliveryMixin, PgReplyMixin, PgModelMixin, PgBase):
     """See the module docstring and ``store.ports`` for the protocols this implements."""
 
@@ -125,12 +131,14 @@ class PostgresStore(PgPipelineMixin, PgDeliveryMixin, PgReplyMixin, PgModelMixin
                 min_size=self.min_connections,
                 max_size=self.max_connections,
                 server_settings=self._settings(),
+                reset=_no_reset,
             )
             self._fast_pool = await asyncpg.create_pool(
                 self.dsn,
                 min_size=self.min_connections,
                 max_size=self.max_connections,
                 server_settings=self._settings(durable=False),
+                reset=_no_reset,
             )
         except (asyncpg.PostgresError, OSError) as exc:
             raise StoreError(f"cannot connect to the store database: {exc}") from exc
@@ -300,23 +308,23 @@ class PostgresStore(PgPipelineMixin, PgDeliveryMixin, PgReplyMixin, PgModelMixin
         env_json = dumps(envelope)
         try:
             async with self.fast_pool.acquire() as conn, conn.transaction():
-                row = await conn.fetchrow(
-                    "SELECT state, lease_owner FROM messages WHERE id = $1 FOR UPDATE", msg_id
-                )
-                if row is None:
-                    raise NotFound(msg_id)
-                if row["state"] != "spooled":
-                    return  # already completed (here or by another node): write nothing twice
-                await conn.execute(
+                # one statement: only a still-spooled row changes (the row lock orders two
+                # nodes finishing the same message after a lease takeover: the second no-ops)
+                done = await conn.fetchval(
                     "UPDATE messages SET state = $1, envelope = $2, subject = $3,"
                     " processed_at = $4, last_error = NULL, processed_by = lease_owner,"
-                    " lease_owner = NULL, lease_until = NULL WHERE id = $5",
+                    " lease_owner = NULL, lease_until = NULL WHERE id = $5 AND state = 'spooled'"
+                    " RETURNING 1",
                     state,
                     env_json,
                     text(envelope.get("subject")),
                     time.time(),
                     msg_id,
                 )
+                if not done:
+                    if not await conn.fetchval("SELECT 1 FROM messages WHERE id = $1", msg_id):
+                        raise NotFound(msg_id)
+                    return  # already completed (here or by another node): write nothing twice
                 await apply_intents(conn, msg_id, envelope, intents)
         except asyncpg.PostgresError as exc:
             raise StoreError(f"complete failed: {exc}") from exc
