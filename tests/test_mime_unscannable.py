@@ -512,3 +512,123 @@ def test_1200_deep_over_smtp_is_quarantined_not_delivered(mailgate_server: Any) 
     assert (held, delivered) == (0, 1)
     listed = json.loads(srv.cli("quarantine", "list", "--json", "--reason", "unscannable").stdout)
     assert [m["id"] for m in listed] == [deep["id"]]
+
+
+# -- boundaries of each rule (found by mutation testing) ------------------------------------------
+
+
+def test_forward_at_the_last_allowed_level_is_opened_one_deeper_is_not() -> None:
+    def raw(depth: int) -> bytes:
+        entity = forward(exe_part(), subject="bottom")  # the forward's own root is the file
+        for i in range(depth - 1):
+            entity = multipart(entity, boundary=f"f{i}")
+        return (HEAD + "Subject: fwd deep\r\n" + entity).encode()
+
+    env = run(raw(100))  # the file is the forward's root, at level 100
+    assert env["quarantine"]["reason"] == "executable"
+    env = run(raw(101))
+    assert env["quarantine"] == {
+        "reason": "unscannable",
+        "detail": "limit.depth: MIME nesting deeper than 100; rest skipped",
+    }
+
+
+def test_a_forward_the_stdlib_cannot_parse_is_unscannable() -> None:
+    deep = exe_part()
+    for i in range(1200):
+        deep = multipart(deep, boundary=f"r{i}")
+    env = run((HEAD + "Subject: fwd\r\n" + multipart(forward(deep, "Deep"), boundary="o")).encode())
+    assert env["quarantine"] == {
+        "reason": "unscannable",
+        "detail": "parse.structure: MIME structure of the forwarded message unreadable "
+        "(RecursionError)",
+    }
+
+
+def test_paths_and_names_inside_forwards() -> None:
+    named = (
+        'Content-Type: message/rfc822; name="given.eml"\r\n\r\n'
+        "Subject: Ignored for the name\r\nMIME-Version: 1.0\r\n"
+        + forward(multipart(exe_part(), boundary="i2"))  # an inner forward without a name
+    )
+    env = run((HEAD + "Subject: names\r\n" + multipart(named, boundary="o2")).encode())
+    (eml,) = env["attachments"]
+    assert eml["filename"] == "given.eml"
+    assert [c["path"] for c in eml["contains"]] == ["given.eml/message.eml/setup.exe"]
+
+
+def test_winmail_inside_a_forward_is_unpacked_into_contains() -> None:
+    import re as _re
+
+    winmail = fixture("winmail.eml")
+    body = (
+        winmail.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in winmail else winmail.split(b"\n\n", 1)[1]
+    )
+    ctype = _re.search(rb"(?im)^content-type:.*(?:\r?\n[ \t].*)*", winmail)
+    assert ctype is not None
+    inner = ctype.group().decode() + "\r\n\r\n" + body.decode("latin-1")
+    raw = HEAD + "Subject: fwd winmail\r\n" + multipart(forward(inner, "W"), boundary="o3")
+    env = parse_message(raw.encode("latin-1"))
+    (eml,) = env["attachments"]
+    assert [c["filename"] for c in eml["contains"]] == ["minutes.txt", "budget.csv"]
+
+
+def test_tnef_limit_keeps_the_first_files_not_the_blob() -> None:
+    env = parse_message(fixture("winmail.eml"), limits=Limits(max_tnef_files=1))
+    assert [a["filename"] for a in env["attachments"]] == ["minutes.txt"]
+
+
+def test_unreadable_tnef_blob_is_still_listed() -> None:
+    part = (
+        f'Content-Type: application/ms-tnef; name="winmail.dat"{CRLF}'
+        f"Content-Transfer-Encoding: base64{CRLF}{CRLF}{b64(TNEF_SIGNATURE + b'x')}"
+    )
+    env = parse_message((HEAD + "Subject: t\r\n" + multipart(part)).encode())
+    assert [a["filename"] for a in env["attachments"]] == ["winmail.dat"]
+    assert [e["message"] for e in unscannable_errors(env["parseErrors"])] == [
+        "winmail.dat has the TNEF signature but could not be unpacked; may hide files"
+    ]
+
+
+def test_error_log_reserve_is_exactly_bounded_and_deduplicated() -> None:
+    from mailgate.mime.errors import MAX_RESERVED, limit_errors
+
+    log = ErrorLog()
+    log.add("header.x", "same")
+    log.add("header.x", "same")
+    assert log.items == [{"code": "header.x", "message": "same"}]
+    for i in range(MAX_ERRORS + 5):
+        log.add("header.y", f"m{i}")
+    for i in range(MAX_RESERVED + 5):
+        log.add("limit.depth", f"d{i}")
+    assert log.items[MAX_ERRORS] == {
+        "code": "limit.errors",
+        "message": "further parse errors dropped",
+    }
+    reserved = [e for e in log.items[MAX_ERRORS:] if e["code"] == "limit.depth"]
+    assert [e["message"] for e in reserved] == [f"d{i}" for i in range(MAX_RESERVED)]
+    assert limit_errors(
+        [{"code": "limit.parts", "message": ""}, {"code": "x.y", "message": ""}, {"message": "-"}]  # type: ignore[list-item]
+    ) == ["limit.parts"]
+    assert unscannable_errors([{"code": "limit.depth"}, "junk", {"code": "x"}]) == [
+        {"code": "limit.depth", "message": ""}
+    ]
+
+
+def test_scan_helpers_name_every_file_and_every_hidden_error() -> None:
+    from mailgate.pipeline.stages.scan import unscannable_finding
+
+    files = scanned_files(
+        [
+            {"id": "att_1"},
+            {},
+            {"filename": "f.eml", "contains": [{"filename": "x.exe"}, {}, "junk"]},
+        ]
+    )
+    assert [name for name, _ in files] == ["att_1", "attachment", "f.eml", "x.exe", "attachment"]
+    finding = unscannable_finding(
+        [{"code": "limit.depth", "message": "a"}, {"code": "parse.structure", "message": "b"}]
+    )
+    assert finding is not None
+    assert finding.detail == "limit.depth: a; parse.structure: b"
+    assert unscannable_finding([{"code": "charset.fallback", "message": "c"}]) is None

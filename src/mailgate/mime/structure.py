@@ -537,9 +537,7 @@ def _content_id(part: Message) -> str | None:
 def _holds_part_headers(part: Message) -> bool:
     """Whether an unsplit multipart body has MIME header lines (a part a lenient client could
     split out as a file). Without any, a split could only give headerless text/plain parts."""
-    payload = part._payload  # type: ignore[attr-defined]
-    if isinstance(payload, bytes):
-        payload = payload.decode("ascii", "replace")
+    payload = part._payload  # type: ignore[attr-defined]  # str: BytesFeedParser decodes
     return isinstance(payload, str) and _PART_HEADER.search(payload) is not None
 
 
