@@ -20,6 +20,7 @@ def _config(tmp_path: Path, backend: str) -> Path:
     cfg.write_text(
         '[[domains]]\nname = "example.test"\ncatch_all = true\n'
         f'[store]\nbackend = "{backend}"\ndata_dir = "{tmp_path / "data"}"\n'
+        '[[api.tokens]]\nname = "ops"\ntoken = "test-token-0123456789abcdef0123456789"\n'
     )
     return cfg
 
