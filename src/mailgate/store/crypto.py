@@ -26,6 +26,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import struct
 import time
@@ -188,7 +189,7 @@ class AesGcmCodec(NullCodec):
             if not _sealed(value):
                 continue
             try:
-                sealed = base64.b64decode(str(value)[len(FIELD_PREFIX) :], validate=True)
+                sealed = binascii.a2b_base64(str(value)[len(FIELD_PREFIX) :])
             except (binascii.Error, ValueError):
                 raise IntegrityError(f"envelope field {name} is damaged") from None
             plain = self._open(sealed, f"env:{msg_id}:{name}".encode())
@@ -196,10 +197,24 @@ class AesGcmCodec(NullCodec):
         return out
 
     def open_envelope_json(self, msg_id: str, text: str) -> str:
+        """The stored JSON text with each sealed field spliced back as its JSON value (what was
+        sealed *is* that JSON text), without parsing and re-encoding the whole envelope."""
         if FIELD_PREFIX not in text:
             return text
-        env = self.open_envelope(msg_id, json.loads(text))
-        return json.dumps(env, ensure_ascii=False, separators=(",", ":"), default=str)
+
+        def plain(m: re.Match[str]) -> str:
+            aad = f"env:{msg_id}:{m.group(1)}".encode()
+            value = self._open(binascii.a2b_base64(m.group(2)), aad)
+            return f'"{m.group(1)}":' + value.decode("utf-8", "surrogatepass")
+
+        return _SEALED_FIELD.sub(plain, text)
+
+
+# A sealed top-level field in the store's compact JSON: base64 needs no escaping, and a quote in
+# message content is always escaped, so this matches only what seal_envelope wrote.
+_SEALED_FIELD = re.compile(
+    r'"(' + "|".join(ENCRYPTED_FIELDS) + r')":"' + FIELD_PREFIX + r'([A-Za-z0-9+/=]*)"'
+)
 
 
 def _sealed(value: Any) -> bool:
