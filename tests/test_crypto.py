@@ -1,0 +1,104 @@
+"""The encryption codec (issue 15): round trips, ciphertexts bound to their place, data written
+before a key stays readable, data keys re-wrapped by rotation, wrong keys refused."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mailgate.store import crypto
+from mailgate.store.crypto import AesGcmCodec, EncryptionKeyError, IntegrityError
+
+KEY = secrets.token_bytes(32)
+CODEC = AesGcmCodec({1: secrets.token_bytes(32)}, 1)
+
+
+def compact(env: dict[str, Any]) -> str:
+    return json.dumps(env, ensure_ascii=False, separators=(",", ":"))
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    text=st.text(),
+    headers=st.dictionaries(st.text(max_size=10), st.text(max_size=20), max_size=4),
+    extra=json_values,
+)
+def test_envelope_round_trip_both_ways(text: str, headers: dict[str, str], extra: Any) -> None:
+    env = {"id": "msg_1", "subject": "s", "text": text, "headers": headers, "entities": extra}
+    sealed = CODEC.seal_envelope("msg_1", env)
+    stored = compact(sealed)
+    for name in ("text", "headers", "entities"):  # content fields are sealed, the rest is not
+        assert env[name] is None or sealed[name].startswith("mge1:")
+    assert sealed["id"] == "msg_1" and sealed["subject"] == "s"
+    assert CODEC.open_envelope("msg_1", json.loads(stored)) == env
+    assert json.loads(CODEC.open_envelope_json("msg_1", stored)) == env
+
+
+def test_ciphertexts_are_bound_to_their_place() -> None:
+    raw = CODEC.seal_raw("msg_A", b"Subject: hi\r\n\r\nbody")
+    assert CODEC.open_raw("msg_A", raw) == b"Subject: hi\r\n\r\nbody"
+    with pytest.raises(IntegrityError):
+        CODEC.open_raw("msg_B", raw)  # moved to another row
+    flipped = bytearray(raw)
+    flipped[-1] ^= 1
+    with pytest.raises(IntegrityError):
+        CODEC.open_raw("msg_A", bytes(flipped))
+    with pytest.raises(IntegrityError):
+        CODEC.open_raw("msg_A", raw[:20])  # truncated
+    env = CODEC.seal_envelope("msg_A", {"text": "secret"})
+    with pytest.raises(IntegrityError):
+        CODEC.open_envelope("msg_B", env)
+    moved = {"html": env["text"]}  # the text's ciphertext put in the html field
+    with pytest.raises(IntegrityError):
+        CODEC.open_envelope("msg_A", moved)
+    blob = CODEC.seal_blob("ab" * 32, b"file")
+    assert CODEC.open_blob("ab" * 32, blob) == b"file"
+    with pytest.raises(IntegrityError):
+        CODEC.open_blob("cd" * 32, blob)
+
+
+def test_plaintext_written_before_a_key_is_read_as_is() -> None:
+    assert CODEC.open_raw("msg_1", b"From: a\r\n\r\nold") == b"From: a\r\n\r\nold"
+    old = {"text": "old body", "html": None}
+    assert CODEC.open_envelope("msg_1", old) == old
+    assert CODEC.open_envelope_json("msg_1", compact(old)) == compact(old)
+
+
+def test_data_keys_file_rotation_and_wrong_keys(tmp_path: Path) -> None:
+    k1, k2 = secrets.token_bytes(32), secrets.token_bytes(32)
+    codec = crypto.load_codec(tmp_path, k1)
+    path = crypto.data_keys_path(tmp_path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    sealed = codec.seal_raw("msg_1", b"raw")
+    assert crypto.load_codec(tmp_path, k1).open_raw("msg_1", sealed) == b"raw"  # same data key
+    with pytest.raises(EncryptionKeyError):
+        crypto.load_codec(tmp_path, k2)
+    assert crypto.rotate(tmp_path, k1, k2, new_data_key=True) == 2
+    rotated = crypto.load_codec(tmp_path, k2)
+    assert rotated.open_raw("msg_1", sealed) == b"raw"  # old data, old data key
+    assert rotated.active == 2 and rotated.open_raw("m", rotated.seal_raw("m", b"x")) == b"x"
+    with pytest.raises(EncryptionKeyError):
+        crypto.load_codec(tmp_path, k1)
+    assert crypto.kek_id(k2) == json.loads(path.read_text())["kek_id"]
+
+
+@pytest.mark.parametrize("text", ["", "not base64!", "c2hvcnQ="])
+def test_malformed_keys_refused(text: str) -> None:
+    with pytest.raises(EncryptionKeyError):
+        crypto.parse_kek(text)
+    assert len(crypto.parse_kek(crypto.new_kek_text())) == 32
