@@ -128,3 +128,8 @@ def test_encrypted_at_rest_rotation_and_integrity(mailgate_server: Any, tmp_path
     assert any(victim in p and "authentication" in p for p in bad["problems"])
     srv.stop()
     assert files_with(srv.data_dir, PLANTED) == {}
+
+    # erasure finds the sender's messages in an encrypted store (the tampered one included)
+    erased = json.loads(srv.cli("erase", "--address", "pat@example.org", "--json").stdout)
+    assert erased["messages"] == 3 and erased["residue"] == {}
+    assert files_with(srv.data_dir, [b"pat@example.org", b"Pat Customer"]) == {}

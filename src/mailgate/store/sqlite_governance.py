@@ -91,6 +91,8 @@ def _names_subject(
         rcpts = []
     if any(normalise_address(str(r)) == addr for r in rcpts):
         return True
+    if addr in _envelope_addresses(row["envelope"]):
+        return True
     raw = row["raw"]
     if raw is None:
         return False
@@ -99,6 +101,31 @@ def _names_subject(
     except IntegrityError:
         return False  # unreadable: matched by its envelope sender/recipients only
     return addr in header_addresses(plain)
+
+
+ENVELOPE_ADDRESS_FIELDS = ("from", "sender", "replyTo", "to", "cc", "bcc")
+
+
+def _envelope_addresses(envelope_json: str | None) -> set[str]:
+    """Normalised addresses in the envelope's author and recipient fields (plain JSON even in an
+    encrypted store: so a message whose raw bytes cannot be read is still found)."""
+    if not envelope_json:
+        return set()
+    try:
+        env = json.loads(envelope_json)
+    except ValueError:
+        return set()
+    out: set[str] = set()
+    stack = [env.get(k) for k in ENVELOPE_ADDRESS_FIELDS] if isinstance(env, dict) else []
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str) and "@" in v:
+            out.add(normalise_address(v))
+        elif isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, dict):
+            stack.extend(v.values())
+    return out
 
 
 def _envelope_hashes(envelope_json: str | None) -> set[str]:
