@@ -164,5 +164,11 @@ def test_purge_cli_dry_run_before_and_summary(mailgate_server: Any) -> None:
     assert sorted(state(db)) == sorted(r["id"] for r in rows[4:])
     again = json.loads(srv.cli("purge", "--before", cutoff, "--json").stdout)
     assert again["messages"] == 0
+    vacuumed = json.loads(srv.cli("purge", "--vacuum", "--json").stdout)  # while serving
+    assert "VACUUM done: auto_vacuum is INCREMENTAL from now on" in vacuumed["notes"]
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()
     bad = srv.cli("purge", "--before", "last tuesday", check=False)
     assert bad.returncode != 0 and b"a date like" in bad.stderr

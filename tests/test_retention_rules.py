@@ -80,3 +80,32 @@ def test_config_loads_rules(tmp_path: Path) -> None:
     ).retention
     assert loaded.raw == 30 * DAY and loaded.rules[0].queue == "billing"
     assert duration_for(loaded, "raw", "x", "billing") == 0
+
+
+def test_vacuum_switches_an_old_database_to_incremental(tmp_path: Path) -> None:
+    import sqlite3
+
+    from mailgate.store.sqlite_retention import RetentionMixin
+
+    db = tmp_path / "mailgate.sqlite"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE t (x BLOB)")  # made before auto_vacuum existed: NONE
+    conn.executemany("INSERT INTO t VALUES (?)", [(b"x" * 3000,) for _ in range(300)])
+    conn.commit()
+    conn.execute("DELETE FROM t")
+    conn.commit()
+    assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 0
+    conn.close()
+
+    class Store(RetentionMixin):
+        path = db
+        synchronous = "NORMAL"
+
+    store = Store()
+    assert store.incremental_vacuum() == 0  # nothing to give back without auto_vacuum
+    store.full_vacuum()
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
+    assert conn.execute("PRAGMA freelist_count").fetchone()[0] == 0
+    conn.close()
+    assert db.stat().st_size < 100_000  # the 900 KB of freed pages went back to the filesystem
