@@ -341,3 +341,84 @@ async def test_store_error_when_closed(nodes: Nodes) -> None:
         pass
     with pytest.raises(StoreError):
         await store.get_raw("msg_x")
+
+
+# ---------------------------------------------------------------------------- reply before original
+
+
+def _thread(thread_id: str, mid: str, *, is_new: bool, awaits: str | None = None) -> ThreadIntent:
+    return ThreadIntent(
+        tenant="default",
+        thread_id=thread_id,
+        ticket=None,
+        is_new=is_new,
+        message_id=mid,
+        sender="c@example.org",
+        awaits=awaits,
+    )
+
+
+async def test_an_original_stored_after_its_reply_joins_the_replys_thread(nodes: Nodes) -> None:
+    async with nodes(2) as (a, b):
+        orig, reply = record(1), record(2)
+        await _processed(a, reply, _thread("thr_r", "<r@x>", is_new=True, awaits="<o@x>"))
+        (ref,) = await b.find_threads("default", ["<o@x>"])
+        assert (ref.thread_id, ref.awaited) == ("thr_r", True)
+        await _processed(b, orig, _thread("thr_r", "<o@x>", is_new=False))
+        (ref,) = await a.find_threads("default", ["<o@x>"])
+        assert (ref.thread_id, ref.awaited) == ("thr_r", False)
+        assert await a.thread_of(orig.id) == "thr_r"
+
+
+async def test_original_and_reply_at_two_nodes_at_once_end_in_one_thread(nodes: Nodes) -> None:
+    """Neither sees the other when it looks; the unique key on the original's Message-ID
+    decides at commit: the loser is told to run again, and its second look finds the winner."""
+    async with nodes(2) as (a, b):
+        orig, reply = record(1), record(2)
+        await a.spool(orig)
+        await b.spool(reply)
+        results = await asyncio.gather(
+            a.complete(
+                orig.id,
+                envelope(orig.id),
+                [_thread("thr_o", "<o@x>", is_new=True)],
+                state="processed",
+            ),
+            b.complete(
+                reply.id,
+                envelope(reply.id),
+                [_thread("thr_r", "<r@x>", is_new=True, awaits="<o@x>")],
+                state="processed",
+            ),
+            return_exceptions=True,
+        )
+        assert sum(isinstance(r, DedupConflict) for r in results) == 1, results
+        (ref,) = await a.find_threads("default", ["<o@x>"])
+        if results[0] is None:  # the original won: the reply's rerun finds it
+            assert not ref.awaited
+            await b.complete(
+                reply.id,
+                envelope(reply.id),
+                [_thread(ref.thread_id, "<r@x>", is_new=False)],
+                state="processed",
+            )
+        else:  # the reply won: the original's rerun finds the placeholder and joins
+            assert ref.awaited
+            await a.complete(
+                orig.id,
+                envelope(orig.id),
+                [_thread(ref.thread_id, "<o@x>", is_new=False)],
+                state="processed",
+            )
+        assert await a.thread_of(orig.id) == await b.thread_of(reply.id) == ref.thread_id
+
+
+async def test_a_refused_placeholder_is_taken_over_not_a_conflict(nodes: Nodes) -> None:
+    async with nodes(2) as (a, b):
+        bait, victim = record(1), record(2)
+        await _processed(a, bait, _thread("thr_bait", "<bait@x>", is_new=True, awaits="<v@x>"))
+        mine = dataclasses.replace(_thread("thr_v", "<v@x>", is_new=True), refused="thr_bait")
+        await _processed(b, victim, mine)
+        (ref,) = await a.find_threads("default", ["<v@x>"])
+        assert (ref.thread_id, ref.awaited) == ("thr_v", False)
+        assert await a.thread_of(victim.id) == "thr_v"

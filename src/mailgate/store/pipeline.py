@@ -51,6 +51,9 @@ class ThreadRef:
     participants: frozenset[str]
     message_id: str | None = None
     """The Message-ID through which it was found (In-Reply-To/References lookups)."""
+    awaited: bool = False
+    """Found through a placeholder: a reply named this Message-ID before its message was
+    stored, and started this thread (see ``ThreadIntent.awaits``)."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,16 @@ class ThreadIntent(Intent):
     participants: tuple[str, ...] = ()
     subject: str | None = None
     at: float = 0.0
+    awaits: str | None = None
+    """A new thread's In-Reply-To that is not stored (yet): its original may be in flight on
+    another worker or node. The store claims that Message-ID for this thread with a
+    placeholder, so the original joins this thread when it is stored — and if the original (or
+    another reply naming it) got there first, the claim conflicts and this run is retried
+    (``ThreadConflict``), finding it. Unique keys, not timing, decide."""
+    refused: str | None = None
+    """The thread of a placeholder for this message's own Message-ID that the stage saw and
+    refused (its sender is no participant): the message takes the Message-ID over for its new
+    thread instead of conflicting — nobody can claim someone else's Message-ID in advance."""
 
 
 @dataclass(frozen=True)

@@ -118,18 +118,57 @@ def apply_thread(
             (dumps(merged), at, intent.thread_id),
         )
     if intent.message_id:
-        conn.execute(
+        mid = _strip_mid(intent.message_id)
+        cur = conn.execute(
             "INSERT OR IGNORE INTO thread_messages (tenant, message_id, thread_id, msg_id, sender,"
             " at) VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                intent.tenant,
-                _strip_mid(intent.message_id),
-                intent.thread_id,
-                msg_id,
-                intent.sender,
-                at,
-            ),
+            (intent.tenant, mid, intent.thread_id, msg_id, intent.sender, at),
         )
+        if cur.rowcount == 0:
+            _fill_placeholder(conn, msg_id, intent, mid, at)
+    if intent.is_new and intent.awaits:
+        _claim_awaited(conn, msg_id, intent, at)
+
+
+def _fill_placeholder(
+    conn: sqlite3.Connection, msg_id: str, intent: ThreadIntent, mid: str, at: float
+) -> None:
+    """Our Message-ID is indexed already. A placeholder of this thread: it is ours now. One of
+    another thread: a reply named us first and started that thread — run again and join it. A
+    real row: another message with the same Message-ID came first (it keeps the id)."""
+    row = conn.execute(
+        "SELECT thread_id, msg_id FROM thread_messages WHERE tenant = ? AND message_id = ?",
+        (intent.tenant, mid),
+    ).fetchone()
+    if row is None or row["msg_id"]:
+        return
+    if row["thread_id"] not in (intent.thread_id, intent.refused):
+        raise ThreadConflict(f"{msg_id}: a reply started {row['thread_id']} for it; run again")
+    conn.execute(
+        "UPDATE thread_messages SET thread_id = ?, msg_id = ?, sender = ?, at = ?"
+        " WHERE tenant = ? AND message_id = ?",
+        (intent.thread_id, msg_id, intent.sender, at, intent.tenant, mid),
+    )
+
+
+def _claim_awaited(conn: sqlite3.Connection, msg_id: str, intent: ThreadIntent, at: float) -> None:
+    """A placeholder for the In-Reply-To not stored yet (see ``ThreadIntent.awaits``)."""
+    awaited = _strip_mid(intent.awaits or "")
+    if not awaited:
+        return
+    cur = conn.execute(
+        "INSERT OR IGNORE INTO thread_messages (tenant, message_id, thread_id, msg_id, sender,"
+        " at) VALUES (?, ?, ?, '', '', ?)",
+        (intent.tenant, awaited, intent.thread_id, at),
+    )
+    if cur.rowcount:
+        return
+    row = conn.execute(
+        "SELECT thread_id FROM thread_messages WHERE tenant = ? AND message_id = ?",
+        (intent.tenant, awaited),
+    ).fetchone()
+    if row is not None and row["thread_id"] != intent.thread_id:
+        raise ThreadConflict(f"{msg_id}: <{awaited}> is in {row['thread_id']} now; run again")
 
 
 @applies(QuarantineIntent)
@@ -207,8 +246,9 @@ class PipelineStoreMixin(SqliteBase):
         ids = ids[:100]  # References can be long; the newest ones matter (RFC 5322 3.6.4)
         marks = ",".join("?" * len(ids))
         rows = self._lookup(
-            "SELECT tm.message_id, t.id, t.ticket, t.contact, t.participants FROM thread_messages tm"
-            f" JOIN threads t ON t.id = tm.thread_id WHERE tm.tenant = ? AND tm.message_id IN ({marks})",
+            "SELECT tm.message_id, tm.msg_id, t.id, t.ticket, t.contact, t.participants"
+            " FROM thread_messages tm JOIN threads t ON t.id = tm.thread_id"
+            f" WHERE tm.tenant = ? AND tm.message_id IN ({marks})",
             (tenant, *ids),
         )
         return [
@@ -218,6 +258,7 @@ class PipelineStoreMixin(SqliteBase):
                 contact=r["contact"],
                 participants=_participants(r["participants"]),
                 message_id=r["message_id"],
+                awaited=not r["msg_id"],
             )
             for r in rows
         ]

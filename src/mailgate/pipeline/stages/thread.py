@@ -4,7 +4,9 @@ A message joins an existing thread, tried in this order (``thread.matchedBy``):
   ``in-reply-to``   its In-Reply-To names a stored message (RFC 5322 section 3.6.4);
   ``references``    a References entry does (newest first);
   ``alias``         it was sent to a reply alias carrying a ticket, ``support+T-1042@…``;
-  ``subject-token`` its subject carries a ticket token, ``[Ticket T-1042]`` / ``[T-1042]``.
+  ``subject-token`` its subject carries a ticket token, ``[Ticket T-1042]`` / ``[T-1042]``;
+  ``awaited``       a reply stored before it named its Message-ID and started a thread (the
+                    reply arrived first, or at another node): see ``ThreadIntent.awaits``.
 Every match is scoped to the tenant and to the thread's contacts: the sender must be one of
 the thread's participants (its first sender and the people it was addressed to or copied to),
 so a stranger's reply to a newsletter, or a guessed ticket number, is not glued onto someone
@@ -84,6 +86,7 @@ class ThreadStage:
         irt = message_ids(env.get("inReplyTo"))
         refs = message_ids(env.get("references"))
         wanted = [*irt, *reversed(refs)]
+        by_mid: dict[str | None, ThreadRef] = {}
         if wanted:
             by_mid = {r.message_id: r for r in await ctx.ports.find_threads(tenant, wanted)}
             for mid in wanted:
@@ -117,6 +120,23 @@ class ThreadStage:
                     f"{how} {token} is {ref.thread_id}, but {sender or 'the sender'} is not a participant"
                 )
 
+        own = message_ids(env.get("messageId"))
+        refused: str | None = None
+        if found is None and own:
+            # A reply stored before this message (it arrived first, or at another node) named
+            # our Message-ID and started a thread for us: join it.
+            for ref in await ctx.ports.find_threads(tenant, own[:1]):
+                if not ref.awaited:
+                    continue
+                if allowed(ref):
+                    found, matched_by = ref, "awaited"
+                else:
+                    refused = ref.thread_id  # this message takes its Message-ID back
+                    ctx.note(
+                        f"a reply in {ref.thread_id} named this message, but"
+                        f" {sender or 'the sender'} is not a participant"
+                    )
+
         is_new = found is None
         ticket: str | None
         if found is not None:
@@ -149,6 +169,9 @@ class ThreadStage:
                     participants=tuple(sorted(participants)),
                     subject=view.text("subject")[:500] or None,
                     at=received_at(env),
+                    # a new thread of a reply whose original is not stored (yet)
+                    awaits=irt[0] if is_new and irt and irt[0] not in by_mid else None,
+                    refused=refused,
                 )
             )
         return None

@@ -125,16 +125,76 @@ async def apply_thread(
             intent.thread_id,
         )
     if intent.message_id:
-        await conn.execute(
+        mid = text(_strip_mid(intent.message_id)) or ""
+        inserted = await conn.fetchval(
             "INSERT INTO thread_messages (tenant, message_id, thread_id, msg_id, sender, at)"
-            " VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT DO NOTHING",
+            " VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT DO NOTHING RETURNING 1",
             intent.tenant,
-            text(_strip_mid(intent.message_id)),
+            mid,
             intent.thread_id,
             msg_id,
             text(intent.sender) or "",
             at,
         )
+        if not inserted:
+            await _fill_placeholder(conn, msg_id, intent, mid, at)
+    if intent.is_new and intent.awaits:
+        await _claim_awaited(conn, msg_id, intent, at)
+
+
+async def _fill_placeholder(
+    conn: asyncpg.Connection, msg_id: str, intent: ThreadIntent, mid: str, at: float
+) -> None:
+    """See the SQLite backend: a placeholder of this thread becomes ours; one of another thread
+    means a reply (maybe on another node) started that thread for us — run again and join it."""
+    row = await conn.fetchrow(
+        "SELECT thread_id, msg_id FROM thread_messages WHERE tenant = $1 AND message_id = $2"
+        " FOR UPDATE",
+        intent.tenant,
+        mid,
+    )
+    if row is None or row["msg_id"]:
+        return
+    if row["thread_id"] not in (intent.thread_id, intent.refused):
+        raise ThreadConflict(f"{msg_id}: a reply started {row['thread_id']} for it; run again")
+    await conn.execute(
+        "UPDATE thread_messages SET thread_id = $6, msg_id = $1, sender = $2, at = $3"
+        " WHERE tenant = $4 AND message_id = $5",
+        msg_id,
+        text(intent.sender) or "",
+        at,
+        intent.tenant,
+        mid,
+        intent.thread_id,
+    )
+
+
+async def _claim_awaited(
+    conn: asyncpg.Connection, msg_id: str, intent: ThreadIntent, at: float
+) -> None:
+    """A placeholder for the In-Reply-To not stored yet; a concurrent insert of the same
+    Message-ID (the original, or another reply, on another node) waits for the other COMMIT and
+    then conflicts here: this run is retried and finds the thread."""
+    awaited = text(_strip_mid(intent.awaits or "")) or ""
+    if not awaited:
+        return
+    inserted = await conn.fetchval(
+        "INSERT INTO thread_messages (tenant, message_id, thread_id, msg_id, sender, at)"
+        " VALUES ($1,$2,$3,'','',$4) ON CONFLICT DO NOTHING RETURNING 1",
+        intent.tenant,
+        awaited,
+        intent.thread_id,
+        at,
+    )
+    if inserted:
+        return
+    current = await conn.fetchval(
+        "SELECT thread_id FROM thread_messages WHERE tenant = $1 AND message_id = $2",
+        intent.tenant,
+        awaited,
+    )
+    if current is not None and current != intent.thread_id:
+        raise ThreadConflict(f"{msg_id}: <{awaited}> is in {current} now; run again")
 
 
 @applies(QuarantineIntent)
@@ -210,7 +270,7 @@ class PgPipelineMixin(PgBase):
         if not ids:
             return []
         rows = await self._fetch(
-            "SELECT tm.message_id, t.id, t.ticket, t.contact, t.participants"
+            "SELECT tm.message_id, tm.msg_id, t.id, t.ticket, t.contact, t.participants"
             " FROM thread_messages tm JOIN threads t ON t.id = tm.thread_id"
             " WHERE tm.tenant = $1 AND tm.message_id = ANY($2::text[])",
             tenant,
@@ -223,6 +283,7 @@ class PgPipelineMixin(PgBase):
                 contact=r["contact"],
                 participants=_participants(r["participants"]),
                 message_id=r["message_id"],
+                awaited=not r["msg_id"],
             )
             for r in rows
         ]
