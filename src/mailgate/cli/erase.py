@@ -84,6 +84,8 @@ def erase_cmd(
             f"  kept: {report.mentioned_elsewhere} messages of other people mention the address"
             " in their content"
         )
+    for note in report.notes:
+        click.echo(f"  note: {note}")
     if report.residue and not dry_run:
         click.echo(
             "  still containing the address: "

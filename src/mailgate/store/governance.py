@@ -108,6 +108,7 @@ class ErasureReport:
     residue: dict[str, int] = field(default_factory=dict)  # table.column -> rows still matching
     vacuumed: bool = False
     notices: list[str] = field(default_factory=list)  # ids of the subject.erased notices
+    notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
