@@ -11,8 +11,9 @@ per-process figures (active sessions) but makes a gauge that each process sets t
 value count it once per process. Snapshots of processes that exited on this host are
 dropped; the counters they held start again, and Prometheus treats that as a counter reset.
 
-The store carries the snapshots, so no shared directory or port is needed, and a process
-with no data dir (Postgres later) works the same way.
+The store carries the snapshots, so no shared directory or port is needed. With several nodes
+on one PostgreSQL database each node's ``/metrics`` sums the processes of its own host only, so
+scraping every node counts every process once.
 """
 
 from __future__ import annotations
@@ -183,6 +184,8 @@ async def merged_exposition(store: MetricsStore, registry: CollectorRegistry) ->
             with contextlib.suppress(StoreError):
                 await store.drop_process_metrics(key)
             continue
+        if owner_host != host:
+            continue  # another node's worker (PostgreSQL): that node's /metrics counts it
         texts.append(text)
     merged = CollectorRegistry(auto_describe=False)
     merged.register(_Families(_merge(texts)))
