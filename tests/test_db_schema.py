@@ -100,3 +100,29 @@ def test_a_newer_schema_is_refused(
     )
     assert probe.returncode != 0
     assert "newer than this mailgate" in probe.stderr
+
+
+def test_migrate_false_refuses_an_older_schema_until_db_migrate(
+    backend_env: tuple[Path, dict[str, str]],
+) -> None:
+    cfg, env = backend_env
+    cfg.write_text(cfg.read_text().replace("[store]\n", "[store]\nmigrate = false\n"))
+    probe = [
+        sys.executable,
+        "-c",
+        "import asyncio, sys\n"
+        "from mailgate.app import build_store, load_config\n"
+        "async def main():\n"
+        "    store = build_store(load_config(sys.argv[1]))\n"
+        "    await store.open()\n"
+        "    await store.close()\n"
+        "asyncio.run(main())\n",
+        str(cfg),
+    ]
+    run_env = {**env, "PATH": "/usr/bin:/bin"}
+    refused = subprocess.run(probe, capture_output=True, text=True, env=run_env, timeout=60)
+    assert refused.returncode != 0
+    assert "mailgate db migrate" in refused.stderr
+    assert CliRunner().invoke(main, ["db", "migrate", "-c", str(cfg)], env=env).exit_code == 0
+    opened = subprocess.run(probe, capture_output=True, text=True, env=run_env, timeout=60)
+    assert opened.returncode == 0, opened.stderr

@@ -88,6 +88,7 @@ def build_store(cfg: Config) -> Store:
         durability=cfg.store.durability,
         group_commit_window=cfg.store.group_commit_window,
         max_batch=cfg.store.max_batch,
+        migrate=cfg.store.migrate,
     )
     store.codec = codec_for(cfg)  # encryption at rest when a key is configured (issue 15)
     return store

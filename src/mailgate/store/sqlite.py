@@ -31,7 +31,7 @@ from mailgate.store.sqlite_models import ModelStoreMixin
 from mailgate.store.sqlite_notify import SqliteNotifier
 from mailgate.store.sqlite_pipeline import PipelineStoreMixin
 from mailgate.store.sqlite_replies import ReplyStoreMixin
-from mailgate.store.sqlite_schema import SchemaMixin, refuse_newer
+from mailgate.store.sqlite_schema import SchemaMixin, refuse_newer, refuse_pending
 from mailgate.store.writer import Writer, connect
 
 DB_NAME = "mailgate.sqlite"
@@ -55,8 +55,10 @@ class SqliteStore(
         durability: str = "fsync",
         group_commit_window: float = 0.0,
         max_batch: int = 256,
+        migrate: bool = True,
     ) -> None:
         self.data_dir = Path(data_dir)
+        self.auto_migrate = migrate
         self.path = self.data_dir / DB_NAME
         self.synchronous = "FULL" if durability == "fsync" else "NORMAL"
         self._writer = Writer(
@@ -84,6 +86,8 @@ class SqliteStore(
             conn.close()
 
     async def open(self) -> None:
+        if not self.auto_migrate:
+            refuse_pending(self.path)  # ``[store] migrate = false``: `mailgate db migrate` first
         self.prepare()
         self._writer.start()
         self._reader = await aiosqlite.connect(str(self.path), isolation_level=None)

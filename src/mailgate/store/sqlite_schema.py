@@ -47,6 +47,15 @@ def refuse_newer(path: Path) -> None:
         )
 
 
+def refuse_pending(path: Path) -> None:
+    st = sqlite_schema_status(path)
+    if st.pending and not st.newer:
+        raise StoreError(
+            f"{path}: the schema lacks {', '.join(st.pending)} and [store] migrate = false:"
+            " run `mailgate db migrate`"
+        )
+
+
 class SchemaMixin:
     path: Path
     prepare: Callable[[], list[str]]  # SqliteStore.prepare: create, check, migrate
