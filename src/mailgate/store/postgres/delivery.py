@@ -36,34 +36,41 @@ from mailgate.store.postgres.notify import pg_channel
 async def apply_publish(
     conn: asyncpg.Connection, msg_id: str, envelope: dict[str, Any], intent: PublishIntent
 ) -> None:
-    """One event row, one outbox row per target, the attachment index; idempotent."""
-    row = await conn.fetchrow(
-        "SELECT tenant, received_at, trace_id FROM messages WHERE id = $1", msg_id
-    )
-    if row is None:
-        raise NotFound(msg_id)
+    """One event row, one outbox row per target, the attachment index; idempotent.
+
+    Two round trips whatever the number of targets: the event (its message's facts read in
+    the same statement), then the outbox rows and the wake-up of every node's webhook worker."""
     now = time.time()
     event_id = event_id_for(msg_id, intent.event_type)
-    await conn.execute(
-        "INSERT INTO events (id, msg_id, tenant, type, ordering_key, trace_id, received_at,"
-        " created_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT (id) DO NOTHING",
+    found = await conn.fetchval(
+        "WITH ins AS (INSERT INTO events (id, msg_id, tenant, type, ordering_key, trace_id,"
+        "  received_at, created_at)"
+        "  SELECT $1, id, COALESCE($3, tenant), $4, $5, COALESCE($6, trace_id, ''), received_at, $7"
+        "  FROM messages WHERE id = $2 ON CONFLICT (id) DO NOTHING)"
+        " SELECT 1 FROM messages WHERE id = $2",
         event_id,
         msg_id,
-        envelope.get("tenant") or row["tenant"],
+        envelope.get("tenant") or None,
         intent.event_type,
         intent.ordering_key,
-        envelope.get("traceId") or row["trace_id"] or "",
-        row["received_at"],
+        envelope.get("traceId") or None,
         now,
     )
+    if not found:
+        raise NotFound(msg_id)
     targets = list(dict.fromkeys(intent.targets))
     if targets:
-        await conn.executemany(
-            "INSERT INTO outbox (event_id, target, ordering_key, next_attempt_at, created_at)"
-            " VALUES ($1,$2,$3,$4,$4) ON CONFLICT (event_id, target) DO NOTHING",
-            [(event_id, t, intent.ordering_key, now) for t in targets],
+        await conn.execute(
+            "WITH ins AS (INSERT INTO outbox (event_id, target, ordering_key, next_attempt_at,"
+            "  created_at) SELECT $1, t, $3, $4, $4 FROM unnest($2::text[]) AS t"
+            "  ON CONFLICT (event_id, target) DO NOTHING)"
+            " SELECT pg_notify($5, '')",
+            event_id,
+            targets,
+            intent.ordering_key,
+            now,
+            pg_channel(OUTBOX),
         )
-        await conn.execute("SELECT pg_notify($1, '')", pg_channel(OUTBOX))
     atts = [
         (
             text(a["id"]),
@@ -228,6 +235,9 @@ class PgDeliveryMixin(PgBase):
         does): a node whose lease was taken over cannot overwrite the new owner's outcome."""
         now = time.time()
         attempt = item.attempts + 1
+        if result.outcome == "delivered":
+            await self._finish_delivered(item, result, owner=owner, now=now, attempt=attempt)
+            return
         error = text(result.error[:2000]) if result.error else None
         owned = "id = $1 AND state = 'pending' AND (lock_owner = $2 OR lock_owner IS NULL)"
         async with self.fast_pool.acquire() as conn, conn.transaction():
@@ -328,6 +338,38 @@ class PgDeliveryMixin(PgBase):
                 # frees the next row of its thread too, but this node's worker claims that on
                 # its next round; a wake-up of every node per delivery costs more than it saves.)
                 await conn.execute("SELECT pg_notify($1, '')", pg_channel(OUTBOX))
+
+    async def _finish_delivered(
+        self, item: OutboxItem, result: AttemptOutcome, *, owner: str, now: float, attempt: int
+    ) -> None:
+        """The common outcome in one statement (one round trip, one implicit transaction): the
+        attempt, the outbox row, the event's acknowledgement and the metric bumps."""
+        bumps = sorted(_metric_bumps(item, result, now))
+        await self._execute(
+            "WITH a AS (INSERT INTO delivery_attempts (outbox_id, attempt, at, status, latency,"
+            "  error, outcome, node) VALUES ($1, $3, $4, $5, $6, NULL, 'delivered', $2)),"
+            " o AS (UPDATE outbox SET state = 'delivered', attempts = $3, delivered_at = $4,"
+            "  last_status = $5, last_error = NULL, locked_until = 0, lock_owner = NULL"
+            "  WHERE id = $1 AND state = 'pending' AND (lock_owner = $2 OR lock_owner IS NULL)),"
+            " e AS (UPDATE events SET delivered_at = COALESCE(delivered_at, $4),"
+            "  acked_at = COALESCE(acked_at, $4), acked_by = COALESCE(acked_by, $7)"
+            "  WHERE id = $8)"
+            " INSERT INTO delivery_metrics (name, labels, value)"
+            " SELECT * FROM unnest($9::text[], $10::text[], $11::float8[])"
+            " ON CONFLICT (name, labels) DO UPDATE SET value = delivery_metrics.value + excluded.value",
+            item.id,
+            owner,
+            attempt,
+            now,
+            result.status,
+            result.latency,
+            f"webhook:{item.target}",
+            item.event_id,
+            [b[0] for b in bumps],
+            [b[1] for b in bumps],
+            [b[2] for b in bumps],
+            fast=True,
+        )
 
     async def release_leases(self, owner: str) -> int:
         status = await self._execute(
