@@ -102,3 +102,20 @@ def test_malformed_keys_refused(text: str) -> None:
     with pytest.raises(EncryptionKeyError):
         crypto.parse_kek(text)
     assert len(crypto.parse_kek(crypto.new_kek_text())) == 32
+
+
+def test_check_config_warns_while_encryption_is_off(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from mailgate.config import Config, StoreConfig, config_warnings
+
+    monkeypatch.delenv(crypto.ENV_KEY, raising=False)
+    off = [w for w in config_warnings(Config()) if w.startswith("store.encryption_key_file")]
+    assert len(off) == 1 and "unencrypted" in off[0]
+    key = tmp_path / "kek"
+    key.write_text(crypto.new_kek_text() + "\n")
+    on = Config(store=StoreConfig(data_dir=str(tmp_path / "data"), encryption_key_file=str(key)))
+    assert not [w for w in config_warnings(on) if w.startswith("store.encryption_key_file")]
+    assert crypto.codec_for(on).enabled and not crypto.codec_for(Config(), env={}).enabled
+    monkeypatch.setenv(crypto.ENV_KEY, crypto.new_kek_text())
+    assert not [w for w in config_warnings(Config()) if w.startswith("store.encryption")]
