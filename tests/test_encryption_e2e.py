@@ -17,7 +17,13 @@ from typing import Any
 
 TOKEN = "test-token-0123456789abcdef0123456789"  # tests/support/server.py BASE_TOML
 CARD = "4111 1111 1111 1111"
-PLANTED = [CARD.encode(), CARD.replace(" ", "").encode(), b"BODYMARKER-zx9", b"ATTACHMARKER-qq7"]
+PLANTED = [
+    CARD.encode(),
+    CARD.replace(" ", "").encode(),
+    b"BODYMARKER-zx9",
+    b"ATTACHMARKER-qq7",
+    b"enc-1@example.org",  # a Message-ID: keyed hashes in the dedup and thread indexes
+]
 
 
 def planted_message() -> bytes:
@@ -76,6 +82,21 @@ def test_encrypted_at_rest_rotation_and_integrity(mailgate_server: Any, tmp_path
     att_url = detail["envelope"]["attachments"][0]["url"]
     with urllib.request.urlopen(srv.api_base + att_url.split("8025", 1)[1], timeout=10) as r:
         assert b"ATTACHMARKER-qq7" in r.read()
+    # dedup and threading work on the keyed hashes: a resend is a duplicate, a reply threads
+    srv.send(raw)
+    reply = raw.replace(
+        b"Message-ID: <enc-1@example.org>",
+        b"Message-ID: <enc-r@example.org>\r\nIn-Reply-To: <enc-1@example.org>",
+    )
+    srv.send(reply)
+    later = srv.wait_processed(4)
+    dup, answer = (json.loads(r["envelope"]) for r in later[-2:])
+    assert dup["duplicateOf"] == msg_id
+    answered = json.loads(api_get(srv, f"/v1/messages/{later[-1]['id']}"))["envelope"]
+    assert answer["thread"]["id"] == detail["envelope"]["thread"]["id"]
+    assert answered["inReplyTo"].strip("<>") == "enc-1@example.org"  # the API reads it plain
+    assert answered["thread"]["matchedBy"] == "in-reply-to"
+
     # ... while no file in the data dir holds them (database, WAL, blobs, keys)
     assert files_with(srv.data_dir, PLANTED) == {}
     assert (srv.data_dir / "keys" / "data-keys.json").exists()
@@ -121,7 +142,7 @@ def test_encrypted_at_rest_rotation_and_integrity(mailgate_server: Any, tmp_path
         time.sleep(0.1)
     assert q is not None and q["reason"] == "integrity"
     srv.send(planted_message().replace(b"enc-1@", b"enc-3@"))  # still accepting and processing
-    after = srv.wait_processed(3)
+    after = srv.wait_processed(5)
     assert {r["id"]: r["state"] for r in after}[victim] == "quarantined"
     assert "failed its integrity check" in srv.log()
     bad = json.loads(srv.cli("db", "check", "--json", check=False).stdout)
@@ -131,5 +152,5 @@ def test_encrypted_at_rest_rotation_and_integrity(mailgate_server: Any, tmp_path
 
     # erasure finds the sender's messages in an encrypted store (the tampered one included)
     erased = json.loads(srv.cli("erase", "--address", "pat@example.org", "--json").stdout)
-    assert erased["messages"] == 3 and erased["residue"] == {}
+    assert erased["messages"] == 5 and erased["residue"] == {}
     assert files_with(srv.data_dir, [b"pat@example.org", b"Pat Customer"]) == {}

@@ -46,6 +46,9 @@ MAGIC = b"MGE1"
 FIELD_PREFIX = "mge1:"
 DATA_KEYS_FILE = "data-keys.json"
 ENCRYPTED_FIELDS = (
+    "messageId",
+    "inReplyTo",
+    "references",
     "text",
     "replyText",
     "html",
@@ -122,6 +125,10 @@ class NullCodec:
     def open_blob(self, sha256: str, data: bytes) -> bytes:
         return data
 
+    def index(self, value: str) -> str:
+        """The form a searched-for value (a Message-ID, a dedup key) is stored and looked up in."""
+        return value
+
 
 NULL_CODEC = NullCodec()
 
@@ -136,6 +143,16 @@ class AesGcmCodec(NullCodec):
             raise EncryptionKeyError("the active data key is missing")
         self._aead = {kid: AESGCM(k) for kid, k in keys.items()}
         self.active = active
+        # from the oldest data key: rotation and new data keys leave stored index values valid
+        self._index_key = hmac.new(
+            keys[min(keys)], b"mailgate index key v1", hashlib.sha256
+        ).digest()
+
+    def index(self, value: str) -> str:
+        """A keyed hash (HMAC-SHA256) where the store needs only equality: Message-IDs in the
+        thread index, dedup keys. Not reversible without the key; equal values, equal hashes."""
+        mac = hmac.new(self._index_key, value.encode("utf-8", "surrogatepass"), hashlib.sha256)
+        return "h1:" + mac.hexdigest()[:40]
 
     def _seal(self, data: bytes, aad: bytes) -> bytes:
         nonce = os.urandom(12)

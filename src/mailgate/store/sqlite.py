@@ -26,6 +26,7 @@ from mailgate.store.base import (
 from mailgate.store.private import create_private_file, make_private_dirs
 from mailgate.store.sqlite_base import SqliteBase, apply_intents, dumps, migrate
 from mailgate.store.sqlite_claims import SpoolClaimsMixin
+from mailgate.store.sqlite_crypto import index_intents
 from mailgate.store.sqlite_delivery import DeliveryStoreMixin
 from mailgate.store.sqlite_models import ModelStoreMixin
 from mailgate.store.sqlite_notify import SqliteNotifier
@@ -166,7 +167,7 @@ class SqliteStore(
                 " last_error = NULL WHERE id = ?",
                 (state, env_json, subject, time.time(), msg_id),
             )
-            apply_intents(conn, msg_id, envelope, intents)
+            apply_intents(conn, msg_id, envelope, index_intents(self.codec, intents))
 
         # Not fsynced on its own: lost to a power failure, the message is still spooled (that
         # commit was durable) and is processed again. The next durable commit syncs it.

@@ -11,8 +11,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from mailgate.store.base import SpooledMessage
+from mailgate.store.base import Intent, SpooledMessage
 from mailgate.store.crypto import IntegrityError, NullCodec
+from mailgate.store.pipeline import DedupIntent, ThreadIntent
 from mailgate.store.sqlite_base import dumps
 
 log = logging.getLogger("mailgate.store")
@@ -63,4 +64,27 @@ async def open_claimed(
         out.append(msg if raw is msg.raw else dataclasses.replace(msg, raw=raw))
     if bad:
         await store._write(lambda conn: quarantine_integrity(conn, bad))
+    return out
+
+
+def _mid(value: str) -> str:
+    return value.strip().strip("<>").strip()
+
+
+def index_intents(codec: NullCodec, intents: list[Intent]) -> list[Intent]:
+    """With encryption on, dedup keys and thread Message-IDs are stored as keyed hashes
+    (``codec.index``); the lookups (``find_duplicate``, ``find_threads``) hash what they seek."""
+    if not codec.enabled:
+        return intents
+    out: list[Intent] = []
+    for i in intents:
+        if isinstance(i, DedupIntent):
+            i = dataclasses.replace(i, key=codec.index(i.key))
+        elif isinstance(i, ThreadIntent):
+            i = dataclasses.replace(
+                i,
+                message_id=codec.index(_mid(i.message_id)) if i.message_id else i.message_id,
+                awaits=codec.index(_mid(i.awaits)) if i.awaits else i.awaits,
+            )
+        out.append(i)
     return out

@@ -37,6 +37,7 @@ from mailgate.store.pipeline import (
     ThreadRef,
 )
 from mailgate.store.sqlite_base import SqliteBase, applies, apply_intents, dumps
+from mailgate.store.sqlite_crypto import index_intents
 from mailgate.store.writer import connect
 
 
@@ -232,9 +233,12 @@ class PipelineStoreMixin(SqliteBase):
 
     async def find_duplicate(self, tenant: str, key: str, since: float) -> DedupHit | None:
         """See `PipelinePorts.find_duplicate`."""
+        # stored as a keyed hash when encryption is on (sqlite_crypto.index_intents); plain
+        # keys written before a key was configured still match
         rows = self._lookup(
-            "SELECT msg_id, seen_at FROM dedup_keys WHERE tenant = ? AND key = ? AND seen_at >= ?",
-            (tenant, key, since),
+            "SELECT msg_id, seen_at FROM dedup_keys WHERE tenant = ? AND key IN (?, ?)"
+            " AND seen_at >= ?",
+            (tenant, self.codec.index(key), key, since),
         )
         return DedupHit(rows[0]["msg_id"], rows[0]["seen_at"]) if rows else None
 
@@ -244,6 +248,8 @@ class PipelineStoreMixin(SqliteBase):
         if not ids:
             return []
         ids = ids[:100]  # References can be long; the newest ones matter (RFC 5322 3.6.4)
+        hashed = {self.codec.index(m): m for m in ids} if self.codec.enabled else {}
+        ids = [*ids, *hashed]  # keyed hashes with encryption on; plain rows from before
         marks = ",".join("?" * len(ids))
         rows = self._lookup(
             "SELECT tm.message_id, tm.msg_id, t.id, t.ticket, t.contact, t.participants"
@@ -257,7 +263,7 @@ class PipelineStoreMixin(SqliteBase):
                 ticket=r["ticket"],
                 contact=r["contact"],
                 participants=_participants(r["participants"]),
-                message_id=r["message_id"],
+                message_id=hashed.get(r["message_id"], r["message_id"]),
                 awaited=not r["msg_id"],
             )
             for r in rows
@@ -386,7 +392,7 @@ class PipelineStoreMixin(SqliteBase):
                 detail={"reason": q["reason"] if q else None},
                 at=now,
             )
-            apply_intents(conn, msg_id, envelope, [*intents, audit])
+            apply_intents(conn, msg_id, envelope, index_intents(self.codec, [*intents, audit]))
 
         await self._write(write)
 
@@ -520,7 +526,7 @@ class PipelineStoreMixin(SqliteBase):
             if cur.rowcount == 0:
                 raise NotFound(msg_id)
             audit = AuditIntent(actor=actor, action="replay", target=msg_id, detail=detail, at=now)
-            apply_intents(conn, msg_id, envelope, [*intents, audit])
+            apply_intents(conn, msg_id, envelope, index_intents(self.codec, [*intents, audit]))
 
         await self._write(write)
 
