@@ -92,6 +92,9 @@ def test_data_keys_file_rotation_and_wrong_keys(tmp_path: Path) -> None:
     rotated = crypto.load_codec(tmp_path, k2)
     assert rotated.open_raw("msg_1", sealed) == b"raw"  # old data, old data key
     assert rotated.active == 2 and rotated.open_raw("m", rotated.seal_raw("m", b"x")) == b"x"
+    # index hashes stay equal across rotation and a new data key: stored ones keep matching
+    assert rotated.index("a@b") == codec.index("a@b") != codec.index("a@c")
+    assert codec.index("a@b").startswith("h1:") and "a@b" not in codec.index("a@b")
     with pytest.raises(EncryptionKeyError):
         crypto.load_codec(tmp_path, k1)
     assert crypto.kek_id(k2) == json.loads(path.read_text())["kek_id"]
