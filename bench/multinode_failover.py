@@ -114,7 +114,8 @@ async def run(count: int, clients: int) -> None:
             print(f"processed by node:      {by_node}")
             print(
                 f"webhooks received:      {len(got)}: every event {want <= set(got)},"
-                f" duplicates {len(got) - len(set(got))}"
+                f" duplicates {len(got) - len(set(got))}, {len(set(got) - want)} of messages"
+                " stored whose 250 the client never saw (the connection died with node A)"
             )
             print(f"send phase:             {sent_at - t0:.1f} s")
             print(f"all processed after:    {processed_at - t0:.1f} s")
