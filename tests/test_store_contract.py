@@ -35,16 +35,9 @@ def _config(backend: str, tmp_path: Path, request: pytest.FixtureRequest, node: 
     cfg = load_config(None, env={"MAILGATE_DATA_DIR": str(tmp_path / "data")})
     store = StoreConfig(data_dir=str(tmp_path / "data"), node=node, backend=backend)  # type: ignore[arg-type]
     if backend == "postgresql":
-        store = dataclasses.replace(store, dsn=request.getfixturevalue("pg_dsn_once"))
+        # one fresh database per test (``pg_dsn``), shared by the test's nodes
+        store = dataclasses.replace(store, dsn=request.getfixturevalue("pg_dsn"))
     return dataclasses.replace(cfg, store=store)
-
-
-@pytest.fixture
-def pg_dsn_once(request: pytest.FixtureRequest) -> str:
-    """One fresh database per test, shared by the test's nodes."""
-    cluster = request.getfixturevalue("pg_cluster")
-    dsn: str = cluster.create_database()
-    return dsn
 
 
 @pytest.fixture(params=BACKENDS)
