@@ -61,7 +61,7 @@ class PostgresStore(PgPipelineMixin, PgDeliveryMixin, PgReplyMixin, PgModelMixin
         node: str = "",
         migrate: bool = True,
         min_connections: int = 1,
-        max_connections: int = 8,
+        max_connections: int = 6,
         max_batch: int = 256,
     ) -> None:
         self.dsn = dsn
@@ -129,7 +129,8 @@ class PostgresStore(PgPipelineMixin, PgDeliveryMixin, PgReplyMixin, PgModelMixin
             self._pool = await asyncpg.create_pool(
                 self.dsn,
                 min_size=self.min_connections,
-                max_size=self.max_connections,
+                # the spool's group commit runs two flushes at a time; the rest is operator work
+                max_size=max(2, self.max_connections // 2),
                 server_settings=self._settings(),
                 reset=_no_reset,
             )
