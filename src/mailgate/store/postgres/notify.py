@@ -9,6 +9,7 @@ work: workers also poll.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from typing import Any
 import asyncpg
 
 from mailgate.logs import get_logger
+from mailgate.store.base import StoreError
 from mailgate.store.notify import CHANNELS
 
 log = get_logger("store.postgres")
@@ -34,6 +36,10 @@ class PgNotifier:
         self._subs: dict[str, set[Callable[[], None]]] = {c: set() for c in CHANNELS}
         self._lock = threading.Lock()
         self._conn: asyncpg.Connection | None = None
+        self._connect: Callable[[], Any] | None = None
+        self._reconnecting: asyncio.Task[None] | None = None
+        self._stopped = False
+        self.reconnects = 0
 
     def subscribe(self, channel: str, fn: Callable[[], None]) -> None:
         with self._lock:
@@ -54,14 +60,54 @@ class PgNotifier:
                 pass  # a worker whose loop already closed
 
     async def start(self, connect: Callable[[], Any]) -> None:
-        self._conn = await connect()
+        self._connect = connect
+        self._stopped = False
+        await self._listen()
+
+    async def _listen(self) -> None:
+        if self._connect is None:
+            raise StoreError("notifier not started")
+        conn = await self._connect()
         for channel in CHANNELS:
-            await self._conn.add_listener(pg_channel(channel), self._on_notify)
+            await conn.add_listener(pg_channel(channel), self._on_notify)
+        conn.add_termination_listener(self._on_lost)
+        self._conn = conn
 
     def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
         self.fire(channel.removeprefix(PREFIX))
 
+    def _on_lost(self, conn: Any) -> None:
+        """The listening connection closed (database restart, failover): listen again, with a
+        growing pause, and wake every worker once — notifications sent meanwhile are lost."""
+        if self._stopped or self._reconnecting is not None:
+            return
+        log.warning("store notifications lost: reconnecting")
+        self._reconnecting = asyncio.ensure_future(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        delay = 0.5
+        try:
+            while not self._stopped:
+                try:
+                    await self._listen()
+                except (OSError, asyncpg.PostgresError, StoreError):
+                    await asyncio.sleep(delay)
+                    delay = min(30.0, delay * 2)
+                    continue
+                self.reconnects += 1
+                for channel in CHANNELS:
+                    self.fire(channel)
+                return
+        finally:
+            self._reconnecting = None
+
     async def stop(self) -> None:
+        self._stopped = True
+        task, self._reconnecting = self._reconnecting, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(Exception):
