@@ -33,11 +33,22 @@ from mailgate.store.replies import ReplyPorts, ReplyStore
 
 __all__ = [
     "CHANNELS",
+    "DEFAULT_SPOOL_LEASE",
     "OUTBOX",
     "REPLIES",
     "SPOOL",
+    "AuditStore",
+    "Lifecycle",
     "Notifier",
+    "QuarantineStore",
+    "ReplayStore",
+    "SchemaAdmin",
+    "SchemaStatus",
+    "SpoolClaims",
     "Store",
+    "lease_owner",
+    "owner_is_dead_local",
+    "pid_alive",
 ]
 
 DEFAULT_SPOOL_LEASE = 60.0
