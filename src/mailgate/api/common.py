@@ -41,3 +41,12 @@ def error(status: int, code: str, message: str, **headers: str) -> web.Response:
     resp = json_response({"error": {"code": code, "message": message}}, status=status)
     resp.headers.update(headers)
     return resp
+
+
+# A queue or tag name given over the API: 1 to 100 characters, no control characters or
+# surrounding whitespace (lone surrogates, which only a JSON escape can carry, are refused too).
+# The OpenAPI document publishes the same pattern, so a request its schema allows is a request
+# the handler accepts.
+_NAME_CHAR = r"[^\x00-\x1f\x7f-\x9f]"
+_NAME_EDGE = r"[^\s\x00-\x1f\x7f-\x9f]"
+NAME_PATTERN = rf"^{_NAME_EDGE}(?:{_NAME_CHAR}{{0,98}}{_NAME_EDGE})?$"

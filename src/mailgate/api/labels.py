@@ -9,11 +9,12 @@ learns from (issue 17).
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from aiohttp import web
 
-from mailgate.api.common import error, json_response, rfc3339
+from mailgate.api.common import NAME_PATTERN, error, json_response, rfc3339
 from mailgate.api.messages import STORE, principal
 from mailgate.store.base import NotFound
 from mailgate.store.models import ModelStore
@@ -23,8 +24,17 @@ MAX_TAGS = 50
 LABELS: web.AppKey[ModelStore] = web.AppKey("labels", ModelStore)  # type: ignore[type-abstract]
 
 
+_NAME = re.compile(NAME_PATTERN)
+
+
 def _valid_name(value: Any) -> bool:
-    return isinstance(value, str) and 0 < len(value.strip()) <= MAX_NAME and value == value.strip()
+    if not isinstance(value, str) or _NAME.fullmatch(value) is None:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from a "\udXXX" JSON escape
+        return False
+    return True
 
 
 def parse_label(body: Any) -> tuple[str, tuple[str, ...]] | str:

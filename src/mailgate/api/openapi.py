@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from mailgate import __version__
+from mailgate.api.common import NAME_PATTERN
 
 
 def _err(description: str) -> dict[str, Any]:
@@ -159,11 +160,21 @@ def _document() -> dict[str, Any]:
                     "required": ["queue"],
                     "additionalProperties": False,
                     "properties": {
-                        "queue": {"type": "string", "minLength": 1, "maxLength": 100},
+                        "queue": {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": 100,
+                            "pattern": NAME_PATTERN,
+                        },
                         "tags": {
                             "type": "array",
                             "maxItems": 50,
-                            "items": {"type": "string", "minLength": 1, "maxLength": 100},
+                            "items": {
+                                "type": "string",
+                                "minLength": 1,
+                                "maxLength": 100,
+                                "pattern": NAME_PATTERN,
+                            },
                         },
                     },
                 },
