@@ -18,6 +18,7 @@ domains example.test (mailboxes support, billing, security; tenant "default"), c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -230,12 +231,17 @@ class MailgateServer:
                 raise smtplib.SMTPDataError(code, resp)
         return resp.decode()
 
-    def db(self) -> sqlite3.Connection:
+    @contextlib.contextmanager
+    def db(self) -> Iterator[sqlite3.Connection]:
+        """A read-only connection, closed on exit (a leaked one can outlive ``serve``'s files)."""
         conn = sqlite3.connect(
             f"file:{self.data_dir / 'mailgate.sqlite'}?mode=ro", uri=True, timeout=10
         )
         conn.row_factory = sqlite3.Row
-        return conn
+        try:
+            yield conn
+        finally:
+            conn.close()
 
     def rows(self) -> list[dict[str, Any]]:
         with self.db() as conn:
