@@ -89,31 +89,22 @@ async def apply_dedup(
 async def apply_thread(
     conn: asyncpg.Connection, msg_id: str, envelope: dict[str, Any], intent: ThreadIntent
 ) -> None:
-    """Create or extend the thread (row-locked), then index the Message-ID; idempotent."""
+    """Create or extend the thread (row-locked), then index the Message-ID; idempotent.
+
+    A new thread is one INSERT that yields on any unique key: if the thread exists already (a
+    repeated run) it is extended as usual; if not, its ticket was taken (another node) and the
+    run goes again (``ThreadConflict``). No savepoint, no look-up first."""
     at = intent.at or time.time()
-    row = await conn.fetchrow(
-        "SELECT participants FROM threads WHERE id = $1 FOR UPDATE", intent.thread_id
-    )
-    if row is None:
-        participants = sorted({intent.sender, *intent.participants} - {""})
-        try:
-            async with conn.transaction():  # a savepoint: a ticket clash is a retry, not a crash
-                await conn.execute(
-                    "INSERT INTO threads (id, tenant, ticket, contact, participants, subject,"
-                    " created_at, updated_at, message_count) VALUES ($1,$2,$3,$4,$5,$6,$7,$7,1)",
-                    intent.thread_id,
-                    intent.tenant,
-                    intent.ticket,
-                    text(intent.sender) or "",
-                    dumps(participants),
-                    text(intent.subject),
-                    at,
-                )
-        except asyncpg.UniqueViolationError as exc:
-            raise ThreadConflict(
-                f"{msg_id}: thread or ticket taken concurrently; run again"
-            ) from exc
+    if intent.is_new and await _insert_thread(conn, intent, at):
+        row = None
     else:
+        row = await conn.fetchrow(
+            "SELECT participants FROM threads WHERE id = $1 FOR UPDATE", intent.thread_id
+        )
+        # missing: a new thread whose ticket is taken, or a joined thread to create again
+        if row is None and (intent.is_new or not await _insert_thread(conn, intent, at)):
+            raise ThreadConflict(f"{msg_id}: ticket {intent.ticket} taken; run again")
+    if row is not None:
         merged = sorted(
             _participants(row["participants"]) | {intent.sender, *intent.participants} - {""}
         )
@@ -140,6 +131,24 @@ async def apply_thread(
             await _fill_placeholder(conn, msg_id, intent, mid, at)
     if intent.is_new and intent.awaits:
         await _claim_awaited(conn, msg_id, intent, at)
+
+
+async def _insert_thread(conn: asyncpg.Connection, intent: ThreadIntent, at: float) -> bool:
+    """Insert the thread; False when a unique key (its id, or its ticket) is taken."""
+    participants = sorted({intent.sender, *intent.participants} - {""})
+    inserted = await conn.fetchval(
+        "INSERT INTO threads (id, tenant, ticket, contact, participants, subject, created_at,"
+        " updated_at, message_count) VALUES ($1,$2,$3,$4,$5,$6,$7,$7,1)"
+        " ON CONFLICT DO NOTHING RETURNING 1",
+        intent.thread_id,
+        intent.tenant,
+        intent.ticket,
+        text(intent.sender) or "",
+        dumps(participants),
+        text(intent.subject),
+        at,
+    )
+    return bool(inserted)
 
 
 async def _fill_placeholder(
