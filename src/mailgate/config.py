@@ -870,9 +870,7 @@ def _validate(cfg: Config, loc: _Locator) -> None:
 _LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
-def _validate_retention(
-    r: RetentionConfig, bad: typing.Callable[[str, Any, str], None]
-) -> None:
+def _validate_retention(r: RetentionConfig, bad: typing.Callable[[str, Any, str], None]) -> None:
     """The purger's batch bound, rule scopes, and an audit log that outlives what it describes."""
     if not 1 <= r.batch_size <= 10000:
         bad("retention.batch_size", r.batch_size, "1 to 10000 messages per batch")
@@ -916,7 +914,7 @@ def _validate_tenants(
                 f"domains[{i}].tenants",
                 [],
                 'the labels that are tenants, e.g. ["acme"], or open_tenants = true'
-                " (anyone may then mint a tenant), or tenant = \"name\" for every label",
+                ' (anyone may then mint a tenant), or tenant = "name" for every label',
             )
         for label in d.tenants:
             key = label.lower()

@@ -63,6 +63,8 @@ def record_auth_action(report: dict[str, object]) -> None:
         AUTH_ACTIONS.labels(
             action=str(action.get("action") or ""), would=str(action.get("would") or "")
         ).inc()
+
+
 SCAN_TOTAL = Counter(
     "mailgate_scan",
     "Content scans by engine (rspamd, clamav) and outcome (clean, spam, ham, virus, error)",

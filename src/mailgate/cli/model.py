@@ -208,7 +208,8 @@ def train_cmd(
                     "queues": final.queues,
                     "leftOut": final.left_out,
                     "features": len(final.model.vectorizer),
-                    "sources": ([str(labels)] if labels else []) + (["store"] if from_store else []),
+                    "sources": ([str(labels)] if labels else [])
+                    + (["store"] if from_store else []),
                     "heldOut": {
                         "size": len(part_test),
                         "seed": seed,
