@@ -632,3 +632,15 @@ def test_scan_helpers_name_every_file_and_every_hidden_error() -> None:
     assert finding is not None
     assert finding.detail == "limit.depth: a; parse.structure: b"
     assert unscannable_finding([{"code": "charset.fallback", "message": "c"}]) is None
+
+
+def test_nested_archive_that_fails_to_extract_is_unscannable() -> None:
+    inner = _zip({"setup.exe": PE})
+    outer = bytearray(_zip({"inner.zip": inner}))  # stored: the inner bytes appear as is
+    at = bytes(outer).index(inner) + len(inner) // 2
+    outer[at] ^= 0xFF  # the member's CRC-32 no longer matches: extracting it fails
+    env = run(_zip_mail(bytes(outer)))
+    assert env["quarantine"] == {
+        "reason": "unscannable",
+        "detail": "logs.zip/inner.zip: unreadable (BadZipFile)",
+    }
