@@ -730,9 +730,9 @@ async def _reload_on_hup(
 
 
 def _log_warnings(cfg: Config) -> None:
-    """The warnings ``check-config`` prints, one line each."""
+    """The warnings ``check-config`` prints, one line each (``error=`` like every warning line)."""
     for warning in config_warnings(cfg):
-        log.warning("config warning", extra={"fields": {"warning": warning}})
+        log.warning("config warning", extra={"fields": {"error": warning}})
 
 
 async def run_worker(cfg: Config, index: int, count: int, notify_fd: int | None) -> None:
