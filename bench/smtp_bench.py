@@ -43,7 +43,7 @@ def wait_port(port: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:  # > greet_delay
                 s.recv(100)
                 s.sendall(b"QUIT\r\n")
                 return
