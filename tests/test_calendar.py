@@ -69,6 +69,23 @@ def test_unreadable_calendar_is_a_parse_error_not_a_failure() -> None:
     assert env["text"].startswith("see invite")
 
 
+def test_hostile_rfc2231_filename_does_not_break_the_parse() -> None:
+    """An encoded NUL in ``filename*`` makes the stdlib's get_filename raise (found by the fuzz
+    test): the calendar finder reads names with our tolerant parser, so the rest still parses."""
+    raw = (
+        b"From: a@example.org\r\nTo: support@example.test\r\nSubject: x\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\n"
+        b"hi\r\n--b\r\nContent-Type: application/octet-stream\r\n"
+        b"Content-Disposition: attachment; filename*=utf-8''a%00b.ics\r\n\r\nAAAA\r\n--b--\r\n"
+    )
+    env = parse_message(raw)
+    codes = {e["code"] for e in env["parseErrors"]}
+    assert "parse.internal" not in codes and "parse.structure" not in codes
+    assert env["text"].startswith("hi")
+    assert len(env["attachments"]) == 1
+    assert_valid_envelope(env)
+
+
 def test_no_calendar() -> None:
     raw = b"From: a@b.test\r\nTo: support@example.test\r\nSubject: hi\r\n\r\nhello\r\n"
     assert parse_message(raw)["calendar"] is None

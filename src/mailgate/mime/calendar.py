@@ -18,6 +18,7 @@ from email.message import Message
 from typing import Any
 
 from mailgate.mime.errors import ErrorLog
+from mailgate.mime.params import header_text, parse_structured
 from mailgate.mime.transfer import children
 
 CALENDAR_TYPES = frozenset({"text/calendar", "application/ics", "text/x-vcalendar"})
@@ -27,9 +28,17 @@ MAX_ATTENDEES = 200
 MAX_PARTS = 500
 
 
+def _filename(part: Message) -> str:
+    """The part's file name through our tolerant parameter parser (the stdlib's
+    ``get_filename`` raises on hostile RFC 2231 values, e.g. an encoded NUL)."""
+    _, dparams = parse_structured(header_text(part, "Content-Disposition"))
+    _, params = parse_structured(header_text(part, "Content-Type"))
+    return dparams.get("filename") or params.get("name") or ""
+
+
 def _is_calendar(part: Message) -> bool:
     ctype = part.get_content_type().lower()
-    name = (part.get_filename() or "").lower()
+    name = _filename(part).lower()
     return ctype in CALENDAR_TYPES or name.endswith((".ics", ".ical", ".ifb", ".vcs"))
 
 
