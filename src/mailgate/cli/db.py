@@ -20,7 +20,7 @@ from mailgate.store.crypto import codec_for
 
 @click.group("db")
 def db_group() -> None:
-    """Store maintenance: consistency check."""
+    """Store maintenance: schema status and migrations, consistency check."""
 
 
 @db_group.command("check")
