@@ -20,8 +20,6 @@ from typing import Any
 from mailgate.store.base import NotFound
 from mailgate.store.crypto import NULL_CODEC, NullCodec
 from mailgate.store.delivery import (
-    ACCEPT_TO_DELIVERED_BUCKETS,
-    ATTEMPT_BUCKETS,
     AttachmentRecord,
     AttemptOutcome,
     DlqEntry,
@@ -31,6 +29,18 @@ from mailgate.store.delivery import (
     PublishIntent,
     event_id_for,
 )
+from mailgate.store.delivery_logic import (
+    DLQ_COLS,
+    EVENT_COLS,
+    attachment_record,
+    attachment_rows,
+    dlq_entry,
+    event_record,
+    metric_bumps,
+    outbox_item,
+    outbox_stats,
+)
+from mailgate.store.delivery_logic import labels as encode_labels
 from mailgate.store.sqlite_base import SqliteBase, Wakers, applies
 
 # ---------------------------------------------------------------------------- wake-ups
@@ -81,21 +91,11 @@ def apply_publish(
             (event_id, target, intent.ordering_key, now, now),
         )
         queued += cur.rowcount
-    for att in envelope.get("attachments") or []:
-        if not isinstance(att, dict) or not att.get("id") or not att.get("sha256"):
-            continue
-        conn.execute(
-            "INSERT OR IGNORE INTO attachments (id, msg_id, sha256, filename, content_type, size)"
-            " VALUES (?,?,?,?,?,?)",
-            (
-                _text(att["id"]),
-                msg_id,
-                _text(att["sha256"]),
-                _text(att.get("filename")),
-                _text(att.get("contentType")),
-                att.get("size") if isinstance(att.get("size"), int) else None,
-            ),
-        )
+    conn.executemany(
+        "INSERT OR IGNORE INTO attachments (id, msg_id, sha256, filename, content_type, size)"
+        " VALUES (?,?,?,?,?,?)",
+        attachment_rows(msg_id, envelope, _text),
+    )
     if queued:
         _wake()
 
@@ -110,10 +110,6 @@ def _text(value: Any) -> str | None:
     return str(value).encode("utf-8", "replace").decode("utf-8")
 
 
-def _labels(**labels: str) -> str:
-    return json.dumps(labels, sort_keys=True, separators=(",", ":"))
-
-
 def _bump(conn: sqlite3.Connection, name: str, labels: str, by: float = 1.0) -> None:
     conn.execute(
         "INSERT INTO delivery_metrics (name, labels, value) VALUES (?, ?, ?)"
@@ -122,79 +118,13 @@ def _bump(conn: sqlite3.Connection, name: str, labels: str, by: float = 1.0) -> 
     )
 
 
-def _observe(
-    conn: sqlite3.Connection, name: str, buckets: tuple[float, ...], value: float, **labels: str
-) -> None:
-    """One histogram observation: its (non-cumulative) bucket, the sum and the count."""
-    le = next((b for b in buckets if value <= b), None)
-    _bump(conn, f"{name}_bucket", _labels(**labels, le=repr(le) if le is not None else "+Inf"))
-    _bump(conn, f"{name}_sum", _labels(**labels), value)
-    _bump(conn, f"{name}_count", _labels(**labels))
-
-
-def _record_metrics(
-    conn: sqlite3.Connection, item: OutboxItem, result: AttemptOutcome, now: float
-) -> None:
-    _bump(conn, "webhook_deliveries", _labels(target=item.target, outcome=result.outcome))
-    if result.outcome in ("skipped", "released"):
-        return
-    _observe(conn, "webhook_attempt_seconds", ATTEMPT_BUCKETS, result.latency, target=item.target)
-    if result.outcome == "delivered":
-        _observe(
-            conn,
-            "accept_to_delivered_seconds",
-            ACCEPT_TO_DELIVERED_BUCKETS,
-            max(0.0, now - item.received_at),
-        )
-
-
 def _event(
     row: sqlite3.Row,
     deliveries: list[dict[str, Any]] | None = None,
     codec: NullCodec = NULL_CODEC,
 ) -> EventRecord:
-    return EventRecord(
-        seq=row["seq"],
-        id=row["id"],
-        msg_id=row["msg_id"],
-        tenant=row["tenant"],
-        type=row["type"],
-        ordering_key=row["ordering_key"],
-        trace_id=row["trace_id"],
-        received_at=row["received_at"],
-        created_at=row["created_at"],
-        delivered_at=row["delivered_at"],
-        acked_at=row["acked_at"],
-        acked_by=row["acked_by"],
-        envelope_json=codec.open_envelope_json(row["msg_id"], row["envelope"] or "{}"),
-        deliveries=deliveries or [],
-    )
-
-
-_EVENT_COLS = (
-    "e.seq, e.id, e.msg_id, e.tenant, e.type, e.ordering_key, e.trace_id, e.received_at,"
-    " e.created_at, e.delivered_at, e.acked_at, e.acked_by, m.envelope"
-)
-_DLQ_COLS = (
-    "o.id, o.event_id, e.msg_id, e.tenant, o.target, o.attempts, o.last_status, o.last_error,"
-    " o.created_at, o.dead_at"
-)
-
-
-def _dlq(row: sqlite3.Row, history: list[dict[str, Any]] | None = None) -> DlqEntry:
-    return DlqEntry(
-        id=row["id"],
-        event_id=row["event_id"],
-        msg_id=row["msg_id"],
-        tenant=row["tenant"],
-        target=row["target"],
-        attempts=row["attempts"],
-        last_status=row["last_status"],
-        last_error=row["last_error"],
-        created_at=row["created_at"],
-        dead_at=row["dead_at"],
-        history=history or [],
-    )
+    envelope_json = codec.open_envelope_json(row["msg_id"], row["envelope"] or "{}")
+    return event_record(row, envelope_json, deliveries)
 
 
 class DeliveryStoreMixin(SqliteBase):
@@ -243,22 +173,7 @@ class DeliveryStoreMixin(SqliteBase):
         # a lease lost to a power failure is taken again: no fsync of its own (Writer.run)
         rows: list[sqlite3.Row] = await self._write(write, durable=False)
         return [
-            OutboxItem(
-                id=r["id"],
-                event_id=r["event_id"],
-                event_type=r["type"],
-                msg_id=r["msg_id"],
-                tenant=r["tenant"],
-                target=r["target"],
-                ordering_key=r["ordering_key"],
-                attempts=r["attempts"],
-                client_errors=r["client_errors"],
-                trace_id=r["trace_id"],
-                received_at=r["received_at"],
-                created_at=r["created_at"],
-                envelope_json=self.codec.open_envelope_json(r["msg_id"], r["envelope"] or "{}"),
-                acked_by=r["acked_by"],
-            )
+            outbox_item(r, self.codec.open_envelope_json(r["msg_id"], r["envelope"] or "{}"))
             for r in rows
         ]
 
@@ -270,7 +185,8 @@ class DeliveryStoreMixin(SqliteBase):
 
         def write(conn: sqlite3.Connection) -> None:
             if result.outcome != "released":
-                _record_metrics(conn, item, result, now)
+                for name, labels, by in metric_bumps(item, result, now):
+                    _bump(conn, name, labels, by)
             if result.outcome not in ("skipped", "released"):
                 conn.execute(
                     "INSERT INTO delivery_attempts (outbox_id, attempt, at, status, latency, error,"
@@ -427,7 +343,7 @@ class DeliveryStoreMixin(SqliteBase):
         self, tenant: str, *, after_seq: int = 0, limit: int = 50, include_acked: bool = False
     ) -> list[EventRecord]:
         sql = (
-            f"SELECT {_EVENT_COLS} FROM events e JOIN messages m ON m.id = e.msg_id"
+            f"SELECT {EVENT_COLS} FROM events e JOIN messages m ON m.id = e.msg_id"
             " WHERE e.tenant = ? AND e.seq > ?"
         )
         if not include_acked:
@@ -438,7 +354,7 @@ class DeliveryStoreMixin(SqliteBase):
 
     async def _event_row(self, tenant: str, ref: str) -> sqlite3.Row:
         row = await self._read_one(
-            f"SELECT {_EVENT_COLS} FROM events e JOIN messages m ON m.id = e.msg_id"
+            f"SELECT {EVENT_COLS} FROM events e JOIN messages m ON m.id = e.msg_id"
             " WHERE (e.id = ? OR e.msg_id = ?) AND e.tenant = ? ORDER BY e.seq LIMIT 1",
             (ref, ref, tenant),
         )
@@ -476,28 +392,21 @@ class DeliveryStoreMixin(SqliteBase):
         )
         if row is None:
             raise NotFound(att_id)
-        return AttachmentRecord(
-            id=row["id"],
-            msg_id=row["msg_id"],
-            sha256=row["sha256"],
-            filename=row["filename"],
-            content_type=row["content_type"],
-            size=row["size"],
-        )
+        return attachment_record(row)
 
     # ------------------------------------------------------------------ DLQ
 
     async def dlq_list(self, *, limit: int = 1000) -> list[DlqEntry]:
         rows = await self._read(
-            f"SELECT {_DLQ_COLS} FROM outbox o JOIN events e ON e.id = o.event_id"
+            f"SELECT {DLQ_COLS} FROM outbox o JOIN events e ON e.id = o.event_id"
             " WHERE o.state = 'dead' ORDER BY o.dead_at, o.id LIMIT ?",
             (limit,),
         )
-        return [_dlq(r) for r in rows]
+        return [dlq_entry(r) for r in rows]
 
     async def dlq_get(self, outbox_id: int) -> DlqEntry:
         row = await self._read_one(
-            f"SELECT {_DLQ_COLS} FROM outbox o JOIN events e ON e.id = o.event_id"
+            f"SELECT {DLQ_COLS} FROM outbox o JOIN events e ON e.id = o.event_id"
             " WHERE o.id = ? AND o.state = 'dead'",
             (outbox_id,),
         )
@@ -508,7 +417,7 @@ class DeliveryStoreMixin(SqliteBase):
             " WHERE outbox_id = ? ORDER BY id",
             (outbox_id,),
         )
-        return _dlq(row, [dict(h) for h in history])
+        return dlq_entry(row, [dict(h) for h in history])
 
     async def dlq_retry(self, outbox_ids: list[int] | None) -> int:
         now = time.time()
@@ -557,17 +466,7 @@ class DeliveryStoreMixin(SqliteBase):
             f" FROM outbox WHERE state IN ('pending', 'dead'){cond}",
             (now, now, *excl),
         )
-        if row is None:
-            return OutboxStats(0, 0, 0, 0.0, 0.0)
-        return OutboxStats(
-            pending=row["pending"] or 0,
-            due=row["due"] or 0,
-            dead=row["dead"] or 0,
-            oldest_due_age=max(0.0, now - row["oldest_due"]) if row["oldest_due"] else 0.0,
-            oldest_pending_age=max(0.0, now - row["oldest_pending"])
-            if row["oldest_pending"]
-            else 0.0,
-        )
+        return outbox_stats(row, now)
 
     # ------------------------------------------------------------------ metrics
 
@@ -576,7 +475,7 @@ class DeliveryStoreMixin(SqliteBase):
         return [(r["name"], json.loads(r["labels"]), float(r["value"])) for r in rows]
 
     async def set_delivery_metric(self, name: str, labels: dict[str, str], value: float) -> None:
-        encoded = json.dumps(labels, sort_keys=True, separators=(",", ":"))
+        encoded = encode_labels(**labels)
 
         def write(conn: sqlite3.Connection) -> None:
             conn.execute(

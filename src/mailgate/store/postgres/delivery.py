@@ -16,8 +16,6 @@ import asyncpg
 
 from mailgate.store.base import NotFound
 from mailgate.store.delivery import (
-    ACCEPT_TO_DELIVERED_BUCKETS,
-    ATTEMPT_BUCKETS,
     AttachmentRecord,
     AttemptOutcome,
     DlqEntry,
@@ -27,6 +25,18 @@ from mailgate.store.delivery import (
     PublishIntent,
     event_id_for,
 )
+from mailgate.store.delivery_logic import (
+    DLQ_COLS,
+    EVENT_COLS,
+    attachment_record,
+    attachment_rows,
+    dlq_entry,
+    event_record,
+    metric_bumps,
+    outbox_item,
+    outbox_stats,
+)
+from mailgate.store.delivery_logic import labels as encode_labels
 from mailgate.store.notify import OUTBOX
 from mailgate.store.postgres.base import PgBase, applies, rowcount, text
 from mailgate.store.postgres.notify import pg_channel
@@ -71,28 +81,13 @@ async def apply_publish(
             now,
             pg_channel(OUTBOX),
         )
-    atts = [
-        (
-            text(a["id"]),
-            msg_id,
-            text(a["sha256"]),
-            text(a.get("filename")),
-            text(a.get("contentType")),
-            a.get("size") if isinstance(a.get("size"), int) else None,
-        )
-        for a in envelope.get("attachments") or []
-        if isinstance(a, dict) and a.get("id") and a.get("sha256")
-    ]
+    atts = attachment_rows(msg_id, envelope, text)
     if atts:
         await conn.executemany(
             "INSERT INTO attachments (id, msg_id, sha256, filename, content_type, size)"
             " VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (id) DO NOTHING",
             atts,
         )
-
-
-def _labels(**labels: str) -> str:
-    return json.dumps(labels, sort_keys=True, separators=(",", ":"))
 
 
 async def _bump(conn: asyncpg.Connection, bumps: list[tuple[str, str, float]]) -> None:
@@ -106,78 +101,6 @@ async def _bump(conn: asyncpg.Connection, bumps: list[tuple[str, str, float]]) -
         [r[0] for r in rows],
         [r[1] for r in rows],
         [r[2] for r in rows],
-    )
-
-
-def _observe(
-    name: str, buckets: tuple[float, ...], value: float, **labels: str
-) -> list[tuple[str, str, float]]:
-    le = next((b for b in buckets if value <= b), None)
-    return [
-        (f"{name}_bucket", _labels(**labels, le=repr(le) if le is not None else "+Inf"), 1.0),
-        (f"{name}_sum", _labels(**labels), value),
-        (f"{name}_count", _labels(**labels), 1.0),
-    ]
-
-
-def _metric_bumps(
-    item: OutboxItem, result: AttemptOutcome, now: float
-) -> list[tuple[str, str, float]]:
-    out = [("webhook_deliveries", _labels(target=item.target, outcome=result.outcome), 1.0)]
-    if result.outcome in ("skipped", "released"):
-        return out
-    out += _observe("webhook_attempt_seconds", ATTEMPT_BUCKETS, result.latency, target=item.target)
-    if result.outcome == "delivered":
-        out += _observe(
-            "accept_to_delivered_seconds",
-            ACCEPT_TO_DELIVERED_BUCKETS,
-            max(0.0, now - item.received_at),
-        )
-    return out
-
-
-_EVENT_COLS = (
-    "e.seq, e.id, e.msg_id, e.tenant, e.type, e.ordering_key, e.trace_id, e.received_at,"
-    " e.created_at, e.delivered_at, e.acked_at, e.acked_by, m.envelope"
-)
-_DLQ_COLS = (
-    "o.id, o.event_id, e.msg_id, e.tenant, o.target, o.attempts, o.last_status, o.last_error,"
-    " o.created_at, o.dead_at"
-)
-
-
-def _event(row: asyncpg.Record, deliveries: list[dict[str, Any]] | None = None) -> EventRecord:
-    return EventRecord(
-        seq=row["seq"],
-        id=row["id"],
-        msg_id=row["msg_id"],
-        tenant=row["tenant"],
-        type=row["type"],
-        ordering_key=row["ordering_key"],
-        trace_id=row["trace_id"],
-        received_at=row["received_at"],
-        created_at=row["created_at"],
-        delivered_at=row["delivered_at"],
-        acked_at=row["acked_at"],
-        acked_by=row["acked_by"],
-        envelope_json=row["envelope"] or "{}",
-        deliveries=deliveries or [],
-    )
-
-
-def _dlq(row: asyncpg.Record, history: list[dict[str, Any]] | None = None) -> DlqEntry:
-    return DlqEntry(
-        id=row["id"],
-        event_id=row["event_id"],
-        msg_id=row["msg_id"],
-        tenant=row["tenant"],
-        target=row["target"],
-        attempts=row["attempts"],
-        last_status=row["last_status"],
-        last_error=row["last_error"],
-        created_at=row["created_at"],
-        dead_at=row["dead_at"],
-        history=history or [],
     )
 
 
@@ -210,25 +133,7 @@ class PgDeliveryMixin(PgBase):
             owner,
             fast=True,
         )
-        return [
-            OutboxItem(
-                id=r["id"],
-                event_id=r["event_id"],
-                event_type=r["type"],
-                msg_id=r["msg_id"],
-                tenant=r["tenant"],
-                target=r["target"],
-                ordering_key=r["ordering_key"],
-                attempts=r["attempts"],
-                client_errors=r["client_errors"],
-                trace_id=r["trace_id"],
-                received_at=r["received_at"],
-                created_at=r["created_at"],
-                envelope_json=r["envelope"] or "{}",
-                acked_by=r["acked_by"],
-            )
-            for r in rows
-        ]
+        return [outbox_item(r, r["envelope"] or "{}") for r in rows]
 
     async def finish_attempt(self, item: OutboxItem, result: AttemptOutcome, *, owner: str) -> None:
         """Record the attempt and move the row on — only while ``owner`` holds it (or nobody
@@ -332,7 +237,7 @@ class PgDeliveryMixin(PgBase):
             else:
                 raise ValueError(f"unknown attempt outcome {result.outcome!r}")
             if result.outcome != "released":
-                await _bump(conn, _metric_bumps(item, result, now))
+                await _bump(conn, metric_bumps(item, result, now))
             if result.outcome == "released":
                 # given back unattempted: another node's worker may take it now. (A settled row
                 # frees the next row of its thread too, but this node's worker claims that on
@@ -344,7 +249,7 @@ class PgDeliveryMixin(PgBase):
     ) -> None:
         """The common outcome in one statement (one round trip, one implicit transaction): the
         attempt, the outbox row, the event's acknowledgement and the metric bumps."""
-        bumps = sorted(_metric_bumps(item, result, now))
+        bumps = sorted(metric_bumps(item, result, now))
         await self._execute(
             "WITH a AS (INSERT INTO delivery_attempts (outbox_id, attempt, at, status, latency,"
             "  error, outcome, node) VALUES ($1, $3, $4, $5, $6, NULL, 'delivered', $2)),"
@@ -445,7 +350,7 @@ class PgDeliveryMixin(PgBase):
         self, tenant: str, *, after_seq: int = 0, limit: int = 50, include_acked: bool = False
     ) -> list[EventRecord]:
         rows = await self._fetch(
-            f"SELECT {_EVENT_COLS} FROM events e JOIN messages m ON m.id = e.msg_id"
+            f"SELECT {EVENT_COLS} FROM events e JOIN messages m ON m.id = e.msg_id"
             " WHERE e.tenant = $1 AND e.seq > $2 AND ($3 OR e.acked_at IS NULL)"
             " ORDER BY e.seq LIMIT $4",
             tenant,
@@ -453,11 +358,11 @@ class PgDeliveryMixin(PgBase):
             include_acked,
             limit,
         )
-        return [_event(r) for r in rows]
+        return [event_record(r, r["envelope"] or "{}") for r in rows]
 
     async def _event_row(self, tenant: str, ref: str) -> asyncpg.Record:
         row = await self._fetchrow(
-            f"SELECT {_EVENT_COLS} FROM events e JOIN messages m ON m.id = e.msg_id"
+            f"SELECT {EVENT_COLS} FROM events e JOIN messages m ON m.id = e.msg_id"
             " WHERE (e.id = $1 OR e.msg_id = $1) AND e.tenant = $2 ORDER BY e.seq LIMIT 1",
             ref,
             tenant,
@@ -473,7 +378,7 @@ class PgDeliveryMixin(PgBase):
             " next_attempt_at FROM outbox WHERE event_id = $1 ORDER BY id",
             row["id"],
         )
-        return _event(row, [dict(d) for d in deliveries])
+        return event_record(row, row["envelope"] or "{}", [dict(d) for d in deliveries])
 
     async def ack_event(self, tenant: str, ref: str, *, by: str) -> EventRecord:
         row = await self._event_row(tenant, ref)
@@ -493,28 +398,21 @@ class PgDeliveryMixin(PgBase):
         )
         if row is None:
             raise NotFound(att_id)
-        return AttachmentRecord(
-            id=row["id"],
-            msg_id=row["msg_id"],
-            sha256=row["sha256"],
-            filename=row["filename"],
-            content_type=row["content_type"],
-            size=row["size"],
-        )
+        return attachment_record(row)
 
     # ------------------------------------------------------------------ DLQ
 
     async def dlq_list(self, *, limit: int = 1000) -> list[DlqEntry]:
         rows = await self._fetch(
-            f"SELECT {_DLQ_COLS} FROM outbox o JOIN events e ON e.id = o.event_id"
+            f"SELECT {DLQ_COLS} FROM outbox o JOIN events e ON e.id = o.event_id"
             " WHERE o.state = 'dead' ORDER BY o.dead_at, o.id LIMIT $1",
             limit,
         )
-        return [_dlq(r) for r in rows]
+        return [dlq_entry(r) for r in rows]
 
     async def dlq_get(self, outbox_id: int) -> DlqEntry:
         row = await self._fetchrow(
-            f"SELECT {_DLQ_COLS} FROM outbox o JOIN events e ON e.id = o.event_id"
+            f"SELECT {DLQ_COLS} FROM outbox o JOIN events e ON e.id = o.event_id"
             " WHERE o.id = $1 AND o.state = 'dead'",
             outbox_id,
         )
@@ -525,7 +423,7 @@ class PgDeliveryMixin(PgBase):
             " WHERE outbox_id = $1 ORDER BY id",
             outbox_id,
         )
-        return _dlq(row, [dict(h) for h in history])
+        return dlq_entry(row, [dict(h) for h in history])
 
     async def dlq_retry(self, outbox_ids: list[int] | None) -> int:
         if outbox_ids is not None and not outbox_ids:
@@ -562,17 +460,7 @@ class PgDeliveryMixin(PgBase):
             now,
             list(exclude_targets or []),
         )
-        if row is None:
-            return OutboxStats(0, 0, 0, 0.0, 0.0)
-        return OutboxStats(
-            pending=row["pending"] or 0,
-            due=row["due"] or 0,
-            dead=row["dead"] or 0,
-            oldest_due_age=max(0.0, now - row["oldest_due"]) if row["oldest_due"] else 0.0,
-            oldest_pending_age=max(0.0, now - row["oldest_pending"])
-            if row["oldest_pending"]
-            else 0.0,
-        )
+        return outbox_stats(row, now)
 
     # ------------------------------------------------------------------ metrics
 
@@ -585,7 +473,7 @@ class PgDeliveryMixin(PgBase):
             "INSERT INTO delivery_metrics (name, labels, value) VALUES ($1, $2, $3)"
             " ON CONFLICT (name, labels) DO UPDATE SET value = excluded.value",
             name,
-            json.dumps(labels, sort_keys=True, separators=(",", ":")),
+            encode_labels(**labels),
             value,
         )
 

@@ -1,0 +1,15 @@
+"""The one thing the backend-neutral store modules need from a result row.
+
+Why: ``*_logic`` modules map rows to records for both backends without importing either
+driver; ``sqlite3.Row`` and ``asyncpg.Record`` both read a column by name.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class Row(Protocol):
+    """A result row read by column name (``sqlite3.Row``, ``asyncpg.Record``)."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
