@@ -25,6 +25,15 @@ from mailgate.store.replies import (
     ReplyUsage,
     recipient_domain,
 )
+from mailgate.store.replies_logic import (
+    COUNTED,
+    RECORD_COLS,
+    banner,
+    reply_item,
+    reply_record,
+    reply_usage,
+    suppressed_decision,
+)
 from mailgate.store.sqlite_base import SqliteBase, Wakers, applies, dumps
 
 # ---------------------------------------------------------------------------- wake-ups
@@ -38,15 +47,6 @@ _wake = _WAKERS.wake
 
 # ---------------------------------------------------------------------------- limits
 
-_COUNTED = "state <> 'suppressed'"
-
-_DETAILS = {
-    "thread-limit": "acknowledgement(s) already in this thread",
-    "sender-limit": "acknowledgement(s) to this return path in the window, all tenants",
-    "domain-limit": "acknowledgement(s) to this recipient domain in the window, all tenants",
-    "global-cap": "acknowledgements in the last hour",
-}
-
 
 def limit_reason(conn: sqlite3.Connection, intent: ReplyIntent, now: float) -> str | None:
     """The first rate limit this reply would exceed, with the committed rows in view.
@@ -56,7 +56,7 @@ def limit_reason(conn: sqlite3.Connection, intent: ReplyIntent, now: float) -> s
     """
     if intent.per_thread_limit > 0 and intent.thread_id:
         (n,) = conn.execute(
-            f"SELECT COUNT(*) FROM reply_outbox WHERE thread_id = ? AND {_COUNTED}",
+            f"SELECT COUNT(*) FROM reply_outbox WHERE thread_id = ? AND {COUNTED}",
             (intent.thread_id,),
         ).fetchone()
         if n >= intent.per_thread_limit:
@@ -65,7 +65,7 @@ def limit_reason(conn: sqlite3.Connection, intent: ReplyIntent, now: float) -> s
     if intent.per_sender_limit > 0:
         (n,) = conn.execute(
             "SELECT COUNT(*) FROM reply_outbox WHERE recipient_key = ?"
-            f" AND created_at >= ? AND {_COUNTED}",
+            f" AND created_at >= ? AND {COUNTED}",
             (intent.recipient.lower(), since),
         ).fetchone()
         if n >= intent.per_sender_limit:
@@ -73,14 +73,14 @@ def limit_reason(conn: sqlite3.Connection, intent: ReplyIntent, now: float) -> s
     if intent.per_domain_limit > 0:
         (n,) = conn.execute(
             "SELECT COUNT(*) FROM reply_outbox WHERE recipient_domain = ?"
-            f" AND created_at >= ? AND {_COUNTED}",
+            f" AND created_at >= ? AND {COUNTED}",
             (recipient_domain(intent.recipient), since),
         ).fetchone()
         if n >= intent.per_domain_limit:
             return "domain-limit"
     if intent.global_hourly_cap > 0:
         (n,) = conn.execute(
-            f"SELECT COUNT(*) FROM reply_outbox WHERE created_at >= ? AND {_COUNTED}",
+            f"SELECT COUNT(*) FROM reply_outbox WHERE created_at >= ? AND {COUNTED}",
             (now - 3600.0,),
         ).fetchone()
         if n >= intent.global_hourly_cap:
@@ -135,60 +135,13 @@ def apply_reply(
     if reason is None:
         _wake()
         return
-    decision = {
-        "queued": False,
-        "sent": False,
-        "reason": reason,
-        "detail": f"suppressed when stored: {_DETAILS.get(reason, reason)}",
-        "template": intent.template,
-        "outboxId": intent.reply_id,
-        "to": intent.recipient,
-    }
+    decision = suppressed_decision(intent, reason)
     envelope["reply"] = decision
     conn.execute(
         "UPDATE messages SET envelope = json_set(envelope, '$.reply', json(?))"
         " WHERE id = ? AND envelope IS NOT NULL",
         (dumps(decision), msg_id),
     )
-
-
-# ---------------------------------------------------------------------------- helpers
-
-_RECORD_COLS = (
-    "id, msg_id, tenant, thread_id, ticket, queue, template, recipient, mail_from, message_id,"
-    " subject, state, reason, attempts, created_at, next_attempt_at, sent_at, dead_at,"
-    " last_code, last_error"
-)
-
-
-def _record(row: sqlite3.Row, history: list[dict[str, Any]] | None = None) -> ReplyRecord:
-    return ReplyRecord(
-        id=row["id"],
-        msg_id=row["msg_id"],
-        tenant=row["tenant"],
-        thread_id=row["thread_id"],
-        ticket=row["ticket"],
-        queue=row["queue"],
-        template=row["template"],
-        recipient=row["recipient"],
-        mail_from=row["mail_from"],
-        message_id=row["message_id"],
-        subject=row["subject"],
-        state=row["state"],
-        reason=row["reason"],
-        attempts=row["attempts"],
-        created_at=row["created_at"],
-        next_attempt_at=row["next_attempt_at"] if row["state"] == "pending" else None,
-        sent_at=row["sent_at"],
-        dead_at=row["dead_at"],
-        last_code=row["last_code"],
-        last_error=row["last_error"],
-        history=history or [],
-    )
-
-
-def _banner(row: sqlite3.Row) -> Banner:
-    return Banner(queue=row["queue"], text=row["text"], set_at=row["set_at"], set_by=row["set_by"])
 
 
 class ReplyStoreMixin(SqliteBase):
@@ -219,12 +172,12 @@ class ReplyStoreMixin(SqliteBase):
         """See `ReplyPorts.reply_usage` (one read: five indexed counts)."""
         rows = await self._port_read(
             "SELECT"
-            f" (SELECT COUNT(*) FROM reply_outbox WHERE thread_id = ? AND {_COUNTED}) AS thread,"
+            f" (SELECT COUNT(*) FROM reply_outbox WHERE thread_id = ? AND {COUNTED}) AS thread,"
             " (SELECT COUNT(*) FROM reply_outbox WHERE recipient_key = ?"
-            f"   AND created_at >= ? AND {_COUNTED}) AS sender,"
+            f"   AND created_at >= ? AND {COUNTED}) AS sender,"
             " (SELECT COUNT(*) FROM reply_outbox WHERE recipient_domain = ?"
-            f"   AND created_at >= ? AND {_COUNTED}) AS domain,"
-            f" (SELECT COUNT(*) FROM reply_outbox WHERE created_at >= ? AND {_COUNTED}) AS hour,"
+            f"   AND created_at >= ? AND {COUNTED}) AS domain,"
+            f" (SELECT COUNT(*) FROM reply_outbox WHERE created_at >= ? AND {COUNTED}) AS hour,"
             " (SELECT state FROM reply_outbox WHERE msg_id = ?) AS existing",
             (
                 thread_id or "",
@@ -239,13 +192,7 @@ class ReplyStoreMixin(SqliteBase):
         if not rows:  # pragma: no cover - a SELECT without FROM always yields one row
             return ReplyUsage(0, 0, 0)
         row = rows[0]
-        return ReplyUsage(
-            thread=row["thread"] if thread_id else 0,
-            sender=row["sender"],
-            hour=row["hour"],
-            existing=row["existing"],
-            domain=row["domain"],
-        )
+        return reply_usage(row, thread_id)
 
     async def reply_banners(self, queue: str | None) -> list[Banner]:
         """See `ReplyPorts.reply_banners`."""
@@ -254,7 +201,7 @@ class ReplyStoreMixin(SqliteBase):
             " ORDER BY queue = '' , queue",
             (queue or "",),
         )
-        return [_banner(r) for r in rows]
+        return [banner(r) for r in rows]
 
     # ------------------------------------------------------------------ SMTP worker
 
@@ -290,20 +237,7 @@ class ReplyStoreMixin(SqliteBase):
             )
 
         rows: list[sqlite3.Row] = await self._write(write)
-        return [
-            ReplyItem(
-                id=r["id"],
-                msg_id=r["msg_id"],
-                tenant=r["tenant"],
-                recipient=r["recipient"],
-                mail_from=r["mail_from"],
-                draft=r["draft"],
-                message_id=r["message_id"],
-                attempts=r["attempts"],
-                smtputf8=bool(r["smtputf8"]),
-            )
-            for r in rows
-        ]
+        return [reply_item(r) for r in rows]
 
     async def finish_reply(self, item: ReplyItem, result: ReplyAttempt, *, owner: str) -> None:
         """See `ReplyStore.finish_reply`."""
@@ -379,19 +313,19 @@ class ReplyStoreMixin(SqliteBase):
     # ------------------------------------------------------------------ operators
 
     async def list_replies(self, *, state: str | None = None, limit: int = 50) -> list[ReplyRecord]:
-        sql = f"SELECT {_RECORD_COLS} FROM reply_outbox"
+        sql = f"SELECT {RECORD_COLS} FROM reply_outbox"
         params: list[Any] = []
         if state:
             sql += " WHERE state = ?"
             params.append(state)
         sql += " ORDER BY rowid DESC LIMIT ?"
         params.append(limit)
-        return [_record(r) for r in await self._read(sql, params)]
+        return [reply_record(r) for r in await self._read(sql, params)]
 
     async def get_reply(self, reply_id: str) -> ReplyRecord:
         """By outbox id (``rpl_…``) or by the acknowledged message's id (``msg_…``)."""
         row = await self._read_one(
-            f"SELECT {_RECORD_COLS} FROM reply_outbox WHERE id = ? OR msg_id = ?",
+            f"SELECT {RECORD_COLS} FROM reply_outbox WHERE id = ? OR msg_id = ?",
             (reply_id, reply_id),
         )
         if row is None:
@@ -401,7 +335,7 @@ class ReplyStoreMixin(SqliteBase):
             " ORDER BY id",
             (row["id"],),
         )
-        return _record(row, [dict(h) for h in history])
+        return reply_record(row, [dict(h) for h in history])
 
     async def get_reply_draft(self, reply_id: str) -> str:
         row = await self._read_one(
@@ -462,4 +396,4 @@ class ReplyStoreMixin(SqliteBase):
         rows = await self._read(
             "SELECT queue, text, set_at, set_by FROM reply_banners ORDER BY queue"
         )
-        return [_banner(r) for r in rows]
+        return [banner(r) for r in rows]

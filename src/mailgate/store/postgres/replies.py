@@ -26,15 +26,17 @@ from mailgate.store.replies import (
     ReplyUsage,
     recipient_domain,
 )
+from mailgate.store.replies_logic import (
+    COUNTED,
+    RECORD_COLS,
+    banner,
+    reply_item,
+    reply_record,
+    reply_usage,
+    suppressed_decision,
+)
 
 REPLY_LOCK = 0x7265706C  # "repl": the advisory lock around the limit check and insert
-_COUNTED = "state <> 'suppressed'"
-_DETAILS = {
-    "thread-limit": "acknowledgement(s) already in this thread",
-    "sender-limit": "acknowledgement(s) to this return path in the window, all tenants",
-    "domain-limit": "acknowledgement(s) to this recipient domain in the window, all tenants",
-    "global-cap": "acknowledgements in the last hour",
-}
 
 
 async def limit_reason(conn: asyncpg.Connection, intent: ReplyIntent, now: float) -> str | None:
@@ -74,7 +76,7 @@ async def limit_reason(conn: asyncpg.Connection, intent: ReplyIntent, now: float
         if not active:
             continue
         n = await conn.fetchval(
-            f"SELECT COUNT(*) FROM reply_outbox WHERE {where} AND {_COUNTED}", *args
+            f"SELECT COUNT(*) FROM reply_outbox WHERE {where} AND {COUNTED}", *args
         )
         if n >= limit:
             return reason
@@ -119,15 +121,7 @@ async def apply_reply(
     if reason is None:
         await conn.execute("SELECT pg_notify($1, '')", pg_channel(REPLIES))
         return
-    decision = {
-        "queued": False,
-        "sent": False,
-        "reason": reason,
-        "detail": f"suppressed when stored: {_DETAILS.get(reason, reason)}",
-        "template": intent.template,
-        "outboxId": intent.reply_id,
-        "to": intent.recipient,
-    }
+    decision = suppressed_decision(intent, reason)
     envelope["reply"] = decision
     await conn.execute(
         "UPDATE messages SET envelope = jsonb_set(envelope::jsonb, '{reply}', $1::jsonb)::text"
@@ -135,43 +129,6 @@ async def apply_reply(
         dumps(decision),
         msg_id,
     )
-
-
-_RECORD_COLS = (
-    "id, msg_id, tenant, thread_id, ticket, queue, template, recipient, mail_from, message_id,"
-    " subject, state, reason, attempts, created_at, next_attempt_at, sent_at, dead_at,"
-    " last_code, last_error"
-)
-
-
-def _record(row: asyncpg.Record, history: list[dict[str, Any]] | None = None) -> ReplyRecord:
-    return ReplyRecord(
-        id=row["id"],
-        msg_id=row["msg_id"],
-        tenant=row["tenant"],
-        thread_id=row["thread_id"],
-        ticket=row["ticket"],
-        queue=row["queue"],
-        template=row["template"],
-        recipient=row["recipient"],
-        mail_from=row["mail_from"],
-        message_id=row["message_id"],
-        subject=row["subject"],
-        state=row["state"],
-        reason=row["reason"],
-        attempts=row["attempts"],
-        created_at=row["created_at"],
-        next_attempt_at=row["next_attempt_at"] if row["state"] == "pending" else None,
-        sent_at=row["sent_at"],
-        dead_at=row["dead_at"],
-        last_code=row["last_code"],
-        last_error=row["last_error"],
-        history=history or [],
-    )
-
-
-def _banner(row: asyncpg.Record) -> Banner:
-    return Banner(queue=row["queue"], text=row["text"], set_at=row["set_at"], set_by=row["set_by"])
 
 
 class PgReplyMixin(PgBase):
@@ -191,12 +148,12 @@ class PgReplyMixin(PgBase):
     ) -> ReplyUsage:
         row = await self._fetchrow(
             "SELECT"
-            f" (SELECT COUNT(*) FROM reply_outbox WHERE thread_id = $1 AND {_COUNTED}) AS thread,"
+            f" (SELECT COUNT(*) FROM reply_outbox WHERE thread_id = $1 AND {COUNTED}) AS thread,"
             " (SELECT COUNT(*) FROM reply_outbox WHERE recipient_key = $2"
-            f"   AND created_at >= $3 AND {_COUNTED}) AS sender,"
+            f"   AND created_at >= $3 AND {COUNTED}) AS sender,"
             " (SELECT COUNT(*) FROM reply_outbox WHERE recipient_domain = $4"
-            f"   AND created_at >= $3 AND {_COUNTED}) AS domain,"
-            f" (SELECT COUNT(*) FROM reply_outbox WHERE created_at >= $5 AND {_COUNTED}) AS hour,"
+            f"   AND created_at >= $3 AND {COUNTED}) AS domain,"
+            f" (SELECT COUNT(*) FROM reply_outbox WHERE created_at >= $5 AND {COUNTED}) AS hour,"
             " (SELECT state FROM reply_outbox WHERE msg_id = $6) AS existing",
             thread_id or "",
             recipient.lower(),
@@ -207,13 +164,7 @@ class PgReplyMixin(PgBase):
         )
         if row is None:  # pragma: no cover - a SELECT without FROM always yields one row
             return ReplyUsage(0, 0, 0)
-        return ReplyUsage(
-            thread=row["thread"] if thread_id else 0,
-            sender=row["sender"],
-            hour=row["hour"],
-            existing=row["existing"],
-            domain=row["domain"],
-        )
+        return reply_usage(row, thread_id)
 
     async def reply_banners(self, queue: str | None) -> list[Banner]:
         rows = await self._fetch(
@@ -221,7 +172,7 @@ class PgReplyMixin(PgBase):
             " ORDER BY queue = '', queue",
             queue or "",
         )
-        return [_banner(r) for r in rows]
+        return [banner(r) for r in rows]
 
     # ------------------------------------------------------------------ SMTP worker
 
@@ -243,20 +194,7 @@ class PgReplyMixin(PgBase):
             fast=True,
         )
         rows = sorted(rows, key=lambda r: (r["next_attempt_at"], r["seq"]))
-        return [
-            ReplyItem(
-                id=r["id"],
-                msg_id=r["msg_id"],
-                tenant=r["tenant"],
-                recipient=r["recipient"],
-                mail_from=r["mail_from"],
-                draft=r["draft"],
-                message_id=r["message_id"],
-                attempts=r["attempts"],
-                smtputf8=bool(r["smtputf8"]),
-            )
-            for r in rows
-        ]
+        return [reply_item(r) for r in rows]
 
     async def finish_reply(self, item: ReplyItem, result: ReplyAttempt, *, owner: str) -> None:
         now = time.time()
@@ -343,16 +281,16 @@ class PgReplyMixin(PgBase):
 
     async def list_replies(self, *, state: str | None = None, limit: int = 50) -> list[ReplyRecord]:
         rows = await self._fetch(
-            f"SELECT {_RECORD_COLS} FROM reply_outbox WHERE ($1::text IS NULL OR state = $1)"
+            f"SELECT {RECORD_COLS} FROM reply_outbox WHERE ($1::text IS NULL OR state = $1)"
             " ORDER BY seq DESC LIMIT $2",
             state,
             limit,
         )
-        return [_record(r) for r in rows]
+        return [reply_record(r) for r in rows]
 
     async def get_reply(self, reply_id: str) -> ReplyRecord:
         row = await self._fetchrow(
-            f"SELECT {_RECORD_COLS} FROM reply_outbox WHERE id = $1 OR msg_id = $1", reply_id
+            f"SELECT {RECORD_COLS} FROM reply_outbox WHERE id = $1 OR msg_id = $1", reply_id
         )
         if row is None:
             raise NotFound(f"reply {reply_id}")
@@ -361,7 +299,7 @@ class PgReplyMixin(PgBase):
             " ORDER BY id",
             row["id"],
         )
-        return _record(row, [dict(h) for h in history])
+        return reply_record(row, [dict(h) for h in history])
 
     async def get_reply_draft(self, reply_id: str) -> str:
         row = await self._fetchrow(
@@ -410,4 +348,4 @@ class PgReplyMixin(PgBase):
         rows = await self._fetch(
             "SELECT queue, text, set_at, set_by FROM reply_banners ORDER BY queue"
         )
-        return [_banner(r) for r in rows]
+        return [banner(r) for r in rows]
