@@ -15,7 +15,6 @@ the writer.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -36,24 +35,16 @@ from mailgate.store.pipeline import (
     ThreadIntent,
     ThreadRef,
 )
+from mailgate.store.pipeline_logic import (
+    audit_record,
+    quarantine_record,
+    read_participants,
+    strip_mid,
+    thread_ref,
+)
 from mailgate.store.sqlite_base import SqliteBase, applies, apply_intents, dumps
 from mailgate.store.sqlite_crypto import index_intents
 from mailgate.store.writer import connect
-
-
-def _strip_mid(message_id: str) -> str:
-    return message_id.strip().strip("<>").strip()
-
-
-def _participants(raw: str | None) -> frozenset[str]:
-    if not raw:
-        return frozenset()
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return frozenset()
-    return frozenset(str(x) for x in data) if isinstance(data, list) else frozenset()
-
 
 # ---------------------------------------------------------------------------- appliers
 
@@ -111,7 +102,7 @@ def apply_thread(
         except sqlite3.IntegrityError as exc:  # the ticket is another thread's: run again
             raise ThreadConflict(f"{msg_id}: ticket {intent.ticket} taken; run again") from exc
     else:
-        known = _participants(row["participants"])
+        known = read_participants(row["participants"])
         merged = sorted(known | {intent.sender, *intent.participants} - {""})
         conn.execute(
             "UPDATE threads SET participants = ?, updated_at = MAX(updated_at, ?),"
@@ -119,7 +110,7 @@ def apply_thread(
             (dumps(merged), at, intent.thread_id),
         )
     if intent.message_id:
-        mid = _strip_mid(intent.message_id)
+        mid = strip_mid(intent.message_id)
         cur = conn.execute(
             "INSERT OR IGNORE INTO thread_messages (tenant, message_id, thread_id, msg_id, sender,"
             " at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -154,7 +145,7 @@ def _fill_placeholder(
 
 def _claim_awaited(conn: sqlite3.Connection, msg_id: str, intent: ThreadIntent, at: float) -> None:
     """A placeholder for the In-Reply-To not stored yet (see ``ThreadIntent.awaits``)."""
-    awaited = _strip_mid(intent.awaits or "")
+    awaited = strip_mid(intent.awaits or "")
     if not awaited:
         return
     cur = conn.execute(
@@ -244,7 +235,7 @@ class PipelineStoreMixin(SqliteBase):
 
     async def find_threads(self, tenant: str, message_ids: Sequence[str]) -> list[ThreadRef]:
         """See `PipelinePorts.find_threads`."""
-        ids = [_strip_mid(m) for m in message_ids if m and _strip_mid(m)]
+        ids = [strip_mid(m) for m in message_ids if m and strip_mid(m)]
         if not ids:
             return []
         ids = ids[:100]  # References can be long; the newest ones matter (RFC 5322 3.6.4)
@@ -257,17 +248,7 @@ class PipelineStoreMixin(SqliteBase):
             f" WHERE tm.tenant = ? AND tm.message_id IN ({marks})",
             (tenant, *ids),
         )
-        return [
-            ThreadRef(
-                thread_id=r["id"],
-                ticket=r["ticket"],
-                contact=r["contact"],
-                participants=_participants(r["participants"]),
-                message_id=hashed.get(r["message_id"], r["message_id"]),
-                awaited=not r["msg_id"],
-            )
-            for r in rows
-        ]
+        return [thread_ref(r, hashed.get(r["message_id"], r["message_id"])) for r in rows]
 
     async def find_thread_by_ticket(self, tenant: str, ticket: str) -> ThreadRef | None:
         """See `PipelinePorts.find_thread_by_ticket`."""
@@ -278,7 +259,7 @@ class PipelineStoreMixin(SqliteBase):
         if not rows:
             return None
         r = rows[0]
-        return ThreadRef(r["id"], r["ticket"], r["contact"], _participants(r["participants"]))
+        return ThreadRef(r["id"], r["ticket"], r["contact"], read_participants(r["participants"]))
 
     async def message_seq(self, msg_id: str) -> int | None:
         """See `PipelinePorts.message_seq`: the tenant's own number (``005_tenant_tickets.sql``)."""
@@ -332,7 +313,7 @@ class PipelineStoreMixin(SqliteBase):
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY q.created_at DESC, q.msg_id DESC LIMIT ?"
         rows = await self._read(sql, [*params, limit])
-        return [self._quarantine_record(r) for r in rows]
+        return [quarantine_record(r) for r in rows]
 
     async def get_quarantine(self, msg_id: str) -> QuarantineRecord:
         row = await self._read_one(
@@ -343,22 +324,7 @@ class PipelineStoreMixin(SqliteBase):
         )
         if row is None:
             raise NotFound(msg_id)
-        return self._quarantine_record(row)
-
-    @staticmethod
-    def _quarantine_record(r: sqlite3.Row) -> QuarantineRecord:
-        return QuarantineRecord(
-            msg_id=r["msg_id"],
-            tenant=r["tenant"],
-            reason=r["reason"],
-            detail=r["detail"],
-            created_at=r["created_at"],
-            released_at=r["released_at"],
-            released_by=r["released_by"],
-            mail_from=r["mail_from"],
-            subject=r["subject"],
-            state=r["state"],
-        )
+        return quarantine_record(row)
 
     async def release_quarantined(
         self, msg_id: str, envelope: dict[str, Any], intents: list[Intent], *, actor: str
@@ -558,14 +524,4 @@ class PipelineStoreMixin(SqliteBase):
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC LIMIT ?"
         rows = await self._read(sql, [*params, limit])
-        return [
-            AuditRecord(
-                id=r["id"],
-                at=r["at"],
-                actor=r["actor"],
-                action=r["action"],
-                target=r["target"],
-                detail=json.loads(r["detail"] or "{}"),
-            )
-            for r in rows
-        ]
+        return [audit_record(r) for r in rows]

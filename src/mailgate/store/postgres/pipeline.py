@@ -8,7 +8,6 @@ threads cannot share a ticket (unique index); a Message-ID is indexed once per t
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -28,22 +27,14 @@ from mailgate.store.pipeline import (
     ThreadIntent,
     ThreadRef,
 )
+from mailgate.store.pipeline_logic import (
+    audit_record,
+    quarantine_record,
+    read_participants,
+    strip_mid,
+    thread_ref,
+)
 from mailgate.store.postgres.base import PgBase, applies, apply_intents, dumps, rowcount, text
-
-
-def _strip_mid(message_id: str) -> str:
-    return message_id.strip().strip("<>").strip()
-
-
-def _participants(raw: str | None) -> frozenset[str]:
-    if not raw:
-        return frozenset()
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return frozenset()
-    return frozenset(str(v) for v in value) if isinstance(value, list) else frozenset()
-
 
 # ---------------------------------------------------------------------------- appliers
 
@@ -106,7 +97,7 @@ async def apply_thread(
             raise ThreadConflict(f"{msg_id}: ticket {intent.ticket} taken; run again")
     if row is not None:
         merged = sorted(
-            _participants(row["participants"]) | {intent.sender, *intent.participants} - {""}
+            read_participants(row["participants"]) | {intent.sender, *intent.participants} - {""}
         )
         await conn.execute(
             "UPDATE threads SET participants = $1, updated_at = GREATEST(updated_at, $2),"
@@ -116,7 +107,7 @@ async def apply_thread(
             intent.thread_id,
         )
     if intent.message_id:
-        mid = text(_strip_mid(intent.message_id)) or ""
+        mid = text(strip_mid(intent.message_id)) or ""
         inserted = await conn.fetchval(
             "INSERT INTO thread_messages (tenant, message_id, thread_id, msg_id, sender, at)"
             " VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT DO NOTHING RETURNING 1",
@@ -184,7 +175,7 @@ async def _claim_awaited(
     """A placeholder for the In-Reply-To not stored yet; a concurrent insert of the same
     Message-ID (the original, or another reply, on another node) waits for the other COMMIT and
     then conflicts here: this run is retried and finds the thread."""
-    awaited = text(_strip_mid(intent.awaits or "")) or ""
+    awaited = text(strip_mid(intent.awaits or "")) or ""
     if not awaited:
         return
     inserted = await conn.fetchval(
@@ -237,21 +228,6 @@ async def apply_audit(
     )
 
 
-def _quarantine_record(r: asyncpg.Record) -> QuarantineRecord:
-    return QuarantineRecord(
-        msg_id=r["msg_id"],
-        tenant=r["tenant"],
-        reason=r["reason"],
-        detail=r["detail"],
-        created_at=r["created_at"],
-        released_at=r["released_at"],
-        released_by=r["released_by"],
-        mail_from=r["mail_from"],
-        subject=r["subject"],
-        state=r["state"],
-    )
-
-
 _QUARANTINE_SELECT = (
     "SELECT q.msg_id, q.tenant, q.reason, q.detail, q.created_at, q.released_at,"
     " q.released_by, m.mail_from, m.subject, m.state FROM quarantine q"
@@ -275,7 +251,7 @@ class PgPipelineMixin(PgBase):
         return DedupHit(row["msg_id"], row["seen_at"]) if row else None
 
     async def find_threads(self, tenant: str, message_ids: Sequence[str]) -> list[ThreadRef]:
-        ids = [_strip_mid(m) for m in message_ids if m and _strip_mid(m)][:100]
+        ids = [strip_mid(m) for m in message_ids if m and strip_mid(m)][:100]
         if not ids:
             return []
         rows = await self._fetch(
@@ -285,17 +261,7 @@ class PgPipelineMixin(PgBase):
             tenant,
             ids,
         )
-        return [
-            ThreadRef(
-                thread_id=r["id"],
-                ticket=r["ticket"],
-                contact=r["contact"],
-                participants=_participants(r["participants"]),
-                message_id=r["message_id"],
-                awaited=not r["msg_id"],
-            )
-            for r in rows
-        ]
+        return [thread_ref(r, r["message_id"]) for r in rows]
 
     async def find_thread_by_ticket(self, tenant: str, ticket: str) -> ThreadRef | None:
         r = await self._fetchrow(
@@ -305,7 +271,7 @@ class PgPipelineMixin(PgBase):
         )
         if r is None:
             return None
-        return ThreadRef(r["id"], r["ticket"], r["contact"], _participants(r["participants"]))
+        return ThreadRef(r["id"], r["ticket"], r["contact"], read_participants(r["participants"]))
 
     async def message_seq(self, msg_id: str) -> int | None:
         row = await self._fetchrow(
@@ -342,13 +308,13 @@ class PgPipelineMixin(PgBase):
             tenant,
             limit,
         )
-        return [_quarantine_record(r) for r in rows]
+        return [quarantine_record(r) for r in rows]
 
     async def get_quarantine(self, msg_id: str) -> QuarantineRecord:
         row = await self._fetchrow(_QUARANTINE_SELECT + " WHERE q.msg_id = $1", msg_id)
         if row is None:
             raise NotFound(msg_id)
-        return _quarantine_record(row)
+        return quarantine_record(row)
 
     async def release_quarantined(
         self, msg_id: str, envelope: dict[str, Any], intents: list[Intent], *, actor: str
@@ -520,14 +486,4 @@ class PgPipelineMixin(PgBase):
             since,
             limit,
         )
-        return [
-            AuditRecord(
-                id=r["id"],
-                at=r["at"],
-                actor=r["actor"],
-                action=r["action"],
-                target=r["target"],
-                detail=json.loads(r["detail"] or "{}"),
-            )
-            for r in rows
-        ]
+        return [audit_record(r) for r in rows]
