@@ -23,6 +23,7 @@ from mailgate.store.base import (
     SpoolRecord,
     StoreError,
 )
+from mailgate.store.message_logic import message_summary
 from mailgate.store.private import create_private_file, make_private_dirs
 from mailgate.store.sqlite_base import SqliteBase, apply_intents, dumps, migrate
 from mailgate.store.sqlite_claims import SpoolClaimsMixin
@@ -269,21 +270,7 @@ class SqliteStore(
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY seq DESC LIMIT ?"
         rows = await self._read(sql, [*params, limit])
-        return [
-            MessageSummary(
-                id=r["id"],
-                received_at=r["received_at"],
-                tenant=r["tenant"],
-                mail_from=r["mail_from"],
-                rcpt_to=json.loads(r["rcpt_to"]),
-                size=r["size"],
-                state=r["state"],
-                subject=r["subject"],
-                attempts=r["attempts"],
-                last_error=r["last_error"],
-            )
-            for r in rows
-        ]
+        return [message_summary(r) for r in rows]
 
     async def count_by_state(self) -> dict[str, int]:
         rows = await self._read("SELECT state, COUNT(*) AS n FROM messages GROUP BY state")

@@ -6,31 +6,14 @@ on its own: lost to a power failure, the message is simply unclaimed and claimed
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 
 from mailgate.store.base import SpooledMessage
+from mailgate.store.message_logic import spooled_message
 from mailgate.store.ports import DEFAULT_SPOOL_LEASE
 from mailgate.store.sqlite_base import SqliteBase
 from mailgate.store.sqlite_crypto import open_claimed
-
-
-def _spooled(r: sqlite3.Row) -> SpooledMessage:
-    return SpooledMessage(
-        id=r["id"],
-        received_at=r["received_at"],
-        tenant=r["tenant"],
-        mail_from=r["mail_from"],
-        rcpt_to=json.loads(r["rcpt_to"]),
-        client_ip=r["client_ip"],
-        helo=r["helo"],
-        tls=bool(r["tls"]),
-        trace_id=r["trace_id"],
-        auth=json.loads(r["auth"]) if r["auth"] else None,
-        raw=bytes(r["raw"]),
-        attempts=r["attempts"],
-    )
 
 
 class SpoolClaimsMixin(SqliteBase):
@@ -66,7 +49,7 @@ class SpoolClaimsMixin(SqliteBase):
             )
 
         rows: list[sqlite3.Row] = await self._write(write, durable=False)
-        return await open_claimed(self, rows, _spooled)  # decrypted; tampered: quarantined
+        return await open_claimed(self, rows, spooled_message)  # decrypted; tampered: quarantined
 
     async def release_spool_leases(self, owner: str) -> int:
         """See `SpoolClaims.release_spool_leases`."""

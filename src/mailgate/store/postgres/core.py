@@ -28,6 +28,7 @@ from mailgate.store.base import (
     SpoolRecord,
     StoreError,
 )
+from mailgate.store.message_logic import message_summary, spooled_message
 from mailgate.store.notify import SPOOL
 from mailgate.store.ports import DEFAULT_SPOOL_LEASE, SchemaStatus
 from mailgate.store.postgres import schema
@@ -261,23 +262,7 @@ class PostgresStore(PgPipelineMixin, PgDeliveryMixin, PgReplyMixin, PgModelMixin
             fast=True,
         )
         rows = sorted(rows, key=lambda r: r["seq"])
-        return [
-            SpooledMessage(
-                id=r["id"],
-                received_at=r["received_at"],
-                tenant=r["tenant"],
-                mail_from=r["mail_from"],
-                rcpt_to=json.loads(r["rcpt_to"]),
-                client_ip=r["client_ip"],
-                helo=r["helo"],
-                tls=bool(r["tls"]),
-                trace_id=r["trace_id"],
-                auth=json.loads(r["auth"]) if r["auth"] else None,
-                raw=bytes(r["raw"]),
-                attempts=r["attempts"],
-            )
-            for r in rows
-        ]
+        return [spooled_message(r) for r in rows]
 
     async def release_spool_leases(self, owner: str) -> int:
         status = await self._execute(
@@ -406,21 +391,7 @@ class PostgresStore(PgPipelineMixin, PgDeliveryMixin, PgReplyMixin, PgModelMixin
             tenant,
             limit,
         )
-        return [
-            MessageSummary(
-                id=r["id"],
-                received_at=r["received_at"],
-                tenant=r["tenant"],
-                mail_from=r["mail_from"],
-                rcpt_to=json.loads(r["rcpt_to"]),
-                size=r["size"],
-                state=r["state"],
-                subject=r["subject"],
-                attempts=r["attempts"],
-                last_error=r["last_error"],
-            )
-            for r in rows
-        ]
+        return [message_summary(r) for r in rows]
 
     async def count_by_state(self) -> dict[str, int]:
         rows = await self._fetch("SELECT state, COUNT(*) AS n FROM messages GROUP BY state")
