@@ -2,40 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from typing import Any
 
 from mailgate.store.base import NotFound
 from mailgate.store.models import LabelRecord, ModelRecord
+from mailgate.store.models_logic import MODEL_COLS, label_record, model_record
 from mailgate.store.sqlite_base import SqliteBase, dumps
-
-
-def _label(r: sqlite3.Row) -> LabelRecord:
-    return LabelRecord(
-        msg_id=r["msg_id"],
-        tenant=r["tenant"],
-        queue=r["queue"],
-        tags=tuple(json.loads(r["tags"])),
-        labelled_by=r["labelled_by"],
-        labelled_at=r["labelled_at"],
-    )
-
-
-def _model(r: sqlite3.Row, *, data: bool = False) -> ModelRecord:
-    return ModelRecord(
-        version=r["version"],
-        tenant=r["tenant"],
-        created_at=r["created_at"],
-        active=bool(r["active"]),
-        activated_at=r["activated_at"],
-        summary=json.loads(r["summary"]),
-        data=r["data"] if data else None,
-    )
-
-
-_MODEL_COLS = "version, tenant, created_at, active, activated_at, summary"
 
 
 class ModelStoreMixin(SqliteBase):
@@ -69,7 +43,7 @@ class ModelStoreMixin(SqliteBase):
             sql += " WHERE tenant = ?"
             params.append(tenant)
         rows = await self._read(sql + " ORDER BY labelled_at, msg_id", params)
-        return [_label(r) for r in rows]
+        return [label_record(r) for r in rows]
 
     async def save_model(self, tenant: str, data: str, summary: dict[str, Any]) -> int:
         def write(conn: sqlite3.Connection) -> int:
@@ -83,21 +57,21 @@ class ModelStoreMixin(SqliteBase):
         return version
 
     async def list_models(self, tenant: str | None = None) -> list[ModelRecord]:
-        sql = f"SELECT {_MODEL_COLS} FROM models"
+        sql = f"SELECT {MODEL_COLS} FROM models"
         params: list[Any] = []
         if tenant is not None:
             sql += " WHERE tenant = ?"
             params.append(tenant)
         rows = await self._read(sql + " ORDER BY version", params)
-        return [_model(r) for r in rows]
+        return [model_record(r) for r in rows]
 
     async def get_model(self, version: int) -> ModelRecord:
         row = await self._read_one(
-            f"SELECT {_MODEL_COLS}, data FROM models WHERE version = ?", (version,)
+            f"SELECT {MODEL_COLS}, data FROM models WHERE version = ?", (version,)
         )
         if row is None:
             raise NotFound(f"model version {version}")
-        return _model(row, data=True)
+        return model_record(row, data=True)
 
     async def model_data(self, version: int) -> str:
         row = await self._read_one("SELECT data FROM models WHERE version = ?", (version,))
@@ -121,8 +95,8 @@ class ModelStoreMixin(SqliteBase):
                 "UPDATE models SET active = 1, activated_at = ? WHERE version = ?",
                 (time.time(), version),
             )
-            found = conn.execute(f"SELECT {_MODEL_COLS} FROM models WHERE version = ?", (version,))
-            return _model(found.fetchone())
+            found = conn.execute(f"SELECT {MODEL_COLS} FROM models WHERE version = ?", (version,))
+            return model_record(found.fetchone())
 
         result: ModelRecord = await self._write(write)
         return result
@@ -147,9 +121,9 @@ class ModelStoreMixin(SqliteBase):
                 (time.time(), prev["version"]),
             )
             found = conn.execute(
-                f"SELECT {_MODEL_COLS} FROM models WHERE version = ?", (prev["version"],)
+                f"SELECT {MODEL_COLS} FROM models WHERE version = ?", (prev["version"],)
             )
-            return _model(found.fetchone())
+            return model_record(found.fetchone())
 
         result: ModelRecord | None = await self._write(write)
         return result

@@ -6,40 +6,13 @@ two operators (or nodes) activating at once leave exactly one active version.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
-import asyncpg
-
 from mailgate.store.base import NotFound
 from mailgate.store.models import LabelRecord, ModelRecord
+from mailgate.store.models_logic import MODEL_COLS, label_record, model_record
 from mailgate.store.postgres.base import PgBase, dumps
-
-_MODEL_COLS = "version, tenant, created_at, active, activated_at, summary"
-
-
-def _label(r: asyncpg.Record) -> LabelRecord:
-    return LabelRecord(
-        msg_id=r["msg_id"],
-        tenant=r["tenant"],
-        queue=r["queue"],
-        tags=tuple(json.loads(r["tags"])),
-        labelled_by=r["labelled_by"],
-        labelled_at=r["labelled_at"],
-    )
-
-
-def _model(r: asyncpg.Record, *, data: bool = False) -> ModelRecord:
-    return ModelRecord(
-        version=r["version"],
-        tenant=r["tenant"],
-        created_at=r["created_at"],
-        active=bool(r["active"]),
-        activated_at=r["activated_at"],
-        summary=json.loads(r["summary"]),
-        data=r["data"] if data else None,
-    )
 
 
 class PgModelMixin(PgBase):
@@ -69,7 +42,7 @@ class PgModelMixin(PgBase):
             " ORDER BY labelled_at, msg_id",
             tenant,
         )
-        return [_label(r) for r in rows]
+        return [label_record(r) for r in rows]
 
     async def save_model(self, tenant: str, data: str, summary: dict[str, Any]) -> int:
         row = await self._fetchrow(
@@ -84,19 +57,19 @@ class PgModelMixin(PgBase):
 
     async def list_models(self, tenant: str | None = None) -> list[ModelRecord]:
         rows = await self._fetch(
-            f"SELECT {_MODEL_COLS} FROM models WHERE ($1::text IS NULL OR tenant = $1)"
+            f"SELECT {MODEL_COLS} FROM models WHERE ($1::text IS NULL OR tenant = $1)"
             " ORDER BY version",
             tenant,
         )
-        return [_model(r) for r in rows]
+        return [model_record(r) for r in rows]
 
     async def get_model(self, version: int) -> ModelRecord:
         row = await self._fetchrow(
-            f"SELECT {_MODEL_COLS}, data FROM models WHERE version = $1", version
+            f"SELECT {MODEL_COLS}, data FROM models WHERE version = $1", version
         )
         if row is None:
             raise NotFound(f"model version {version}")
-        return _model(row, data=True)
+        return model_record(row, data=True)
 
     async def model_data(self, version: int) -> str:
         row = await self._fetchrow("SELECT data FROM models WHERE version = $1", version)
@@ -121,11 +94,11 @@ class PgModelMixin(PgBase):
             )
             found = await conn.fetchrow(
                 "UPDATE models SET active = true, activated_at = $1 WHERE version = $2"
-                f" RETURNING {_MODEL_COLS}",
+                f" RETURNING {MODEL_COLS}",
                 time.time(),
                 version,
             )
-        return _model(found)
+        return model_record(found)
 
     async def rollback_model(self, tenant: str) -> ModelRecord | None:
         async with self.pool.acquire() as conn, conn.transaction():
@@ -148,8 +121,8 @@ class PgModelMixin(PgBase):
                 return None
             found = await conn.fetchrow(
                 "UPDATE models SET active = true, activated_at = $1 WHERE version = $2"
-                f" RETURNING {_MODEL_COLS}",
+                f" RETURNING {MODEL_COLS}",
                 time.time(),
                 prev["version"],
             )
-        return _model(found)
+        return model_record(found)
