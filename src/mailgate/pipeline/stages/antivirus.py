@@ -16,13 +16,14 @@ holds it in quarantine as ``antivirus-error``; ``continue`` delivers it with the
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from mailgate.config import AntivirusConfig, Config, OnError
+from mailgate.config import AntivirusConfig, Config
 from mailgate.envelope import Envelope
 from mailgate.pipeline.base import Context, Quarantine, Verdict
-from mailgate.pipeline.lifecycle import Ahead, RawSource, Services, apply_policy
+from mailgate.pipeline.lifecycle import Services
+from mailgate.pipeline.scanner_stage import ScannerStage
 from mailgate.scanners.base import ScanError, VirusVerdict
 from mailgate.scanners.clamd import ClamdClient
 from mailgate.store.base import SpooledMessage
@@ -31,21 +32,9 @@ MAX_PARTS = 20
 """Attachments scanned one by one to name the infected one (only after a match)."""
 
 
-class AntivirusStage:
+class AntivirusStage(ScannerStage[AntivirusConfig, ClamdClient, VirusVerdict]):
     name = "antivirus"
     description = "ClamAV verdict on the raw message (MIME, archives, TNEF); a virus is held"
-
-    def __init__(
-        self,
-        cfg: AntivirusConfig,
-        client: ClamdClient | None = None,
-        raw: RawSource | None = None,
-    ) -> None:
-        self.cfg = cfg
-        self.client = client
-        self.raw = raw
-        self.on_error: OnError = cfg.on_error
-        self.ahead = Ahead()
 
     @classmethod
     def build(cls, cfg: Config, services: Services) -> AntivirusStage:
@@ -53,32 +42,20 @@ class AntivirusStage:
             return cls(cfg.antivirus)
         return cls(cfg.antivirus, ClamdClient(cfg.antivirus), services.raw_message)
 
-    def prefetch(self, batch: Sequence[SpooledMessage]) -> None:
-        """Start scanning the claimed batch (see `lifecycle.Ahead`)."""
-        client = self.client
-        if client is None:
-            return
-        self.ahead.clear()
-        for msg in batch:
-            self.ahead.start(msg.id, functools.partial(client.scan, msg.raw))
+    def _ahead_call(
+        self, client: ClamdClient, msg: SpooledMessage
+    ) -> Callable[[], Awaitable[VirusVerdict]]:
+        return functools.partial(client.scan, msg.raw)
 
-    async def _scan(self, msg_id: str) -> VirusVerdict:
-        assert self.client is not None and self.raw is not None
-        started = self.ahead.take(msg_id)
-        if started is not None:
-            verdict: VirusVerdict = await started
-            return verdict
-        return await self.client.scan(await self.raw(msg_id))
+    def _call(
+        self, client: ClamdClient, raw: bytes, env: Envelope, msg_id: str
+    ) -> Awaitable[VirusVerdict]:
+        return client.scan(raw)
 
-    async def run(self, env: Envelope, ctx: Context) -> Verdict | None:
-        if self.client is None or self.raw is None:
-            ctx.note("no antivirus engine configured")
-            return None
-        try:
-            verdict = await self._scan(ctx.msg_id)
-        except ScanError as exc:
-            env["antivirus"] = _field(None, str(exc))
-            return apply_policy(self.on_error, self.name, str(exc), ctx, permanent=exc.permanent)
+    def _error_field(self, error: str) -> dict[str, Any]:
+        return _field(None, error)
+
+    async def _judge(self, env: Envelope, ctx: Context, verdict: VirusVerdict) -> Verdict | None:
         if verdict.clean:
             env["antivirus"] = _field(None, None)
             ctx.note(f"clean ({verdict.seconds * 1000:.1f} ms)")

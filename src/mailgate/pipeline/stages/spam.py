@@ -18,15 +18,16 @@ garbage -> ``spam: {error, score: null, flagged: false}`` and the message goes o
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from mailgate.config import Config, OnError, SpamConfig
+from mailgate.config import Config, SpamConfig
 from mailgate.envelope import Envelope
 from mailgate.envelope_view import EnvView
 from mailgate.pipeline.base import Context, Quarantine, Verdict
-from mailgate.pipeline.lifecycle import Ahead, RawSource, Services, apply_policy
-from mailgate.scanners.base import ScanError, SpamVerdict
+from mailgate.pipeline.lifecycle import Services
+from mailgate.pipeline.scanner_stage import ScannerStage
+from mailgate.scanners.base import SpamVerdict
 from mailgate.scanners.rspamd import SPAM_ACTIONS, MessageFacts, RspamdClient
 from mailgate.store.base import SpooledMessage
 
@@ -34,18 +35,9 @@ MAX_SYMBOLS = 50
 """Symbols kept in the envelope (largest absolute score first); rspamd can list hundreds."""
 
 
-class SpamStage:
+class SpamStage(ScannerStage[SpamConfig, RspamdClient, SpamVerdict]):
     name = "spam"
     description = "rspamd score, action and symbols; spam is flagged or held"
-
-    def __init__(
-        self, cfg: SpamConfig, client: RspamdClient | None = None, raw: RawSource | None = None
-    ) -> None:
-        self.cfg = cfg
-        self.client = client
-        self.raw = raw
-        self.on_error: OnError = cfg.on_error
-        self.ahead = Ahead()
 
     @classmethod
     def build(cls, cfg: Config, services: Services) -> SpamStage:
@@ -61,49 +53,37 @@ class SpamStage:
         if self.client is not None:
             await self.client.close()
 
-    def prefetch(self, batch: Sequence[SpooledMessage]) -> None:
-        """Start checking the claimed batch (see `lifecycle.Ahead`)."""
-        client = self.client
-        if client is None:
-            return
-        self.ahead.clear()
-        for msg in batch:
-            auth = msg.auth or {}
-            spooled = MessageFacts(
-                client_ip=msg.client_ip or "",
-                helo=msg.helo or "",
-                mail_from=(msg.mail_from or "").strip("<>"),
-                rcpt_to=tuple(msg.rcpt_to),
-                queue_id=msg.id,
-                authentication_results=str(auth.get("authenticationResults") or ""),
-            )
-            self.ahead.start(msg.id, functools.partial(client.check, msg.raw, spooled))
+    def _ahead_call(
+        self, client: RspamdClient, msg: SpooledMessage
+    ) -> Callable[[], Awaitable[SpamVerdict]]:
+        auth = msg.auth or {}
+        spooled = MessageFacts(
+            client_ip=msg.client_ip or "",
+            helo=msg.helo or "",
+            mail_from=(msg.mail_from or "").strip("<>"),
+            rcpt_to=tuple(msg.rcpt_to),
+            queue_id=msg.id,
+            authentication_results=str(auth.get("authenticationResults") or ""),
+        )
+        return functools.partial(client.check, msg.raw, spooled)
 
-    async def _check(self, env: Envelope, msg_id: str) -> SpamVerdict:
-        assert self.client is not None and self.raw is not None
-        started = self.ahead.take(msg_id)
-        if started is not None:
-            verdict: SpamVerdict = await started
-            return verdict
-        return await self.client.check(await self.raw(msg_id), facts(env, msg_id))
+    def _call(
+        self, client: RspamdClient, raw: bytes, env: Envelope, msg_id: str
+    ) -> Awaitable[SpamVerdict]:
+        return client.check(raw, facts(env, msg_id))
 
-    async def run(self, env: Envelope, ctx: Context) -> Verdict | None:
-        if self.client is None or self.raw is None:
-            ctx.note("no spam engine configured")
-            return None
-        try:
-            verdict = await self._check(env, ctx.msg_id)
-        except ScanError as exc:
-            env["spam"] = {
-                "engine": "rspamd",
-                "score": None,
-                "flagged": False,
-                "action": None,
-                "required": None,
-                "symbols": [],
-                "error": str(exc),
-            }
-            return apply_policy(self.on_error, self.name, str(exc), ctx, permanent=exc.permanent)
+    def _error_field(self, error: str) -> dict[str, Any]:
+        return {
+            "engine": "rspamd",
+            "score": None,
+            "flagged": False,
+            "action": None,
+            "required": None,
+            "symbols": [],
+            "error": error,
+        }
+
+    async def _judge(self, env: Envelope, ctx: Context, verdict: SpamVerdict) -> Verdict | None:
         hold = should_hold(self.cfg, verdict)
         env["spam"] = spam_field(verdict, flagged=hold or verdict.action in SPAM_ACTIONS)
         detail = f"score {verdict.score:g} (action {verdict.action}, required {verdict.required:g})"
