@@ -25,7 +25,6 @@ import os
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Protocol
 
 from prometheus_client import generate_latest
@@ -35,6 +34,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from mailgate.logs import RateLimitedLog, describe_error, log_fields
 from mailgate.store.base import StoreError
+from mailgate.store.ports import pid_alive
 
 log = logging.getLogger("mailgate.delivery")
 
@@ -54,24 +54,6 @@ class MetricsStore(Protocol):
 
 def process_key(pid: int | None = None) -> str:
     return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
-
-
-def pid_alive(pid: int) -> bool:
-    """True if ``pid`` runs on this host (a zombie nobody reaped counts as gone)."""
-    if pid == os.getpid():
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class MetricsPublisher:

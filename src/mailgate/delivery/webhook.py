@@ -36,7 +36,7 @@ from mailgate.backoff import LoopBackoff
 from mailgate.config import DeliveryConfig, WebhookConfig
 from mailgate.delivery import settings as _settings  # noqa: F401  (config validator)
 from mailgate.delivery.breaker import CircuitBreaker
-from mailgate.delivery.process_metrics import MetricsPublisher, pid_alive
+from mailgate.delivery.process_metrics import MetricsPublisher
 from mailgate.delivery.signing import Signer
 from mailgate.logs import RateLimitedLog, describe_error, log_fields
 from mailgate.metrics import REGISTRY
@@ -44,6 +44,7 @@ from mailgate.retry import RetrySchedule, parse_retry_after
 from mailgate.store.base import StoreError
 from mailgate.store.delivery import AttemptOutcome, DeliveryStore, OutboxItem, webhook_target_id
 from mailgate.store.notify import OUTBOX
+from mailgate.store.ports import pid_alive
 
 log = logging.getLogger("mailgate.delivery")
 
