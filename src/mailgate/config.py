@@ -19,10 +19,10 @@ import re
 import tomllib
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal, TypeVar, Union
 
 import idna
 
@@ -41,6 +41,28 @@ class ConfigErrors(ConfigError):
     def __init__(self, errors: list[ConfigError]) -> None:
         self.errors = errors
         super().__init__("\n".join(str(e) for e in errors))
+
+
+_Where = TypeVar("_Where")
+
+
+def run_checks(
+    checks: Iterable[Callable[[Config, _Where], None]], cfg: Config, where: _Where
+) -> None:
+    """Run every check, then raise what they found together (``check-config`` lists them all):
+    one problem as itself, several as `ConfigErrors`."""
+    errors: list[ConfigError] = []
+    for check in checks:
+        try:
+            check(cfg, where)
+        except ConfigErrors as exc:
+            errors.extend(exc.errors)
+        except ConfigError as exc:
+            errors.append(exc)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise ConfigErrors(errors)
 
 
 # --------------------------------------------------------------------------- value kinds
@@ -1051,18 +1073,7 @@ def load_config(
             cfg, store=dataclasses.replace(cfg.store, dsn=environ[ENV_STORE_DSN])
         )
     cfg = dataclasses.replace(cfg, source=source)
-    errors: list[ConfigError] = []
-    for check in (_validate, functools.partial(_validate_extensions, validators)):
-        try:
-            check(cfg, loc)
-        except ConfigErrors as exc:
-            errors.extend(exc.errors)
-        except ConfigError as exc:
-            errors.append(exc)
-    if len(errors) == 1:
-        raise errors[0]
-    if errors:
-        raise ConfigErrors(errors)
+    run_checks((_validate, functools.partial(_validate_extensions, validators)), cfg, loc)
     # One spelling per domain from here on (issue 12): A-labels, whatever the file wrote.
     domains = [dataclasses.replace(d, name=domain_to_ascii(d.name)) for d in cfg.domains]
     return dataclasses.replace(cfg, domains=domains)

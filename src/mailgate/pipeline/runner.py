@@ -28,7 +28,7 @@ from collections.abc import Callable, Coroutine, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mailgate.config import Config, ConfigError, ConfigErrors
+from mailgate.config import Config, ConfigError, run_checks
 from mailgate.envelope import Envelope
 from mailgate.envelope_view import EnvView
 from mailgate.logs import describe_error, log_fields
@@ -311,18 +311,7 @@ class EmptyPorts:
 def validate(cfg: Config, where: Callable[[str], str]) -> None:
     """The pipeline's config: stage names and order, rules and entity patterns, and that the
     reply templates the rules name exist (checked with the rest of ``[reply]``)."""
-    errors: list[ConfigError] = []
-    for check in (validate_stages, validate_rules, _validate_reply):
-        try:
-            check(cfg, where)
-        except ConfigErrors as exc:
-            errors.extend(exc.errors)
-        except ConfigError as exc:
-            errors.append(exc)
-    if len(errors) == 1:
-        raise errors[0]
-    if errors:
-        raise ConfigErrors(errors)
+    run_checks((validate_stages, validate_rules, _validate_reply), cfg, where)
 
 
 def _validate_reply(cfg: Config, where: Callable[[str], str]) -> None:
