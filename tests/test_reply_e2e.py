@@ -14,39 +14,13 @@ from typing import Any
 import pytest
 
 from tests.support.reply_harness import message
-from tests.support.server import MailgateServer
+from tests.support.reply_serve import outbox, reply_toml
+from tests.support.server import MailgateServer, wait_for
 from tests.support.smtp_sink import SmtpSink, smtp_sink
 
 __all__ = ["smtp_sink"]
 
 RETURN_PATH = "alice.return@example.org"
-
-
-def reply_toml(smarthost: str, **extra: Any) -> str:
-    lines = [
-        "[reply]",
-        "enabled = true",
-        f'smarthost = "{smarthost}"',
-        'from = "Example Support <support@example.test>"',
-        'retry_schedule = "0s, 100ms*100"',
-        'timeout = "5s"',
-    ]
-    lines += [f"{k} = {json.dumps(v)}" for k, v in extra.items()]
-    return "\n".join(lines) + "\n"
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def outbox(srv: MailgateServer) -> list[dict[str, Any]]:
-    with srv.db() as conn:
-        return [dict(r) for r in conn.execute("SELECT * FROM reply_outbox ORDER BY rowid")]
 
 
 def test_serve_acknowledges_through_the_smarthost(

@@ -13,7 +13,7 @@ from typing import Any
 from tests.support.clamd import Clamd
 from tests.support.mime import envelope_validator
 from tests.support.rspamd import Rspamd
-from tests.support.server import MailgateServer
+from tests.support.server import MailgateServer, wait_for
 from tests.support.smtp_sink import SmtpSink, smtp_sink
 
 __all__ = ["smtp_sink"]
@@ -45,15 +45,6 @@ def by_message_id(srv: MailgateServer) -> dict[str, tuple[str, dict[str, Any]]]:
         env = json.loads(row["envelope"]) if row["envelope"] else {}
         out[str(env.get("messageId") or row["id"]).strip("<>")] = (row["state"], env)
     return out
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _clam_zip_mail() -> bytes:
