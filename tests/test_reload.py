@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
+
+from tests.support.tls import write_self_signed
 
 HOST = "mx.test.mailgate"
 OLD_TOKEN = "test-token-0123456789abcdef0123456789"  # tests/support/server.py BASE_TOML
@@ -30,28 +30,14 @@ NEW_TOKEN = "reloaded-token-abcdefghijklmnopqrstuvwxyz"
 
 def make_cert(directory: Path, tag: str) -> tuple[Path, Path, str]:
     """A self-signed certificate for HOST; returns (cert, key, sha256 of the DER)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(HOST)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
     cert_path, key_path = directory / f"cert-{tag}.pem", directory / f"key-{tag}.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+    cert = write_self_signed(
+        cert_path,
+        key_path,
+        HOST,
+        san=x509.DNSName(HOST),
+        valid_from=datetime.timedelta(minutes=1),
+        valid_for=datetime.timedelta(days=1),
     )
     return (
         cert_path,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
 import email
 import email.policy
 import ipaddress
@@ -16,9 +15,6 @@ import dkim
 import dns.resolver
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from mailgate.auth.checker import AuthChecker
 from mailgate.config import AuthConfig
@@ -27,6 +23,7 @@ from tests.support.dkim_keys import ed25519_key, rsa_key
 from tests.support.dns_server import DnsTestServer, dns_server
 from tests.support.reply_harness import ReplyHarness, message
 from tests.support.smtp_sink import SmtpSink, smtp_sink
+from tests.support.tls import write_self_signed
 
 __all__ = ["dns_server", "smtp_sink"]
 
@@ -228,32 +225,13 @@ async def test_spent_retries_go_to_the_dlq(tmp_path: Path, smtp_sink: SmtpSink) 
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
     """A self-signed certificate for 127.0.0.1 (the test's CA file) and its key."""
     folder = tmp_path_factory.mktemp("tls")
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
     cert_file, key_file = folder / "cert.pem", folder / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+    write_self_signed(
+        cert_file,
+        key_file,
+        "127.0.0.1",
+        san=x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        ca=True,
     )
     yield cert_file, key_file
 

@@ -20,11 +20,9 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from tests.support.server import MailgateServer
+from tests.support.tls import write_self_signed
 
 
 def message(
@@ -85,30 +83,13 @@ def test_protocol_refusals_through_serve(mailgate_server: Any) -> None:
 
 
 def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mx.test.mailgate")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("mx.test.mailgate")]), critical=False
-        )
-        .sign(key, hashes.SHA256())
-    )
     cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+    write_self_signed(
+        cert_path,
+        key_path,
+        "mx.test.mailgate",
+        san=x509.DNSName("mx.test.mailgate"),
+        valid_for=datetime.timedelta(days=1),
     )
     return cert_path, key_path
 

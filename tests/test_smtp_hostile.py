@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import datetime
 import logging
 import re
 import smtplib
@@ -24,8 +23,6 @@ from typing import Any, BinaryIO
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from mailgate.config import ConfigError, DomainConfig, SmtpConfig, load_config
@@ -34,6 +31,7 @@ from mailgate.smtp.handler import SmtpHandler
 from mailgate.smtp.policy import RecipientPolicy
 from mailgate.smtp.server import SmtpServer, StartupError
 from mailgate.store.sqlite import SqliteStore
+from tests.support.tls import write_self_signed
 
 DOMAINS = [DomainConfig(name="example.test", mailboxes=["support"], tenant="default")]
 MSG = b"From: a@example.org\r\nTo: support@example.test\r\nSubject: hi\r\n\r\nhello\r\n"
@@ -77,29 +75,9 @@ def connect(lst: Listener, source: str = "127.0.0.1") -> socket.socket:
 
 
 def self_signed(folder: Path, cn: str) -> tuple[str, str]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .sign(key, hashes.SHA256())
-    )
     folder.mkdir(parents=True, exist_ok=True)
     cert_file, key_file = folder / "cert.pem", folder / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    write_self_signed(cert_file, key_file, cn)
     return str(cert_file), str(key_file)
 
 
