@@ -20,7 +20,6 @@ import shutil
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import asyncpg
@@ -29,8 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.support.http_receiver import HttpReceiver  # noqa: E402
+from tests.support.multinode import make_node, send_with_failover  # noqa: E402
 from tests.support.postgres import PgCluster  # noqa: E402
-from tests.test_multinode_e2e import make_node, send_one  # noqa: E402
 
 
 async def run(count: int, clients: int) -> None:
@@ -44,34 +43,11 @@ async def run(count: int, clients: int) -> None:
             b = make_node(tmp, "mxb", hook.url(), dsn)
             a.start()
             b.start()
-            accepted: list[str] = []
-            refused = 0
-            loop = asyncio.get_running_loop()
             t0 = time.perf_counter()
             try:
-                with ThreadPoolExecutor(clients) as pool:
-
-                    async def burst(start: int, stop: int) -> None:
-                        nonlocal refused
-                        jobs = [
-                            loop.run_in_executor(pool, send_one, a if i % 2 else b, i)
-                            for i in range(start, stop)
-                        ]
-                        for got in await asyncio.gather(*jobs):
-                            if got is None:
-                                refused += 1
-                            else:
-                                accepted.append(got)
-
-                    await burst(0, count // 2)
-                    sending = asyncio.ensure_future(burst(count // 2, count * 3 // 4))
-                    await asyncio.sleep(0.2)
-                    a.kill()
-                    killed_at = time.perf_counter()
-                    await sending
-                    a.start()
-                    restarted_at = time.perf_counter()
-                    await burst(count * 3 // 4, count)
+                sent = await send_with_failover(a, b, count, clients)
+                accepted, refused = sent.accepted, sent.refused
+                killed_at, restarted_at = sent.killed_at, sent.restarted_at
                 sent_at = time.perf_counter()
                 conn = await asyncpg.connect(dsn)
                 try:

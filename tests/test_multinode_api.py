@@ -16,26 +16,16 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from tests.support.multinode import postgres_node_toml
 from tests.support.postgres import PgCluster
-from tests.support.server import BASE_TOML, MailgateServer
+from tests.support.server import MailgateServer
 from tests.test_delivery_e2e import API_TOKEN, message_with_attachment
 
 
 def node(tmp_path: Path, name: str, dsn: str) -> MailgateServer:
     root = tmp_path / name
     root.mkdir()
-    data_dir = root / "data"
-    text = BASE_TOML.format(
-        data_dir=data_dir,
-        auth="false",
-        auth_extra="",
-        workers=0,
-        max_size="1MB",
-        max_recipients=10,
-        smtp_extra="",
-    )
-    store = f'[store]\ndata_dir = "{data_dir}"\n'
-    text = text.replace(store, store + f'backend = "postgresql"\nnode = "{name}"\n')
+    text = postgres_node_toml(root, name)
     return MailgateServer(root, config_text=text, env={"MAILGATE_STORE_DSN": dsn})
 
 
