@@ -40,7 +40,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -54,41 +53,12 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-TIMEOUT = 300
+sys.path.insert(0, str(HERE.parent))
+
+from bench.smtp_bench import TIMEOUT, free_port, smtp_source, wait_port  # noqa: E402
+
 SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
 TICK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:  # > greet_delay
-                s.recv(100)
-                s.sendall(b"QUIT\r\n")
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"port {port} did not open")
-
-
-def smtp_source(port: int, size: int, count: int, sessions: int) -> float:
-    src = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
-    if not os.path.exists(src):
-        sys.exit("smtp-source not found: apt-get install postfix (see bench/README.md)")
-    t0 = time.perf_counter()
-    subprocess.run(
-        [src, "-l", str(size), "-m", str(count), "-s", str(sessions),
-         "-f", "from@example.org", "-t", "support@example.test", f"127.0.0.1:{port}"],
-        check=True, stdout=subprocess.DEVNULL, timeout=TIMEOUT,
-    )  # fmt: skip
-    return time.perf_counter() - t0
 
 
 def cpu_seconds(pid: int) -> float:
@@ -134,7 +104,7 @@ class Bare:
             [py, str(HERE / "reference_null.py"), "--listen", f"127.0.0.1:{self.port}"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        wait_port(self.port)
+        wait_port(self.port, timeout=60.0)
 
     def run(self, size: int, n: int, s: int) -> dict[str, Any]:
         return {"accepted": n / smtp_source(self.port, size, n, s)}
@@ -170,7 +140,7 @@ class Mailgate:
             stdout=subprocess.DEVNULL, stderr=self.err,
             start_new_session=True,
         )  # fmt: skip
-        wait_port(self.port)
+        wait_port(self.port, timeout=60.0)
 
     def processed(self) -> int:
         db = sqlite3.connect(f"file:{self.dir}/data/mailgate.sqlite?mode=ro", uri=True, timeout=30)
@@ -280,7 +250,7 @@ class Postfix:
         shutil.chown(self.dir / "data", "postfix", "postfix")
         os.chmod(self.dir, 0o755)
         subprocess.run(["postfix", "-c", str(etc), "start"], check=True)
-        wait_port(self.port)
+        wait_port(self.port, timeout=60.0)
 
     def run(self, size: int, n: int, s: int) -> dict[str, Any]:
         return {"accepted": n / smtp_source(self.port, size, n, s)}
@@ -318,7 +288,7 @@ class Haraka:
             [str(bin_), "-c", str(hk)], env=env, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
-        wait_port(self.port)
+        wait_port(self.port, timeout=60.0)
 
     def run(self, size: int, n: int, s: int) -> dict[str, Any]:
         return {"accepted": n / smtp_source(self.port, size, n, s)}

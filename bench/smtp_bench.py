@@ -55,7 +55,7 @@ def wait_port(port: int, timeout: float = 30.0) -> None:
 def smtp_source(port: int, size: int, count: int, sessions: int) -> float:
     src = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
     if not os.path.exists(src):
-        sys.exit("smtp-source not found: apt-get install postfix (see ../shared/bench/README.md)")
+        sys.exit("smtp-source not found: apt-get install postfix (see bench/README.md)")
     t0 = time.perf_counter()
     subprocess.run(
         [
