@@ -9,6 +9,7 @@ records on an error, and what a verdict means.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -32,7 +33,7 @@ ClientT = TypeVar("ClientT")
 VerdictT = TypeVar("VerdictT")
 
 
-class ScannerStage(Generic[CfgT, ClientT, VerdictT]):
+class ScannerStage(ABC, Generic[CfgT, ClientT, VerdictT]):
     """A stage over one daemon client; without a client (engine ``none``) it only notes so."""
 
     name: str
@@ -47,23 +48,23 @@ class ScannerStage(Generic[CfgT, ClientT, VerdictT]):
         self.on_error: OnError = cfg.on_error
         self.ahead = Ahead()
 
-    # ------------------------------------------------------------------ what each stage says
+    # ------------------------------------------------------------------ what each stage says (abstract)
 
+    @abstractmethod
     def _ahead_call(self, client: ClientT, msg: SpooledMessage) -> Callable[[], Awaitable[Any]]:
         """The daemon call for a claimed message, from the spool row's facts."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _call(self, client: ClientT, raw: bytes, env: Envelope, msg_id: str) -> Awaitable[Any]:
         """The daemon call made during the run, from the envelope's facts."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _error_field(self, error: str) -> dict[str, Any]:
         """The envelope field when the daemon failed."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def _judge(self, env: Envelope, ctx: Context, verdict: VerdictT) -> Verdict | None:
         """Record the verdict in the envelope and hold or note the message."""
-        raise NotImplementedError
 
     # ------------------------------------------------------------------ the shared flow
 

@@ -103,6 +103,9 @@ _MIN_BOMB = 10 * 1024 * 1024
 
 MAX_ARCHIVE_DEPTH = 3
 """Archives inside archives opened this deep; one more level is unscannable (bounded work)."""
+# What zipfile raises on hostile or unusual archives: NotImplementedError is its answer to an
+# unsupported compression method, RuntimeError to an encrypted member. Each makes the archive
+# unscannable (quarantined), never clean.
 _ZIP_ERRORS = (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError, RuntimeError)
 
 SIZE_LIMITS = frozenset({"limit.errors", "limit.text", "limit.html-size"})
