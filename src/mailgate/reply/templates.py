@@ -52,6 +52,8 @@ from jinja2 import Template as JinjaTemplate
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from mailgate.per_object import PerObject
+
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_OUTPUT = 64 * 1024
 REVALIDATE = 2.0
@@ -133,7 +135,7 @@ class ReplyTemplates:
         }
         self.text_env = ImmutableSandboxedEnvironment(autoescape=False, **common)
         self.html_env = ImmutableSandboxedEnvironment(autoescape=True, **common)
-        self._checked: dict[int, str | None] = {}
+        self._checked: PerObject[JinjaTemplate, str | None] = PerObject(limit=256)
         self._loaded: dict[
             tuple[str, str | None], tuple[float, tuple[JinjaTemplate, JinjaTemplate | None]]
         ] = {}
@@ -162,16 +164,17 @@ class ReplyTemplates:
         self, template: JinjaTemplate, name: str, env: ImmutableSandboxedEnvironment
     ) -> JinjaTemplate:
         """Static and trial-render checks, once per compiled template object."""
-        key = id(template)
-        if key not in self._checked:
+
+        def check(template: JinjaTemplate) -> str | None:
             problem = self._static_problem(env, template.name or name, set())
             if problem is None:
                 try:
                     self._generate(template, SAMPLE_CONTEXT, name)
                 except TemplateProblem as exc:
                     problem = exc.detail
-            self._checked[key] = problem
-        problem = self._checked[key]
+            return problem
+
+        problem = self._checked.get(template, check)
         if problem is not None:
             raise TemplateRefused(name, problem)
         return template

@@ -30,8 +30,10 @@ import logging
 import time
 from typing import Any, cast
 
+from mailgate.config import Config
 from mailgate.envelope import Envelope
 from mailgate.envelope_view import EnvView, names, parse_time
+from mailgate.per_object import PerObject
 from mailgate.pipeline.base import Context, Verdict
 from mailgate.recipients import RecipientPolicy
 from mailgate.reply.compose import (
@@ -68,47 +70,34 @@ class RespondStage:
     description = "acknowledge human mail (RFC 3834): loop protection, rate limits, template"
 
     def __init__(self) -> None:
-        self._guards: dict[int, Guard] = {}
-        self._policies: dict[int, RecipientPolicy] = {}
-        self._ports_ok: dict[int, bool] = {}
+        self._guards: PerObject[Config, Guard] = PerObject(limit=8)
+        self._policies: PerObject[Config, RecipientPolicy] = PerObject(limit=8)
+        self._ports_ok: dict[type, bool] = {}
 
     def _reply_ports(self, ports: object) -> ReplyPorts | None:
         """The ports as `ReplyPorts` when they offer the reply look-ups, else None.
 
-        A runtime Protocol check costs tens of microseconds, so it is made once per ports object.
+        A runtime Protocol check costs tens of microseconds, so it is made once per ports class
+        (the check looks at methods, which the class defines).
         """
-        key = id(ports)
-        known = self._ports_ok.get(key)
+        kind = type(ports)
+        known = self._ports_ok.get(kind)
         if known is None:
             known = isinstance(ports, ReplyPorts)
-            if len(self._ports_ok) > 64:
-                self._ports_ok.clear()
-            self._ports_ok[key] = known
+            self._ports_ok[kind] = known
         return cast(ReplyPorts, ports) if known else None
 
     def _guard(self, ctx: Context) -> Guard:
-        key = id(ctx.root)
-        guard = self._guards.get(key)
-        if guard is None:
-            reply = ctx.root.reply
-            guard = Guard(
-                OwnDomains(ctx.root.domains, own_addresses(reply)),
-                skip_dmarc_fail=reply.skip_dmarc_fail,
+        def make(root: Config) -> Guard:
+            return Guard(
+                OwnDomains(root.domains, own_addresses(root.reply)),
+                skip_dmarc_fail=root.reply.skip_dmarc_fail,
             )
-            if len(self._guards) > 8:
-                self._guards.clear()
-            self._guards[key] = guard
-        return guard
+
+        return self._guards.get(ctx.root, make)
 
     def _policy(self, ctx: Context) -> RecipientPolicy:
-        key = id(ctx.root)
-        policy = self._policies.get(key)
-        if policy is None:
-            policy = RecipientPolicy(ctx.root.domains)
-            if len(self._policies) > 8:
-                self._policies.clear()
-            self._policies[key] = policy
-        return policy
+        return self._policies.get(ctx.root, lambda root: RecipientPolicy(root.domains))
 
     async def run(self, env: Envelope, ctx: Context) -> Verdict | None:
         reply = ctx.root.reply
