@@ -32,7 +32,7 @@ def _remember_data_dir(ctx: click.Context, param: click.Parameter, value: str | 
         ctx.meta[_DATA_DIR_META] = value
 
 
-_config_path_option = click.option(
+config_path_option = click.option(
     "--config",
     "-c",
     "config_path",
@@ -56,7 +56,7 @@ data_dir_option = click.option(
 
 def config_option(fn: F) -> F:
     """``--config/-c`` and ``--data-dir``: how a command finds the config and the server's store."""
-    return _config_path_option(data_dir_option(fn))
+    return config_path_option(data_dir_option(fn))
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")

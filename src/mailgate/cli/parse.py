@@ -1,6 +1,6 @@
 """``mailgate parse FILE|-``: print the envelope JSON of one message, no server or store needed.
 
-Uses the same ``mime.parse_message`` as the ingest worker. ``--attachments-dir`` also writes the
+Uses the same ``mime.parse_message``, with the same ``[mime]`` settings, as the ingest worker. ``--attachments-dir`` also writes the
 decoded attachments there under their sanitized names (never overwriting an existing file).
 """
 
@@ -13,7 +13,8 @@ from pathlib import Path
 
 import click
 
-from mailgate.mime.parse import parse_message
+from mailgate.cli.common import config_path_option, load_cli_config
+from mailgate.mime.parse import configured_parser
 
 _MAX_INPUT = 200 * 1024 * 1024
 _MAX_NAME_TRIES = 1000
@@ -57,8 +58,16 @@ def _free_path(directory: Path, filename: str) -> Path:
     help="Also write the decoded attachments into this directory.",
 )
 @click.option("--pretty", is_flag=True, help="Indent the JSON.")
-def parse_cmd(source: str, attachments_dir: Path | None, pretty: bool) -> None:
-    """Print the envelope JSON of one RFC 5322 message (FILE, or - for stdin)."""
+@config_path_option
+def parse_cmd(
+    source: str, attachments_dir: Path | None, pretty: bool, config_path: str | None
+) -> None:
+    """Print the envelope JSON of one RFC 5322 message (FILE, or - for stdin).
+
+    The ``[mime]`` settings of the config (nesting limit, remote images) apply, as in ``serve``.
+    """
+    mime = load_cli_config(config_path).mime
+    parse_message = configured_parser(mime.max_nesting, mime.remote_images)
     raw = _read_input(source)
     blobs: dict[str, bytes] = {}
 

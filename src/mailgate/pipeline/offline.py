@@ -59,9 +59,10 @@ def envelope_from_bytes(
     ports: MemoryPorts | None = None,
 ) -> tuple[Envelope, MemoryPorts]:
     """The envelope the ingest worker would build for ``raw``, and ports holding its blobs."""
-    from mailgate.mime.parse import parse_message
+    from mailgate.mime.parse import configured_parser
 
     ports = ports or MemoryPorts()
+    parse_message = configured_parser(cfg.mime.max_nesting, cfg.mime.remote_images)
     parsed = parse_message(raw, blob_sink=ports.put)
     env: Envelope = {"id": new_id("msg"), "timestamp": utc_now_iso(), "traceId": ""}
     env.update(parsed)
