@@ -16,6 +16,8 @@ them). Reported per scenario and size:
     python bench/store_bench.py                       # 600 messages per size and scenario
     python bench/store_bench.py --count 2000          # the issue's full figure
     python bench/store_bench.py --quick               # 150, for a smoke run
+    python bench/store_bench.py --sizes 4096 --scenarios sqlite,pg1 --statements 15
+                                  # the target's cell only, and PostgreSQL's busiest statements
 
 The PostgreSQL cluster is a throwaway one (tests/support/postgres.py: Debian's postgresql 15,
 initdb as the postgres user, own port, stopped at the end). Loopback only; bounded by counts
@@ -117,6 +119,34 @@ async def pg_commits(dsn: str) -> int:
     return int(value)
 
 
+async def statements_reset(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        await conn.execute("SELECT pg_stat_statements_reset()")
+    finally:
+        await conn.close()
+
+
+async def statements_top(dsn: str, count: int, top: int) -> list[str]:
+    """The ``top`` statements of this database by calls: calls per message, ms per message."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT calls, total_exec_time, query FROM pg_stat_statements s"
+            " JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = current_database()"
+            " ORDER BY calls DESC LIMIT $1",
+            top,
+        )
+    finally:
+        await conn.close()
+    return [
+        f"  {r['calls'] / count:6.2f}/msg {r['total_exec_time'] / count:6.3f} ms/msg"
+        f"  {' '.join(r['query'].split())[:150]}"
+        for r in rows
+    ]
+
+
 async def send_all(nodes: list[MailgateServer], count: int, size: int, sessions: int) -> float:
     """Send ``count`` messages through ``sessions`` connections; returns when the last 250 came."""
     counter = iter(range(count))
@@ -156,6 +186,8 @@ async def scenario(
         try:
             pg_pids = tree(cluster.proc.pid) if cluster is not None and cluster.proc else []
             mg_pids = [pid for n in nodes if n.proc for pid in tree(n.proc.pid)]
+            if dsn and args.statements:
+                await statements_reset(dsn)
             commits0 = await pg_commits(dsn) if dsn else 0
             pg_cpu0, mg_cpu0 = cpu_seconds(pg_pids), cpu_seconds(mg_pids)
             start = time.perf_counter()
@@ -168,6 +200,11 @@ async def scenario(
             pg_cpu = cpu_seconds(pg_pids) - pg_cpu0
             mg_cpu = cpu_seconds(mg_pids) - mg_cpu0
             commits = (await pg_commits(dsn) - commits0) if dsn else 0
+            top = (
+                await statements_top(dsn, args.count, args.statements)
+                if dsn and args.statements
+                else []
+            )
         finally:
             for n in nodes:
                 n.stop()
@@ -182,6 +219,7 @@ async def scenario(
         "pg_commits_per_msg": commits / args.count if dsn else None,
         "pg_cpu_ms_per_msg": 1000 * pg_cpu / args.count if dsn else None,
         "mailgate_cpu_ms_per_msg": 1000 * mg_cpu / args.count,
+        "statements": top,
     }
 
 
@@ -196,20 +234,34 @@ async def main() -> None:
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--quick", action="store_true", help="150 messages per run")
     parser.add_argument("--sizes", default="4096,102400")
+    parser.add_argument(
+        "--scenarios", default="sqlite,pg1,pg2", help="which of sqlite, pg1, pg2 to run"
+    )
+    parser.add_argument(
+        "--statements",
+        type=int,
+        default=0,
+        metavar="N",
+        help="print PostgreSQL's N most called statements per scenario (pg_stat_statements)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.count = 150
     sizes = [int(s) for s in args.sizes.split(",")]
-    cluster = PgCluster(Path(tempfile.mkdtemp(prefix="mailgate-pg-bench-")))
+    wanted = set(args.scenarios.split(","))
+    settings = {"shared_preload_libraries": "pg_stat_statements"} if args.statements else {}
+    cluster = PgCluster(Path(tempfile.mkdtemp(prefix="mailgate-pg-bench-")), settings)
     cluster.start()
     results = []
     try:
         for size in sizes:
-            for name, backend, n in (
-                ("sqlite, 1 node", "sqlite", 1),
-                ("postgresql, 1 node", "postgresql", 1),
-                ("postgresql, 2 nodes", "postgresql", 2),
+            for key, name, backend, n in (
+                ("sqlite", "sqlite, 1 node", "sqlite", 1),
+                ("pg1", "postgresql, 1 node", "postgresql", 1),
+                ("pg2", "postgresql, 2 nodes", "postgresql", 2),
             ):
+                if key not in wanted:
+                    continue
                 pg = cluster if backend == "postgresql" else None
                 results.append(await scenario(name, backend, n, size, args, pg))
                 r = results[-1]
@@ -222,14 +274,21 @@ async def main() -> None:
                     f"  mailgate cpu {r['mailgate_cpu_ms_per_msg']:.2f} ms/msg",
                     flush=True,
                 )
+                for line in r["statements"]:
+                    print(line, flush=True)
     finally:
         cluster.stop()
         shutil.rmtree(cluster.root, ignore_errors=True)
     for size in sizes:
-        base = next(r for r in results if r["size"] == size and r["scenario"].startswith("sqlite"))
-        pg1 = next(
-            r for r in results if r["size"] == size and r["scenario"] == "postgresql, 1 node"
+        base = next(
+            (r for r in results if r["size"] == size and r["scenario"].startswith("sqlite")), None
         )
+        pg1 = next(
+            (r for r in results if r["size"] == size and r["scenario"] == "postgresql, 1 node"),
+            None,
+        )
+        if base is None or pg1 is None:
+            continue
         ratio = pg1["delivered_per_s"] / base["delivered_per_s"]
         print(f"{size // 1024} KB: PostgreSQL 1 node delivers {ratio:.2f}x SQLite (target >= 0.7)")
 

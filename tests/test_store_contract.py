@@ -244,6 +244,43 @@ async def test_dedup_race_between_two_nodes_has_one_winner(nodes: Nodes) -> None
         assert (await b.get_message_row(loser))["state"] == "spooled"  # nothing of it stored
 
 
+async def test_concurrent_completions_on_one_node_each_get_their_own_outcome(
+    nodes: Nodes,
+) -> None:
+    """Completions in flight at once may share a transaction (PostgreSQL batches them): a
+    conflict of one message costs the others nothing, and every event is written once."""
+    async with nodes(1) as (store,):
+        recs = [record(i) for i in range(8)]
+        await store.spool(*recs)
+        claimed = await store.claim_spooled(10, owner=lease_owner("node0"))
+        assert len(claimed) == 8
+        now = time.time()
+        key = DedupIntent(tenant="default", key="mid:<dup@example.org>", seen_at=now, window=3600)
+        await store.complete(recs[0].id, envelope(recs[0].id), [key], state="processed")
+
+        def intents(i: int) -> list[Any]:
+            publish = PublishIntent(event_type="message.received", targets=("t",))
+            return [key, publish] if i == 4 else [publish]  # #4 repeats #0's key
+
+        results = await asyncio.gather(
+            *(
+                store.complete(r.id, envelope(r.id), intents(i), state="processed")
+                for i, r in enumerate(recs[1:], start=1)
+            ),
+            return_exceptions=True,
+        )
+        assert [type(r).__name__ for r in results] == [
+            "DedupConflict" if i == 4 else "NoneType" for i in range(1, 8)
+        ]
+        states = {m.id: m.state for m in await store.list_messages(limit=20)}
+        assert states[recs[4].id] == "spooled"  # nothing of it stored
+        assert all(states[r.id] == "processed" for i, r in enumerate(recs) if i != 4)
+        events = await store.list_events("default", limit=50, include_acked=True)
+        assert sorted(e.msg_id for e in events) == sorted(
+            r.id for i, r in enumerate(recs) if i not in (0, 4)
+        )
+
+
 async def test_ticket_numbers_are_unique_per_tenant_across_nodes(nodes: Nodes) -> None:
     async with nodes(2) as (a, b):
         recs_a = [record(i, tenant="acme") for i in range(30)]

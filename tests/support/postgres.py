@@ -39,13 +39,14 @@ def _runuser(*argv: str, **kwargs: object) -> subprocess.CompletedProcess[bytes]
 class PgCluster:
     """One cluster: its directory, port, superuser DSN; ``create_database`` for a test."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, settings: dict[str, str] | None = None) -> None:
         if not (PG_BIN / "postgres").exists():
             raise AssertionError(f"{PG_BIN}/postgres not found: install Debian's postgresql")
         self.root = root
         self.data = root / "data"
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.settings = dict(settings or {})  # extra ``-c name=value`` (a bench's diagnostics)
 
     def dsn(self, dbname: str = "postgres") -> str:
         return f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{self.port}/{dbname}"
@@ -87,6 +88,8 @@ class PgCluster:
             "-c",
             "synchronous_commit=on",
         ]
+        for name, value in self.settings.items():
+            argv += ["-c", f"{name}={value}"]
         if os.geteuid() == 0:
             argv = ["runuser", "-u", USER, "--", *argv]
         log = open(self.root / "postgres.log", "ab")  # noqa: SIM115 - the child keeps it

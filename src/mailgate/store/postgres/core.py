@@ -12,10 +12,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import socket
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -40,10 +42,35 @@ from mailgate.store.postgres.notify import PgNotifier, pg_channel
 from mailgate.store.postgres.pipeline import PgPipelineMixin
 from mailgate.store.postgres.replies import PgReplyMixin
 
+COMPLETE_BATCH = 32
+"""Completions one transaction takes at most (the ingest worker keeps up to 32 in flight)."""
+
+SEQ_CACHE = 10_000
+
 _SPOOLED_COLUMNS = (
     "m.id, m.received_at, m.tenant, m.mail_from, m.rcpt_to, m.client_ip, m.helo, m.tls,"
     " m.trace_id, m.auth, m.attempts"
 )
+
+
+@dataclass
+class _Completion:
+    """One ``complete`` call waiting for its batch's transaction."""
+
+    msg_id: str
+    envelope: dict[str, Any]
+    intents: list[Intent]
+    state: str
+    done: asyncio.Future[None]
+
+
+def _settle(fut: asyncio.Future[None], exc: BaseException | None) -> None:
+    if fut.done():
+        return
+    if exc is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(exc)
 
 
 async def _no_reset(conn: asyncpg.Connection) -> None:
@@ -74,6 +101,11 @@ class PostgresStore(PgPipelineMixin, PgDeliveryMixin, PgReplyMixin, PgModelMixin
         self._fast_pool = None
         self.notifier = PgNotifier()
         self._spools: GroupCommit[SpoolRecord] = GroupCommit(self._spool_batch, max_batch=max_batch)
+        # completions share transactions too (fewer commits and round trips per message)
+        self._completions: GroupCommit[_Completion] = GroupCommit(
+            self._complete_batch, max_batch=COMPLETE_BATCH, parallel=1
+        )
+        self._seqs: dict[str, int] = {}  # claimed messages' ticket numbers (``message_seq``)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -254,7 +286,8 @@ class PostgresStore(PgPipelineMixin, PgDeliveryMixin, PgReplyMixin, PgModelMixin
             " AND (lease_until IS NULL OR lease_until < $1) ORDER BY seq LIMIT $2"
             " FOR UPDATE SKIP LOCKED)"
             " UPDATE messages m SET lease_owner = $3, lease_until = $4 FROM c, message_raw r"
-            f" WHERE m.seq = c.seq AND r.id = m.id RETURNING m.seq, {_SPOOLED_COLUMNS}, r.raw",
+            f" WHERE m.seq = c.seq AND r.id = m.id RETURNING m.seq, {_SPOOLED_COLUMNS}, r.raw,"
+            " COALESCE(m.tenant_seq, m.seq) AS ticket_seq",
             now,
             limit,
             owner,
@@ -262,6 +295,10 @@ class PostgresStore(PgPipelineMixin, PgDeliveryMixin, PgReplyMixin, PgModelMixin
             fast=True,
         )
         rows = sorted(rows, key=lambda r: r["seq"])
+        if len(self._seqs) > SEQ_CACHE:
+            self._seqs.clear()  # entries of messages whose run never asked (a bound, not a policy)
+        for r in rows:
+            self._seqs[r["id"]] = int(r["ticket_seq"])
         return [spooled_message(r) for r in rows]
 
     async def release_spool_leases(self, owner: str) -> int:
@@ -290,30 +327,59 @@ class PostgresStore(PgPipelineMixin, PgDeliveryMixin, PgReplyMixin, PgModelMixin
         *,
         state: str = "processed",
     ) -> None:
-        """See `MessageStore.complete`."""
-        env_json = dumps(envelope)
-        try:
-            async with self.fast_pool.acquire() as conn, conn.transaction():
-                # one statement: only a still-spooled row changes (the row lock orders two
-                # nodes finishing the same message after a lease takeover: the second no-ops)
-                done = await conn.fetchval(
-                    "UPDATE messages SET state = $1, envelope = $2, subject = $3,"
-                    " processed_at = $4, last_error = NULL, processed_by = lease_owner,"
-                    " lease_owner = NULL, lease_until = NULL WHERE id = $5 AND state = 'spooled'"
-                    " RETURNING 1",
-                    state,
-                    env_json,
-                    text(envelope.get("subject")),
-                    time.time(),
-                    msg_id,
-                )
-                if not done:
-                    if not await conn.fetchval("SELECT 1 FROM messages WHERE id = $1", msg_id):
-                        raise NotFound(msg_id)
-                    return  # already completed (here or by another node): write nothing twice
-                await apply_intents(conn, msg_id, envelope, intents)
-        except asyncpg.PostgresError as exc:
-            raise StoreError(f"complete failed: {exc}") from exc
+        """See `MessageStore.complete`. Completions in flight at once (the worker pipelines
+        them) share one transaction (``_complete_batch``); each caller learns its own outcome."""
+        job = _Completion(
+            msg_id, envelope, intents, state, asyncio.get_running_loop().create_future()
+        )
+        await self._completions.submit(job)
+        await job.done
+
+    async def _complete_batch(self, jobs: list[_Completion]) -> None:
+        """One transaction for the whole batch; if any message fails in it (a dedup or thread
+        conflict, a deadlock with another node), the batch is rolled back and each message is
+        completed alone, so one message's conflict never costs another its commit."""
+        if len(jobs) > 1:
+            try:
+                async with self.fast_pool.acquire() as conn, conn.transaction():
+                    for job in jobs:
+                        await self._complete_in(conn, job)
+            except (asyncpg.PostgresError, StoreError, OSError):
+                pass  # each alone, below: every message gets its own outcome
+            else:
+                for job in jobs:
+                    _settle(job.done, None)
+                return
+        for job in jobs:
+            try:
+                async with self.fast_pool.acquire() as conn, conn.transaction():
+                    await self._complete_in(conn, job)
+            except (asyncpg.PostgresError, OSError) as exc:
+                _settle(job.done, StoreError(f"complete failed: {exc}"))
+            except Exception as exc:
+                _settle(job.done, exc)
+            else:
+                _settle(job.done, None)
+
+    async def _complete_in(self, conn: asyncpg.Connection, job: _Completion) -> None:
+        # one statement: only a still-spooled row changes (the row lock orders two nodes
+        # finishing the same message after a lease takeover: the second no-ops)
+        done = await conn.fetchval(
+            "UPDATE messages SET state = $1, envelope = $2, subject = $3,"
+            " processed_at = $4, last_error = NULL, processed_by = lease_owner,"
+            " lease_owner = NULL, lease_until = NULL WHERE id = $5 AND state = 'spooled'"
+            " RETURNING 1",
+            job.state,
+            dumps(job.envelope),
+            text(job.envelope.get("subject")),
+            time.time(),
+            job.msg_id,
+        )
+        if not done:
+            if not await conn.fetchval("SELECT 1 FROM messages WHERE id = $1", job.msg_id):
+                raise NotFound(job.msg_id)
+            return  # already completed (here or by another node): write nothing twice
+        await apply_intents(conn, job.msg_id, job.envelope, job.intents)
 
     async def fail(self, msg_id: str, error: str, *, max_attempts: int) -> str:
         """See `MessageStore.fail`."""

@@ -238,6 +238,8 @@ _QUARANTINE_SELECT = (
 class PgPipelineMixin(PgBase):
     """The pipeline part of `PostgresStore` (``PipelinePorts`` and the operator views)."""
 
+    _seqs: dict[str, int]  # msg_id -> ticket number of claimed messages (``claim_spooled``)
+
     # ------------------------------------------------------------------ PipelinePorts
 
     async def find_duplicate(self, tenant: str, key: str, since: float) -> DedupHit | None:
@@ -274,6 +276,11 @@ class PgPipelineMixin(PgBase):
         return ThreadRef(r["id"], r["ticket"], r["contact"], read_participants(r["participants"]))
 
     async def message_seq(self, msg_id: str) -> int | None:
+        """The ticket number, known from the claim for a claimed message (set at spool time,
+        never changed: no round trip), else read."""
+        known = self._seqs.pop(msg_id, None)
+        if known is not None:
+            return known
         row = await self._fetchrow(
             "SELECT COALESCE(tenant_seq, seq) AS n FROM messages WHERE id = $1", msg_id
         )
