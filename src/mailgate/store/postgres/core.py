@@ -105,6 +105,7 @@ class PostgresStore(PgPipelineMixin, PgDeliveryMixin, PgReplyMixin, PgModelMixin
         self._completions: GroupCommit[_Completion] = GroupCommit(
             self._complete_batch, max_batch=COMPLETE_BATCH, parallel=1
         )
+        self._delivered = GroupCommit(self._record_delivered, max_batch=64, parallel=1)
         self._seqs: dict[str, int] = {}  # claimed messages' ticket numbers (``message_seq``)
 
     # ------------------------------------------------------------------ lifecycle

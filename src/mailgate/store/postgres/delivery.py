@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -39,7 +40,19 @@ from mailgate.store.delivery_logic import (
 from mailgate.store.delivery_logic import labels as encode_labels
 from mailgate.store.notify import OUTBOX
 from mailgate.store.postgres.base import PgBase, applies, rowcount, text
-from mailgate.store.postgres.notify import pg_channel
+from mailgate.store.postgres.group_commit import GroupCommit
+from mailgate.store.postgres.notify import PgNotifier, pg_channel
+
+
+@dataclass(frozen=True)
+class _Delivered:
+    """One delivered attempt waiting to be recorded."""
+
+    item: OutboxItem
+    result: AttemptOutcome
+    owner: str
+    now: float
+    attempt: int
 
 
 @applies(PublishIntent)
@@ -106,6 +119,11 @@ async def _bump(conn: asyncpg.Connection, bumps: list[tuple[str, str, float]]) -
 
 class PgDeliveryMixin(PgBase):
     """The delivery part of `PostgresStore` (implements `store.delivery.DeliveryStore`)."""
+
+    notifier: PgNotifier
+    _delivered: GroupCommit[
+        _Delivered
+    ]  # delivered attempts recorded together (``_record_delivered``)
 
     # ------------------------------------------------------------------ webhook worker
 
@@ -247,32 +265,48 @@ class PgDeliveryMixin(PgBase):
     async def _finish_delivered(
         self, item: OutboxItem, result: AttemptOutcome, *, owner: str, now: float, attempt: int
     ) -> None:
-        """The common outcome in one statement (one round trip, one implicit transaction): the
-        attempt, the outbox row, the event's acknowledgement and the metric bumps."""
-        bumps = sorted(metric_bumps(item, result, now))
+        """The common outcome: attempts finished at about the same time (a receiver that answers
+        at once, several in flight) are recorded together by ``_record_delivered``."""
+        await self._delivered.submit(_Delivered(item, result, owner, now, attempt))
+
+    async def _record_delivered(self, done: list[_Delivered]) -> None:
+        """Several delivered attempts in one statement (one round trip, one implicit
+        transaction): the attempts, the outbox rows (each only while its owner holds it), the
+        events' acknowledgements and the summed metric bumps (sorted: one lock order)."""
+        sums: dict[tuple[str, str], float] = {}
+        for d in done:
+            for name, labels, value in metric_bumps(d.item, d.result, d.now):
+                sums[(name, labels)] = sums.get((name, labels), 0.0) + value
+        bumps = sorted(sums.items())
         await self._execute(
-            "WITH a AS (INSERT INTO delivery_attempts (outbox_id, attempt, at, status, latency,"
-            "  error, outcome, node) VALUES ($1, $3, $4, $5, $6, NULL, 'delivered', $2)),"
-            " o AS (UPDATE outbox SET state = 'delivered', attempts = $3, delivered_at = $4,"
-            "  last_status = $5, last_error = NULL, locked_until = 0, lock_owner = NULL"
-            "  WHERE id = $1 AND state = 'pending' AND (lock_owner = $2 OR lock_owner IS NULL)),"
-            " e AS (UPDATE events SET delivered_at = COALESCE(delivered_at, $4),"
-            "  acked_at = COALESCE(acked_at, $4), acked_by = COALESCE(acked_by, $7)"
-            "  WHERE id = $8)"
+            "WITH x AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::float8[],"
+            "  $5::int[], $6::float8[], $7::text[], $8::text[])"
+            "  AS x(id, owner, attempt, at, status, latency, acked_by, event_id)),"
+            " a AS (INSERT INTO delivery_attempts (outbox_id, attempt, at, status, latency,"
+            "  error, outcome, node) SELECT id, attempt, at, status, latency, NULL, 'delivered',"
+            "  owner FROM x),"
+            " o AS (UPDATE outbox SET state = 'delivered', attempts = x.attempt,"
+            "  delivered_at = x.at, last_status = x.status, last_error = NULL, locked_until = 0,"
+            "  lock_owner = NULL FROM x WHERE outbox.id = x.id AND outbox.state = 'pending'"
+            "  AND (outbox.lock_owner = x.owner OR outbox.lock_owner IS NULL)),"
+            " e AS (UPDATE events SET delivered_at = COALESCE(events.delivered_at, x.at),"
+            "  acked_at = COALESCE(events.acked_at, x.at),"
+            "  acked_by = COALESCE(events.acked_by, x.acked_by)"
+            "  FROM x WHERE events.id = x.event_id)"
             " INSERT INTO delivery_metrics (name, labels, value)"
             " SELECT * FROM unnest($9::text[], $10::text[], $11::float8[])"
             " ON CONFLICT (name, labels) DO UPDATE SET value = delivery_metrics.value + excluded.value",
-            item.id,
-            owner,
-            attempt,
-            now,
-            result.status,
-            result.latency,
-            f"webhook:{item.target}",
-            item.event_id,
-            [b[0] for b in bumps],
-            [b[1] for b in bumps],
-            [b[2] for b in bumps],
+            [d.item.id for d in done],
+            [d.owner for d in done],
+            [d.attempt for d in done],
+            [d.now for d in done],
+            [d.result.status for d in done],
+            [d.result.latency for d in done],
+            [f"webhook:{d.item.target}" for d in done],
+            [d.item.event_id for d in done],
+            [k[0] for k, _ in bumps],
+            [k[1] for k, _ in bumps],
+            [v for _, v in bumps],
             fast=True,
         )
 
@@ -293,9 +327,10 @@ class PgDeliveryMixin(PgBase):
         return [r[0] for r in rows]
 
     async def change_counter(self) -> int:
-        """The newest outbox row id: grows whenever any node queues an event."""
-        row = await self._fetchrow("SELECT COALESCE(MAX(id), 0) AS n FROM outbox")
-        return int(row["n"]) if row else 0
+        """Grows whenever any node queues an event (or frees a delivery): every such commit
+        notifies ``OUTBOX``, and this store's listener counts the notifications — no round trip
+        (the webhook worker asks before each claim round and while idle)."""
+        return self.notifier.fired.get(OUTBOX, 0)
 
     async def next_due_at(self, targets: list[str]) -> float | None:
         if not targets:

@@ -40,6 +40,7 @@ class PgNotifier:
         self._reconnecting: asyncio.Task[None] | None = None
         self._stopped = False
         self.reconnects = 0
+        self.fired: dict[str, int] = dict.fromkeys(CHANNELS, 0)  # wake-ups seen per channel
 
     def subscribe(self, channel: str, fn: Callable[[], None]) -> None:
         with self._lock:
@@ -53,6 +54,7 @@ class PgNotifier:
         """Run the subscribers of ``channel`` (also used for wake-ups within this process)."""
         with self._lock:
             fns = list(self._subs.get(channel, ()))
+            self.fired[channel] = self.fired.get(channel, 0) + 1
         for fn in fns:
             try:
                 fn()
