@@ -4,7 +4,7 @@
 parsing, auth, the pipeline and delivery in worker processes. Each process has its own
 Prometheus registry, but only the front serves ``/metrics``. So each worker runs a
 ``MetricsPublisher``, which writes its registry's exposition text to the store every few
-seconds (one row per host and pid) and once more when it stops. ``merged_exposition`` then
+seconds (one row per node and pid) and once more when it stops. ``merged_exposition`` then
 parses the front's own registry and every live worker's snapshot, and sums the samples.
 Counters and histograms add up across processes. Gauges add up too, which is right for
 per-process figures (active sessions) but makes a gauge that each process sets to a global
@@ -12,8 +12,9 @@ value count it once per process. Snapshots of processes that exited on this host
 dropped; the counters they held start again, and Prometheus treats that as a counter reset.
 
 The store carries the snapshots, so no shared directory or port is needed. With several nodes
-on one PostgreSQL database each node's ``/metrics`` sums the processes of its own host only, so
-scraping every node counts every process once.
+on one PostgreSQL database each node's ``/metrics`` sums the processes of its own node only
+(``[store] node``, also when two run on one host), so scraping every node counts every process
+once.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from mailgate.logs import RateLimitedLog, describe_error, log_fields
 from mailgate.store.base import StoreError
-from mailgate.store.ports import pid_alive
+from mailgate.store.ports import node_name, pid_alive
 
 log = logging.getLogger("mailgate.delivery")
 
@@ -52,8 +53,10 @@ class MetricsStore(Protocol):
     async def drop_process_metrics(self, key: str) -> None: ...
 
 
-def process_key(pid: int | None = None) -> str:
-    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
+def process_key(pid: int | None = None, node: str | None = None) -> str:
+    """``node:pid``: the node's configured name (``[store] node``; the host name by default),
+    so two nodes on one host keep apart whose processes are whose."""
+    return f"{node or socket.gethostname()}:{os.getpid() if pid is None else pid}"
 
 
 class MetricsPublisher:
@@ -65,11 +68,12 @@ class MetricsPublisher:
         registry: CollectorRegistry,
         *,
         interval: float = PUBLISH_INTERVAL,
+        node: str | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
         self.interval = interval
-        self.key = process_key()
+        self.key = process_key(node=node_name(store, node))
         self._task: asyncio.Task[None] | None = None
         # a store that keeps failing (disk full) gets one line every few minutes, not one per try
         self._limited = RateLimitedLog(log, interval=300.0)
@@ -145,11 +149,14 @@ def _merge(texts: list[str]) -> list[Metric]:
     return out
 
 
-async def merged_exposition(store: MetricsStore, registry: CollectorRegistry) -> bytes:
-    """This process's registry plus every live worker's snapshot, summed (Prometheus text)."""
+async def merged_exposition(
+    store: MetricsStore, registry: CollectorRegistry, *, node: str | None = None
+) -> bytes:
+    """This process's registry plus every live worker's snapshot of this node, summed
+    (Prometheus text)."""
     texts = [generate_latest(registry).decode("utf-8")]
-    me = process_key()
-    host = socket.gethostname()
+    host = node_name(store, node)
+    me = process_key(node=host)
     now = time.time()
     try:
         rows = await store.process_metrics()
@@ -167,7 +174,7 @@ async def merged_exposition(store: MetricsStore, registry: CollectorRegistry) ->
                 await store.drop_process_metrics(key)
             continue
         if owner_host != host:
-            continue  # another node's worker (PostgreSQL): that node's /metrics counts it
+            continue  # another node's worker (also on this host): that node's /metrics counts it
         texts.append(text)
     merged = CollectorRegistry(auto_describe=False)
     merged.register(_Families(_merge(texts)))

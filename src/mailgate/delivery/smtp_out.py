@@ -26,11 +26,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 import ssl
 import time
-import uuid
 from typing import Any
 
 import aiosmtplib
@@ -45,6 +42,7 @@ from mailgate.reply.signing import DkimSigner, SigningError, load_signer
 from mailgate.retry import RetrySchedule
 from mailgate.store.base import StoreError
 from mailgate.store.notify import REPLIES
+from mailgate.store.ports import lease_owner, node_name
 from mailgate.store.replies import ReplyAttempt, ReplyItem, ReplyStore
 
 log = logging.getLogger("mailgate.reply")
@@ -84,6 +82,7 @@ class ReplySender:
         *,
         batch: int = BATCH,
         poll_interval: float = POLL_INTERVAL,
+        node: str | None = None,
     ) -> None:
         self.store = store
         self.cfg = cfg
@@ -95,7 +94,8 @@ class ReplySender:
             cfg.dkim_domain, cfg.dkim_selector, cfg.dkim_key_file
         )
         self.helo = cfg.helo_name or parse_from(cfg.from_)[1].rpartition("@")[2] or "localhost"
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        # ``[store] node``: two nodes on one host hold distinct leases
+        self.owner = lease_owner(node_name(store, node))
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
         self._waker: Any = None

@@ -22,10 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
-import socket
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -44,7 +41,7 @@ from mailgate.retry import RetrySchedule, parse_retry_after
 from mailgate.store.base import StoreError
 from mailgate.store.delivery import AttemptOutcome, DeliveryStore, OutboxItem, webhook_target_id
 from mailgate.store.notify import OUTBOX
-from mailgate.store.ports import pid_alive
+from mailgate.store.ports import lease_owner, node_name, owner_is_dead_local, pid_alive
 
 log = logging.getLogger("mailgate.delivery")
 
@@ -105,6 +102,8 @@ class WebhookWorker:
         webhooks: list[WebhookConfig],
         cfg: DeliveryConfig,
         urls: EnvelopeSigner,
+        *,
+        node: str | None = None,
     ) -> None:
         self.store = store
         self.cfg = cfg
@@ -121,7 +120,8 @@ class WebhookWorker:
                 Signer(w.secrets),
                 CircuitBreaker(cfg.breaker_threshold, cfg.breaker_cooldown),
             )
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.node = node_name(store, node)  # ``[store] node``: distinct per node on one host
+        self.owner = lease_owner(self.node)
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
@@ -129,7 +129,7 @@ class WebhookWorker:
         self._disabled: dict[str, str] = {}
         self._disabled_read_at = 0.0
         self._stopping = False
-        self._metrics = MetricsPublisher(store, REGISTRY)
+        self._metrics = MetricsPublisher(store, REGISTRY, node=self.node)
         self._backoff = LoopBackoff(log, "webhook dispatch", expected=(StoreError,))
         self._limited = RateLimitedLog(log)
 
@@ -167,14 +167,11 @@ class WebhookWorker:
         )
 
     async def _recover_leases(self) -> None:
-        """Release leases of workers on this host that no longer run (a crash, a SIGKILL), so
-        their deliveries go out now rather than when the lease expires."""
-        host = socket.gethostname()
+        """Release leases of this node's workers that no longer run (a crash, a SIGKILL), so
+        their deliveries go out now rather than when the lease expires. Another node's leases
+        are left to expire: its pids are not ours to judge, even on the same host."""
         for owner in await self.store.lease_owners():
-            parts = owner.rsplit(":", 2)  # host:pid:nonce
-            if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
-                continue
-            if pid_alive(int(parts[1])):
+            if not owner_is_dead_local(owner, self.node, pid_alive):
                 continue
             n = await self.store.release_leases(owner)
             log.info("released deliveries of a stopped worker", extra=log_fields(count=n))

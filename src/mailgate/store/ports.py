@@ -47,6 +47,7 @@ __all__ = [
     "SpoolClaims",
     "Store",
     "lease_owner",
+    "node_name",
     "owner_is_dead_local",
     "pid_alive",
 ]
@@ -63,6 +64,14 @@ def lease_owner(node: str | None = None) -> str:
     predecessor at once (see ``release_dead_local``) instead of waiting for them to expire.
     """
     return f"{node or socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def node_name(store: object = None, node: str | None = None) -> str:
+    """This node's name for lease owners and metrics keys: ``node`` when given (``[store]
+    node``), else the store's own (a PostgreSQL store knows its configured node), else the host
+    name. Two nodes on one host must not share it: each would take the other's live leases
+    for those of a dead process of its own."""
+    return node or str(getattr(store, "node", "") or "") or socket.gethostname()
 
 
 def pid_alive(pid: int) -> bool:
