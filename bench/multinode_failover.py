@@ -45,7 +45,7 @@ async def run(count: int, clients: int) -> None:
             b.start()
             t0 = time.perf_counter()
             try:
-                sent = await send_with_failover(a, b, count, clients)
+                sent = await send_with_failover(a, b, count, clients, dsn=dsn)
                 accepted, refused = sent.accepted, sent.refused
                 killed_at, restarted_at = sent.killed_at, sent.restarted_at
                 sent_at = time.perf_counter()
@@ -76,6 +76,7 @@ async def run(count: int, clients: int) -> None:
                 a.stop()
                 b.stop()
             got = [r.header("webhook-id") for r in hook.successful()]
+            twice = {w for w in got if got.count(w) > 1}
             by_node: dict[str, int] = {}
             for r in rows:
                 node = str(r["processed_by"]).split(":")[0]
@@ -92,6 +93,10 @@ async def run(count: int, clients: int) -> None:
                 f"webhooks received:      {len(got)}: every event {want <= set(got)},"
                 f" duplicates {len(got) - len(set(got))}, {len(set(got) - want)} of messages"
                 " stored whose 250 the client never saw (the connection died with node A)"
+            )
+            print(
+                f"sent twice:             {len(twice)}, all held by A's process at the kill:"
+                f" {twice <= sent.held_at_kill} ({len(sent.held_at_kill)} held)"
             )
             print(f"send phase:             {sent_at - t0:.1f} s")
             print(f"all processed after:    {processed_at - t0:.1f} s")

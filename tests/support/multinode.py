@@ -13,6 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
+
 from tests.support.delivery import SECRET
 from tests.support.server import BASE_TOML, MailgateServer
 
@@ -73,13 +75,34 @@ class FailoverRun:
     killed_at: float
     restarted_at: float
     """``time.perf_counter()`` when A was SIGKILLed and when it was started again."""
+    restarted_wall: float = 0.0
+    """``time.time()`` just before A was started again (the receiver stamps arrivals so)."""
+    held_at_kill: frozenset[str] = frozenset()
+    """Event ids whose webhook delivery the killed process held (leased) when it died: the
+    only deliveries that may reach the receiver twice (with ``dsn`` given)."""
+
+
+async def held_by(dsn: str, pid: int) -> frozenset[str]:
+    """Event ids of pending webhook deliveries leased to a process ``pid`` (``node:pid:nonce``
+    owners): read right after that process died, before anything can release them."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT event_id FROM outbox WHERE state = 'pending' AND locked_until > 0"
+            " AND split_part(lock_owner, ':', 2) = $1",
+            str(pid),
+        )
+    finally:
+        await conn.close()
+    return frozenset(r["event_id"] for r in rows)
 
 
 async def send_with_failover(
-    a: MailgateServer, b: MailgateServer, count: int, clients: int
+    a: MailgateServer, b: MailgateServer, count: int, clients: int, *, dsn: str | None = None
 ) -> FailoverRun:
     """Send ``count`` messages alternately to both nodes from ``clients`` SMTP clients; node A
-    is SIGKILLed while the second quarter is being sent and started again for the last."""
+    is SIGKILLed while the second quarter is being sent and started again for the last. With
+    ``dsn``, the deliveries A's process held when it died are read at once (``held_at_kill``)."""
     accepted: list[str] = []
     refused = 0
     loop = asyncio.get_running_loop()
@@ -101,10 +124,14 @@ async def send_with_failover(
         # node A dies with whatever it had claimed, leased or in flight
         sending = asyncio.ensure_future(burst(count // 2, count * 3 // 4))
         await asyncio.sleep(0.2)
+        assert a.proc is not None
+        pid = a.proc.pid  # workers = 0: the one process holds every lease of node A
         a.kill()
         killed_at = time.perf_counter()
+        held = await held_by(dsn, pid) if dsn else frozenset()
         await sending
+        restarted_wall = time.time()
         a.start()
         restarted_at = time.perf_counter()
         await burst(count * 3 // 4, count)
-    return FailoverRun(accepted, refused, killed_at, restarted_at)
+    return FailoverRun(accepted, refused, killed_at, restarted_at, restarted_wall, held)
