@@ -18,6 +18,8 @@ from mailgate.store.base import Intent, StoreError
 IntentT = TypeVar("IntentT", bound=Intent)
 PgApplier = Callable[[asyncpg.Connection, str, dict[str, Any], Any], Awaitable[None]]
 PG_APPLIERS: dict[type[Intent], PgApplier] = {}
+PgBatchApplier = Callable[[asyncpg.Connection, str, dict[str, Any], list[Any]], Awaitable[None]]
+PG_BATCH_APPLIERS: dict[type[Intent], PgBatchApplier] = {}
 
 
 def applies(
@@ -36,10 +38,39 @@ def applies(
     return deco
 
 
+def applies_together(
+    intent_type: type[IntentT],
+) -> Callable[
+    [Callable[[asyncpg.Connection, str, dict[str, Any], list[IntentT]], Awaitable[None]]],
+    PgBatchApplier,
+]:
+    """Register ``async fn(conn, msg_id, envelope, intents)``: a message's run of consecutive
+    intents of this type in one call (one round trip instead of one each)."""
+
+    def deco(
+        fn: Callable[[asyncpg.Connection, str, dict[str, Any], list[IntentT]], Awaitable[None]],
+    ) -> PgBatchApplier:
+        PG_BATCH_APPLIERS[intent_type] = fn
+        return fn
+
+    return deco
+
+
 async def apply_intents(
     conn: asyncpg.Connection, msg_id: str, envelope: dict[str, Any], intents: Sequence[Intent]
 ) -> None:
-    for intent in intents:
+    i = 0
+    while i < len(intents):
+        intent = intents[i]
+        together = PG_BATCH_APPLIERS.get(type(intent))
+        if together is not None:
+            j = i
+            while j < len(intents) and type(intents[j]) is type(intent):
+                j += 1
+            await together(conn, msg_id, envelope, list(intents[i:j]))
+            i = j
+            continue
+        i += 1
         fn = PG_APPLIERS.get(type(intent))
         if fn is None:
             raise StoreError(f"no PostgreSQL applier for intent {type(intent).__name__}")

@@ -61,16 +61,23 @@ async def apply_publish(
 ) -> None:
     """One event row, one outbox row per target, the attachment index; idempotent.
 
-    Two round trips whatever the number of targets: the event (its message's facts read in
-    the same statement), then the outbox rows and the wake-up of every node's webhook worker."""
+    One round trip whatever the number of targets: the event (its message's facts read in the
+    same statement), the outbox rows and the wake-up of every node's webhook worker."""
     now = time.time()
     event_id = event_id_for(msg_id, intent.event_type)
+    targets = list(dict.fromkeys(intent.targets))
+    # the outbox rows' foreign key to the event is checked at the end of the statement, when
+    # the event row of the sibling CTE is there; a repeated run inserts neither (ON CONFLICT)
     found = await conn.fetchval(
-        "WITH ins AS (INSERT INTO events (id, msg_id, tenant, type, ordering_key, trace_id,"
+        "WITH m AS (SELECT id, tenant, trace_id, received_at FROM messages WHERE id = $2),"
+        " ins AS (INSERT INTO events (id, msg_id, tenant, type, ordering_key, trace_id,"
         "  received_at, created_at)"
         "  SELECT $1, id, COALESCE($3, tenant), $4, $5, COALESCE($6, trace_id, ''), received_at, $7"
-        "  FROM messages WHERE id = $2 ON CONFLICT (id) DO NOTHING)"
-        " SELECT 1 FROM messages WHERE id = $2",
+        "  FROM m ON CONFLICT (id) DO NOTHING),"
+        " ob AS (INSERT INTO outbox (event_id, target, ordering_key, next_attempt_at, created_at)"
+        "  SELECT $1, t, $5, $7, $7 FROM unnest($8::text[]) AS t WHERE EXISTS (SELECT 1 FROM m)"
+        "  ON CONFLICT (event_id, target) DO NOTHING)"
+        " SELECT 1 FROM m WHERE cardinality($8::text[]) = 0 OR pg_notify($9, '') IS NOT NULL",
         event_id,
         msg_id,
         envelope.get("tenant") or None,
@@ -78,22 +85,11 @@ async def apply_publish(
         intent.ordering_key,
         envelope.get("traceId") or None,
         now,
+        targets,
+        pg_channel(OUTBOX),
     )
     if not found:
         raise NotFound(msg_id)
-    targets = list(dict.fromkeys(intent.targets))
-    if targets:
-        await conn.execute(
-            "WITH ins AS (INSERT INTO outbox (event_id, target, ordering_key, next_attempt_at,"
-            "  created_at) SELECT $1, t, $3, $4, $4 FROM unnest($2::text[]) AS t"
-            "  ON CONFLICT (event_id, target) DO NOTHING)"
-            " SELECT pg_notify($5, '')",
-            event_id,
-            targets,
-            intent.ordering_key,
-            now,
-            pg_channel(OUTBOX),
-        )
     atts = attachment_rows(msg_id, envelope, text)
     if atts:
         await conn.executemany(

@@ -34,9 +34,38 @@ from mailgate.store.pipeline_logic import (
     strip_mid,
     thread_ref,
 )
-from mailgate.store.postgres.base import PgBase, applies, apply_intents, dumps, rowcount, text
+from mailgate.store.postgres.base import (
+    PgBase,
+    applies,
+    applies_together,
+    apply_intents,
+    dumps,
+    rowcount,
+    text,
+)
 
 # ---------------------------------------------------------------------------- appliers
+
+
+@applies_together(DedupIntent)
+async def apply_dedups(
+    conn: asyncpg.Connection, msg_id: str, envelope: dict[str, Any], intents: list[DedupIntent]
+) -> None:
+    """A message's keys (Message-ID, and Message-ID with content) in one statement; a key
+    another message holds goes on to ``_dedup_taken``."""
+    inserted = await conn.fetch(
+        "INSERT INTO dedup_keys (tenant, key, msg_id, seen_at)"
+        " SELECT t, k, $3, s FROM unnest($1::text[], $2::text[], $4::float8[]) AS x(t, k, s)"
+        " ON CONFLICT (tenant, key) DO NOTHING RETURNING tenant, key",
+        [i.tenant for i in intents],
+        [i.key for i in intents],
+        msg_id,
+        [i.seen_at for i in intents],
+    )
+    new = {(r["tenant"], r["key"]) for r in inserted}
+    for intent in intents:
+        if (intent.tenant, intent.key) not in new:
+            await _dedup_taken(conn, msg_id, intent)
 
 
 @applies(DedupIntent)
@@ -48,16 +77,12 @@ async def apply_dedup(
     ``ON CONFLICT DO NOTHING`` waits for a concurrent insert of the same key (another node)
     to commit; the row is then locked and judged like any earlier one.
     """
-    inserted = await conn.fetchval(
-        "INSERT INTO dedup_keys (tenant, key, msg_id, seen_at) VALUES ($1, $2, $3, $4)"
-        " ON CONFLICT (tenant, key) DO NOTHING RETURNING 1",
-        intent.tenant,
-        intent.key,
-        msg_id,
-        intent.seen_at,
-    )
-    if inserted:
-        return
+    await apply_dedups(conn, msg_id, envelope, [intent])
+
+
+async def _dedup_taken(conn: asyncpg.Connection, msg_id: str, intent: DedupIntent) -> None:
+    """The key exists: ours (a repeated run), live for another message (conflict: run again),
+    or expired (now ours)."""
     row = await conn.fetchrow(
         "SELECT msg_id, seen_at FROM dedup_keys WHERE tenant = $1 AND key = $2 FOR UPDATE",
         intent.tenant,
