@@ -80,13 +80,13 @@ class Skip:
 
 def is_valid_address(address: str) -> bool:
     """True for one plain ``local@domain`` we are willing to send to (RFC 5321 subset)."""
-    return len(address) <= 254 and bool(_ADDRESS.match(address))
+    return len(address) <= 254 and bool(_ADDRESS.fullmatch(address))  # `$` allows a final \n
 
 
 def is_role_address(address: str) -> bool:
     """MAILER-DAEMON, postmaster, noreply-style and list-robot local parts (RFC 3834 section 2)."""
     local = address.rpartition("@")[0] if "@" in address else address
-    return bool(local) and bool(_ROLE.match(local))
+    return bool(local) and bool(_ROLE.fullmatch(local))
 
 
 def header_token(value: str) -> str:
