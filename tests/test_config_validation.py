@@ -121,3 +121,28 @@ def test_store_dsn_from_environment(tmp_path: Path) -> None:
     )
     loaded = load_config(cfg, env={"MAILGATE_STORE_DSN": "postgresql://mg@127.0.0.1:1/mg"})
     assert loaded.store.dsn == "postgresql://mg@127.0.0.1:1/mg"
+
+
+PG_WITH_TOKEN = (
+    '[[domains]]\nname = "example.test"\ncatch_all = true\n[store]\nbackend = "postgresql"\n'
+    'dsn = "postgresql://mg@127.0.0.1:1/mg"\n'
+    '[[api.tokens]]\nname = "t"\ntoken = "0123456789abcdef0123456789abcdef-test"\n'
+)
+
+
+def test_an_encryption_key_with_postgresql_is_refused_not_ignored(tmp_path: Path) -> None:
+    """The PostgreSQL store does not seal data: a configured key must not promise it does."""
+    from mailgate.app import load_config
+    from mailgate.config import ConfigError
+
+    key = tmp_path / "kek"
+    key.write_text("A" * 43 + "=\n")
+    cfg = tmp_path / "mailgate.toml"
+    cfg.write_text(PG_WITH_TOKEN.replace("[store]\n", f'[store]\nencryption_key_file = "{key}"\n'))
+    with pytest.raises(ConfigError, match=r"store\.encryption_key_file.*SQLite store only"):
+        load_config(cfg, env={})
+    plain = tmp_path / "plain.toml"
+    plain.write_text(PG_WITH_TOKEN)
+    assert load_config(plain, env={}).store.backend == "postgresql"
+    with pytest.raises(ConfigError, match=r"MAILGATE_ENCRYPTION_KEY is set"):
+        load_config(plain, env={"MAILGATE_ENCRYPTION_KEY": "A" * 43 + "="})

@@ -29,6 +29,11 @@ import idna
 ENV_CONFIG = "MAILGATE_CONFIG"
 ENV_DATA_DIR = "MAILGATE_DATA_DIR"
 ENV_STORE_DSN = "MAILGATE_STORE_DSN"
+ENV_ENCRYPTION_KEY = "MAILGATE_ENCRYPTION_KEY"
+PG_NO_ENCRYPTION = (
+    "encryption at rest is implemented for the SQLite store only; with PostgreSQL use the"
+    " database server's disk encryption"
+)
 
 
 class ConfigError(ValueError):
@@ -885,6 +890,13 @@ def _validate(cfg: Config, loc: _Locator) -> None:
     _validate_retention(cfg.retention, bad)
     if cfg.store.encryption_key_file and not Path(cfg.store.encryption_key_file).is_file():
         bad("store.encryption_key_file", cfg.store.encryption_key_file, "an existing key file")
+    if cfg.store.encryption_key_file and cfg.store.backend == "postgresql":
+        # Never store plaintext while the operator believes a key protects it.
+        bad(
+            "store.encryption_key_file",
+            cfg.store.encryption_key_file,
+            f'empty with backend = "postgresql" ({PG_NO_ENCRYPTION})',
+        )
     if errors:
         raise ConfigErrors(errors)
 
@@ -1073,6 +1085,10 @@ def load_config(
             cfg, store=dataclasses.replace(cfg.store, dsn=environ[ENV_STORE_DSN])
         )
     cfg = dataclasses.replace(cfg, source=source)
+    if cfg.store.backend == "postgresql" and environ.get(ENV_ENCRYPTION_KEY):
+        raise ConfigError(
+            f'${ENV_ENCRYPTION_KEY} is set with backend = "postgresql": {PG_NO_ENCRYPTION}'
+        )
     run_checks((_validate, functools.partial(_validate_extensions, validators)), cfg, loc)
     # One spelling per domain from here on (issue 12): A-labels, whatever the file wrote.
     domains = [dataclasses.replace(d, name=domain_to_ascii(d.name)) for d in cfg.domains]
