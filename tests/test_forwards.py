@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailgate.mime.forwards import effective_customer, inline_forwards, is_forward_subject
 from mailgate.mime.parse import parse_message
@@ -164,3 +166,39 @@ async def test_customer_rule_matcher_and_schema(tmp_path: Path) -> None:
     assert direct["queue"] == "jane"  # no forward: the customer is From
     for env in (forwarded, direct):
         assert_valid_envelope(env)
+
+
+# The marker scan skips a pattern when its required literal is absent; it must find exactly
+# what the patterns find on their own.
+_PHRASES = [
+    "---------- Forwarded message ---------",
+    "-----Original Message-----",
+    "----- Weitergeleitete Nachricht -----",
+    "Begin forwarded message:",
+    "BEGIN FORWARDED MESSAGE:",
+    "Anfang der weitergeleiteten E-Mail:",
+    "Début du message réexpédié :",
+    "DÉBUT DU MESSAGE TRANSFÉRÉ:",
+    "Inicio del mensaje reenviado:",
+    "Inizio messaggio inoltrato:",
+    "Begin doorgestuurd bericht:",
+    "Início da mensagem reencaminhada:",
+    "Começo da mensagem encaminhada:",
+    "From: Alice <alice@example.org>",
+    "> hello",
+    "-- ",
+    "",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_PHRASES), max_size=12), st.booleans())
+def test_marker_prefilter_finds_what_the_patterns_find(lines: list[str], fwd: bool) -> None:
+    from mailgate.mime import forwards as f
+
+    text = "\n".join(lines)
+    expected = [(m.start(), m.end()) for m in f._DASHED.finditer(text)]
+    expected += [(m.start(), m.end()) for m in f._APPLE.finditer(text)]
+    got = {(start, end) for start, end, _style in f._markers(text, fwd)}
+    original = {(s, e) for s, e in expected if "original" in text[s:e].lower()}
+    assert {pair for pair in expected if fwd or pair not in original} <= got
