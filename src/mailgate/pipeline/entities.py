@@ -14,7 +14,7 @@ their values are stored masked: a card number never reaches the envelope, a webh
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from mailgate.config import ConfigError, EntityConfig, PipelineConfig
@@ -27,6 +27,10 @@ TEXT_FIELDS = ("subject", "text", "replyText", "html")
 
 MASKED_FIELDS = ("subject", "text", "replyText", "html")
 SCAN_LIMIT = 256 * 1024
+MAX_VALUES = 100
+"""Distinct values kept per entity: a support message names a handful; a body that repeats
+thousands of numbers would otherwise make the envelope (and the scan) grow with them. Masking
+is not capped: every card number in the text is masked."""
 """Entities are extracted from the first 256 Ki characters of a field (as rules match);
 masking, a privacy promise, always covers the whole field."""
 
@@ -111,9 +115,8 @@ class EntityPattern:
     mask: bool = False
     fields: tuple[str, ...] = ("subject", "text")
 
-    def spans(self, text: str, lowered: str | None = None) -> list[tuple[int, int]]:
-        """(start, end) of every valid value in ``text``."""
-        out = []
+    def iter_spans(self, text: str, lowered: str | None = None) -> Iterator[tuple[int, int]]:
+        """(start, end) of every valid value in ``text``, in order, lazily."""
         for m in self.regex.finditer(text, lowered):
             group: str | int = "value" if "value" in m.re.groupindex else (1 if m.re.groups else 0)
             value = m.group(group)
@@ -121,14 +124,20 @@ class EntityPattern:
                 continue
             start = m.start(group)
             if self.validator is None:
-                out.append((start, start + len(value)))
+                yield (start, start + len(value))
             else:
-                out.extend((start + a, start + b) for a, b in self.validator(value))
-        return out
+                yield from ((start + a, start + b) for a, b in self.validator(value))
+
+    def spans(self, text: str, lowered: str | None = None) -> list[tuple[int, int]]:
+        """(start, end) of every valid value in ``text``."""
+        return list(self.iter_spans(text, lowered))
+
+    def iter_values(self, text: str, lowered: str | None = None) -> Iterator[str]:
+        for a, b in self.iter_spans(text, lowered):
+            yield mask_digits(text[a:b]) if self.mask else text[a:b]
 
     def values(self, text: str, lowered: str | None = None) -> list[str]:
-        vals = [text[a:b] for a, b in self.spans(text, lowered)]
-        return [mask_digits(v) for v in vals] if self.mask else vals
+        return list(self.iter_values(text, lowered))
 
 
 _ORDER = (
@@ -212,7 +221,8 @@ def _lowered(env: Envelope, f: str, cache: dict[str, str]) -> str:
 def extract(
     env: Envelope, patterns: Iterable[EntityPattern], lowered: dict[str, str] | None = None
 ) -> dict[str, list[str]]:
-    """Every entity found in its fields, values in order of appearance, without repeats.
+    """Every entity found in its fields, values in order of appearance, without repeats (the
+    first `MAX_VALUES` distinct ones).
 
     ``lowered`` caches ``field -> text.lower()`` (shared with the rules' matchers).
     """
@@ -226,7 +236,12 @@ def extract(
                 low = _lowered(env, f, cache)
                 if len(text) > SCAN_LIMIT:
                     text, low = text[:SCAN_LIMIT], low[:SCAN_LIMIT]
-                values.update(dict.fromkeys(p.values(text, low)))
+                for value in p.iter_values(text, low):
+                    values[value] = None
+                    if len(values) >= MAX_VALUES:
+                        break
+            if len(values) >= MAX_VALUES:
+                break
         if values:
             found[p.name] = list(values)
     return found

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -207,11 +208,12 @@ class CiPattern:
                 return real
             pos = m.start() + 1
 
-    def finditer(self, text: str, lowered: str | None = None) -> list[re.Match[str]]:
+    def finditer(self, text: str, lowered: str | None = None) -> Iterator[re.Match[str]]:
+        """The matches of ``original.finditer``, lazily: a caller that has enough stops early."""
         scan, hay = self._haystack(text, lowered)
         if scan is self.original:
-            return list(self.original.finditer(text))
-        out = []
+            yield from self.original.finditer(text)
+            return
         pos = 0
         if self.prefixes is not None:
             for at in self._candidates(hay, 0):
@@ -220,9 +222,9 @@ class CiPattern:
                 real = self.original.match(text, at)
                 if real is None:
                     continue
-                out.append(real)
+                yield real
                 pos = real.end() if real.end() > real.start() else real.end() + 1
-            return out
+            return
         n = len(text)
         while pos <= n:
             m = scan.search(hay, pos)
@@ -232,9 +234,8 @@ class CiPattern:
             if real is None:
                 pos = m.start() + 1
                 continue
-            out.append(real)
+            yield real
             pos = real.end() if real.end() > real.start() else real.end() + 1
-        return out
 
 
 def split_inline_flags(pattern: str) -> tuple[str, int]:
