@@ -39,3 +39,16 @@ def test_every_card_is_masked_even_past_the_cap() -> None:
     assert mask(env, patterns) == len(cards)
     assert not any(c in env["text"] for c in cards)
     assert not any(c[:12] in env["text"] for c in cards)
+
+
+def test_mask_reuses_extract_spans_only_for_the_same_text() -> None:
+    patterns = build_entities(Config().pipeline)
+    cards = [card(n) for n in range(3)]
+    env = {"subject": "", "text": " and ".join(cards)}
+    spans: dict[tuple[str, str], tuple[str, list[tuple[int, int]]]] = {}
+    extract(env, patterns, {}, spans)
+    assert spans[("cardNumber", "text")][0] is env["text"]
+    assert mask(env, patterns, spans) == 3 and not any(c in env["text"] for c in cards)
+    # The cache now names the old text; a changed field is scanned afresh, not masked by it.
+    other = {"subject": "", "text": "x " + cards[0]}
+    assert mask(other, patterns, spans) == 1 and cards[0] not in other["text"]

@@ -218,8 +218,16 @@ def _lowered(env: Envelope, f: str, cache: dict[str, str]) -> str:
     return low
 
 
+SpanCache = dict[tuple[str, str], tuple[str, list[tuple[int, int]]]]
+"""(entity, field) -> (the text scanned, every span in it): what `extract` found for a masking
+entity, so that `mask` does not scan the same text again."""
+
+
 def extract(
-    env: Envelope, patterns: Iterable[EntityPattern], lowered: dict[str, str] | None = None
+    env: Envelope,
+    patterns: Iterable[EntityPattern],
+    lowered: dict[str, str] | None = None,
+    spans: SpanCache | None = None,
 ) -> dict[str, list[str]]:
     """Every entity found in its fields, values in order of appearance, without repeats (the
     first `MAX_VALUES` distinct ones).
@@ -236,7 +244,15 @@ def extract(
                 low = _lowered(env, f, cache)
                 if len(text) > SCAN_LIMIT:
                     text, low = text[:SCAN_LIMIT], low[:SCAN_LIMIT]
-                for value in p.iter_values(text, low):
+                found_values: Iterable[str]
+                if p.mask and spans is not None:
+                    # masking needs every span anyway: find them all once, for `mask` too
+                    found_spans = p.spans(text, low)
+                    spans[(p.name, f)] = (text, found_spans)
+                    found_values = (mask_digits(text[a:b]) for a, b in found_spans)
+                else:
+                    found_values = p.iter_values(text, low)
+                for value in found_values:
                     values[value] = None
                     if len(values) >= MAX_VALUES:
                         break
@@ -247,8 +263,10 @@ def extract(
     return found
 
 
-def mask(env: Envelope, patterns: Iterable[EntityPattern]) -> int:
-    """Mask the values of masking entities in the envelope's text fields; returns how many."""
+def mask(env: Envelope, patterns: Iterable[EntityPattern], known: SpanCache | None = None) -> int:
+    """Mask the values of masking entities in the envelope's text fields; returns how many.
+
+    ``known`` holds spans `extract` already found (used only for the very same text)."""
     count = 0
     for p in patterns:
         if not p.mask:
@@ -267,7 +285,8 @@ def mask(env: Envelope, patterns: Iterable[EntityPattern]) -> int:
                 if env["text"] == full and (full.startswith(text) or text in full):
                     continue  # part of a text that had nothing to mask
             before[f] = text
-            spans = p.spans(text)
+            cached = known.get((p.name, f)) if known is not None else None
+            spans = cached[1] if cached is not None and cached[0] is text else p.spans(text)
             if not spans:
                 continue
             # a card's CVV/expiry next to it are masked in full (issue 15, card_context)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from mailgate.envelope import Envelope
 from mailgate.pipeline.base import Context, Verdict
-from mailgate.pipeline.entities import EntityPattern, build_entities, extract, mask
+from mailgate.pipeline.entities import EntityPattern, SpanCache, build_entities, extract, mask
 
 _PATTERNS = "entity_patterns"
 _FOUND = "entities"
@@ -34,9 +34,15 @@ def entities_for(env: Envelope, ctx: Context) -> dict[str, list[str]]:
     """Entities of this message, extracted once per run (rules and this stage share them)."""
     found = ctx.memo.get(_FOUND)
     if found is None:
-        found = extract(env, patterns_for(ctx), lowered_cache(ctx))
+        found = extract(env, patterns_for(ctx), lowered_cache(ctx), spans_cache(ctx))
         ctx.memo[_FOUND] = found
     return dict(found)
+
+
+def spans_cache(ctx: Context) -> SpanCache:
+    """Spans of the masking entities found while extracting, reused by the masking."""
+    cache: SpanCache = ctx.memo.setdefault("entity-spans", {})
+    return cache
 
 
 class ExtractStage:
@@ -45,7 +51,7 @@ class ExtractStage:
 
     async def run(self, env: Envelope, ctx: Context) -> Verdict | None:
         found = entities_for(env, ctx)
-        masked = mask(env, patterns_for(ctx))
+        masked = mask(env, patterns_for(ctx), spans_cache(ctx))
         if masked:
             lowered_cache(ctx).clear()  # the cached copies still hold the unmasked values
         env["entities"] = found
