@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import signal
@@ -34,7 +35,9 @@ from mailgate.runlock import DataDirLock, DataDirLocked
 from mailgate.smtp.handler import SmtpHandler
 from mailgate.smtp.server import SmtpServer, StartupError
 from mailgate.store import sqlite_backup as backups
+from mailgate.store.base import NotFound
 from mailgate.store.blobs import BlobStore
+from mailgate.store.check import CheckReport, check_blob_files
 from mailgate.store.crypto import codec_for, codec_of
 from mailgate.store.governance import erasure_targets
 from mailgate.store.notify import SPOOL
@@ -92,6 +95,54 @@ def build_store(cfg: Config) -> Store:
     )
     store.codec = codec_for(cfg)  # encryption at rest when a key is configured (issue 15)
     return store
+
+
+def check_store(cfg: Config) -> CheckReport:
+    """``mailgate db check`` for the configured backend (see ``store.check``)."""
+    if cfg.store.backend != "postgresql":
+        return backups.check(Path(cfg.store.data_dir), codec_for(cfg))
+    return asyncio.run(_check_postgres(cfg))
+
+
+async def _check_postgres(cfg: Config) -> CheckReport:
+    """The schema, every raw message, every attachment re-derived from its raw message (the
+    source of truth on PostgreSQL), and the node's local blob cache if it has one."""
+    from mailgate.mime.parse import configured_parser
+    from mailgate.store.postgres import PostgresStore
+
+    report = CheckReport()
+    store = PostgresStore(cfg.store.dsn, node=cfg.store.node, migrate=False)
+    st = await store.schema_status()
+    report.integrity = f"schema {st.current} of {st.latest}"
+    if st.pending or st.newer:
+        report.problems.append(
+            f"schema {st.current}: "
+            + ("newer than this mailgate" if st.newer else "pending ")
+            + ", ".join(st.pending)
+        )
+        return report
+    parse = configured_parser(cfg.mime.max_nesting, cfg.mime.remote_images)
+    async with store:
+        named = await store.check_rows(report)
+        for msg_id, wanted in sorted(named.items()):
+            derived: set[str] = set()
+
+            def sink(data: bytes, into: set[str] = derived) -> str:
+                digest = hashlib.sha256(data).hexdigest()
+                into.add(digest)
+                return digest
+
+            try:
+                raw = await store.get_raw(msg_id)
+            except NotFound:
+                continue  # reported by check_rows
+            await asyncio.to_thread(parse, raw, blob_sink=sink)
+            for sha in sorted(wanted - derived):
+                report.problems.append(
+                    f"{msg_id}: attachment {sha[:16]}… not derivable from the raw message"
+                )
+    check_blob_files(Path(cfg.store.data_dir) / "attachments", report)
+    return report
 
 
 async def with_shared_keys(cfg: Config, store: Store) -> Config:

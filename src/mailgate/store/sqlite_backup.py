@@ -21,11 +21,12 @@ import os
 import shutil
 import sqlite3
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mailgate import __version__
+from mailgate.store.check import CheckReport, check_blob_files
 from mailgate.store.crypto import NULL_CODEC, IntegrityError, NullCodec
 from mailgate.store.private import FILE_MODE, make_private_dirs, write_private_file
 from mailgate.store.writer import connect
@@ -58,23 +59,6 @@ class BackupReport:
         out = dict(self.__dict__)
         out["mb_per_s"] = round(self.megabytes_per_second, 1)
         return out
-
-
-@dataclass
-class CheckReport:
-    integrity: str = ""
-    messages: int = 0
-    raw_checked: int = 0
-    raw_purged: int = 0
-    blobs_checked: int = 0
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**self.__dict__, "ok": self.ok}
 
 
 def _empty_dir(path: Path) -> bool:
@@ -213,21 +197,7 @@ def check(data_dir: Path, codec: NullCodec = NULL_CODEC) -> CheckReport:
         return report
     finally:
         conn.close()
-    root = data_dir / "attachments"
-    present: set[str] = set()
-    if root.is_dir():
-        for path in sorted(root.rglob("*")):
-            if not path.is_file() or path.name.startswith(".tmp-"):
-                continue
-            report.blobs_checked += 1
-            present.add(path.name)
-            try:
-                plain = codec.open_blob(path.name, path.read_bytes())
-            except IntegrityError as exc:
-                report.problems.append(f"attachment blob {path.name[:16]}…: {exc}")
-                continue
-            if hashlib.sha256(plain).hexdigest() != path.name:
-                report.problems.append(f"attachment blob {path.name[:16]}…: content does not match")
+    present = check_blob_files(data_dir / "attachments", report, codec)
     for sha in sorted(referenced - present):
         report.problems.append(f"attachment blob {sha[:16]}…: referenced but missing")
     return report

@@ -35,6 +35,7 @@ from mailgate.store.notify import SPOOL
 from mailgate.store.ports import DEFAULT_SPOOL_LEASE, SchemaStatus
 from mailgate.store.postgres import schema
 from mailgate.store.postgres.base import PgBase, apply_intents, dumps, rowcount, text
+from mailgate.store.postgres.check import PgCheckMixin
 from mailgate.store.postgres.delivery import PgDeliveryMixin
 from mailgate.store.postgres.group_commit import GroupCommit
 from mailgate.store.postgres.models import PgModelMixin
@@ -79,7 +80,9 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
     nothing per session. asyncpg's default reset is one more round trip per query."""
 
 
-class PostgresStore(PgPipelineMixin, PgDeliveryMixin, PgReplyMixin, PgModelMixin, PgBase):
+class PostgresStore(
+    PgPipelineMixin, PgDeliveryMixin, PgReplyMixin, PgModelMixin, PgCheckMixin, PgBase
+):
     """See the module docstring and ``store.ports`` for the protocols this implements."""
 
     def __init__(
