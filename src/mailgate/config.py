@@ -172,6 +172,7 @@ class SmtpConfig:
     max_connections_per_network: int = 100
     max_data_per_network: int = 20
     reserved_connections: int = 50
+    stress_idle_timeout: Duration = 10.0
     history_ttl: Duration = 86400.0
 
     @property
@@ -775,6 +776,12 @@ def _validate(cfg: Config, loc: _Locator) -> None:
             "smtp.reserved_connections",
             cfg.smtp.reserved_connections,
             "fewer than max_connections (the rest is for clients without a clean history)",
+        )
+    if cfg.smtp.stress_idle_timeout < 0 or cfg.smtp.stress_idle_timeout > cfg.smtp.idle_timeout:
+        bad(
+            "smtp.stress_idle_timeout",
+            cfg.smtp.stress_idle_timeout,
+            "0 (off) up to smtp.idle_timeout",
         )
     for key in ("data_timeout", "session_timeout"):
         if getattr(cfg.smtp, key) <= 0:

@@ -24,6 +24,7 @@ import ipaddress
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Protocol
 
 from mailgate.config import SmtpConfig
 
@@ -37,6 +38,8 @@ class ConnectionLimits:
     max_per_network: int = 0
     reserved: int = 0
     max_data_per_network: int = 0
+    stress_idle: float = 0.0
+    """Under stress (``STRESS_SHARE`` of ``max_total`` open), idle sessions are cut after this."""
 
     @classmethod
     def from_config(cls, cfg: SmtpConfig) -> ConnectionLimits:
@@ -46,6 +49,7 @@ class ConnectionLimits:
             max_per_network=cfg.max_connections_per_network,
             reserved=cfg.reserved_connections,
             max_data_per_network=cfg.max_data_per_network,
+            stress_idle=cfg.stress_idle_timeout,
         )
 
 
@@ -85,18 +89,59 @@ def _dec(counts: dict[str, int], key: str) -> None:
         counts[key] = n
 
 
+class Idler(Protocol):
+    """A live session as the stress sweep sees it."""
+
+    def idle_for(self, now: float) -> float:
+        """Seconds since its last command or data (0 while in DATA: the DATA deadlines rule)."""
+        ...
+
+    def cut_idle(self) -> None: ...
+
+
+STRESS_SHARE = 0.8
+"""Open sessions, as a share of ``max_total``, from which the server is under stress."""
+SWEEP_INTERVAL = 1.0
+
+
 class ConnectionCounter:
-    """Open sessions (in all, per IP, per network) and sessions in DATA per network."""
+    """Open sessions (in all, per IP, per network) and sessions in DATA per network.
+
+    Under stress — most slots taken, as by a connect-and-hold flood — a new connection makes the
+    counter cut the sessions idle for ``stress_idle`` (Postfix's ``smtpd_timeout =
+    ${stress?10s}``): a holder that sends nothing gives its slot back in seconds instead of
+    ``idle_timeout``, so first-time senders still find free slots.
+    """
 
     def __init__(self) -> None:
         self.total = 0
         self.per_ip: dict[str, int] = {}
         self.per_network: dict[str, int] = {}
         self.data_per_network: dict[str, int] = {}
+        self.live: set[Idler] = set()
+        self._last_sweep = -SWEEP_INTERVAL
+
+    def under_stress(self, limits: ConnectionLimits) -> bool:
+        return bool(limits.max_total) and self.total >= STRESS_SHARE * limits.max_total
+
+    def relieve(self, limits: ConnectionLimits, now: float | None = None) -> int:
+        """Cut the sessions idle for ``limits.stress_idle`` when under stress (at most once a
+        second); how many were cut."""
+        if not limits.stress_idle or not self.under_stress(limits):
+            return 0
+        now = time.monotonic() if now is None else now
+        if now - self._last_sweep < SWEEP_INTERVAL:
+            return 0
+        self._last_sweep = now
+        idle = [s for s in self.live if s.idle_for(now) >= limits.stress_idle]
+        for session in idle:
+            session.cut_idle()
+        return len(idle)
 
     def try_open(self, ip: str, limits: ConnectionLimits, *, clean: bool = False) -> str | None:
         """None when admitted (and counted), else the limit that was hit:
         "total", "reserved" (only slots for clean clients are left), "per-ip", "per-network"."""
+        self.relieve(limits)
         if limits.max_total and self.total >= limits.max_total:
             return "total"
         if (

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 from typing import Any
 from typing import Any as _Any
 
@@ -106,6 +107,20 @@ class MailgateSMTP(SMTP):
         self._data_started = 0.0
         self._data_bytes = 0
         self._data_rate = False
+        self._last_active = time.monotonic()
+
+    # ------------------------------------------------------------------ stress (connections.py)
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        # aiosmtpd calls this for every command line and DATA chunk: the session's activity
+        self._last_active = time.monotonic()
+        super()._reset_timeout(duration)
+
+    def idle_for(self, now: float) -> float:
+        return 0.0 if self._data_ip is not None else now - self._last_active
+
+    def cut_idle(self) -> None:
+        self._cut(replies.STRESS_IDLE_TIMEOUT, "stress-idle-timeout")
 
     # ------------------------------------------------------------------ admission
 
@@ -134,6 +149,7 @@ class MailgateSMTP(SMTP):
                     self.transport.close()
                 return
             self._counted_ip = ip
+            self.connections.live.add(self)
         metrics.SMTP_ACTIVE.inc()
         try:
             await super()._handle_client()
@@ -146,6 +162,7 @@ class MailgateSMTP(SMTP):
                 timer.cancel()
         self._leave_data()
         if self._counted_ip is not None and self.connections is not None:
+            self.connections.live.discard(self)
             self.connections.close(self._counted_ip)
             self._counted_ip = None
         super().connection_lost(error)

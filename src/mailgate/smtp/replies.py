@@ -38,6 +38,7 @@ TOO_MANY_TRANSFERS_NETWORK = (
     "421 4.7.0 Too many concurrent transfers from your network, try again later"
 )
 IDLE_TIMEOUT = "421 4.4.2 Idle timeout exceeded, closing connection"
+STRESS_IDLE_TIMEOUT = "421 4.4.2 Idle timeout exceeded, server busy, closing connection"
 SESSION_TIMEOUT = "421 4.4.2 Session time limit exceeded, closing connection"
 DATA_TIMEOUT = "421 4.4.2 DATA time limit exceeded, closing connection"
 DATA_TOO_SLOW = "421 4.4.2 DATA transfer too slow, closing connection"
