@@ -102,6 +102,8 @@ class Idler(Protocol):
 STRESS_SHARE = 0.8
 """Open sessions, as a share of ``max_total``, from which the server is under stress."""
 SWEEP_INTERVAL = 1.0
+STRESS_PENALTY = 6
+MAX_PENALIZED = 100_000
 
 
 class ConnectionCounter:
@@ -120,6 +122,27 @@ class ConnectionCounter:
         self.data_per_network: dict[str, int] = {}
         self.live: set[Idler] = set()
         self._last_sweep = -SWEEP_INTERVAL
+        self.penalized: OrderedDict[str, float] = OrderedDict()
+        """IP -> until when it may not reopen a slot under stress (it held one idle)."""
+
+    def penalize(self, ip: str, limits: ConnectionLimits, now: float | None = None) -> None:
+        """``ip`` held a slot idle under stress: while the stress lasts it gets no new slot for
+        ``STRESS_PENALTY`` × ``stress_idle`` (a flood's holders reconnect at once, and would
+        otherwise win every freed slot before a real sender's next attempt)."""
+        now = time.monotonic() if now is None else now
+        self.penalized[ip] = now + STRESS_PENALTY * limits.stress_idle
+        self.penalized.move_to_end(ip)
+        while len(self.penalized) > MAX_PENALIZED:
+            self.penalized.popitem(last=False)
+
+    def is_penalized(self, ip: str, now: float | None = None) -> bool:
+        until = self.penalized.get(ip)
+        if until is None:
+            return False
+        if (time.monotonic() if now is None else now) >= until:
+            del self.penalized[ip]
+            return False
+        return True
 
     def under_stress(self, limits: ConnectionLimits) -> bool:
         return bool(limits.max_total) and self.total >= STRESS_SHARE * limits.max_total
@@ -140,8 +163,11 @@ class ConnectionCounter:
 
     def try_open(self, ip: str, limits: ConnectionLimits, *, clean: bool = False) -> str | None:
         """None when admitted (and counted), else the limit that was hit:
-        "total", "reserved" (only slots for clean clients are left), "per-ip", "per-network"."""
+        "total", "reserved" (only slots for clean clients are left), "stress" (it held a slot
+        idle under stress, see `penalize`), "per-ip", "per-network"."""
         self.relieve(limits)
+        if not clean and self.under_stress(limits) and self.is_penalized(ip):
+            return "stress"
         if limits.max_total and self.total >= limits.max_total:
             return "total"
         if (

@@ -120,6 +120,8 @@ class MailgateSMTP(SMTP):
         return 0.0 if self._data_ip is not None else now - self._last_active
 
     def cut_idle(self) -> None:
+        if self._counted_ip is not None and self.connections is not None:
+            self.connections.penalize(self._counted_ip, self.limits)
         self._cut(replies.STRESS_IDLE_TIMEOUT, "stress-idle-timeout")
 
     # ------------------------------------------------------------------ admission
