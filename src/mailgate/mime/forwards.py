@@ -28,6 +28,7 @@ from typing import Any, cast
 from mailgate.envelope import Address
 from mailgate.mime.addresses import parse_address_list
 from mailgate.mime.fields import parse_date
+from mailgate.mime.text import lines_with
 
 MAX_FORWARDS = 10
 SCAN_LIMIT = 200_000
@@ -140,6 +141,20 @@ def _header_block(lines: list[str], start: int) -> tuple[dict[str, str], int]:
     return fields, i
 
 
+def _apple_words(text: str) -> bool:
+    """Whether a line could be an Apple-style marker: it ends with a colon, so only the lines
+    holding one are searched for ``_APPLE_WORDS`` (a colon-heavy text: the whole text)."""
+    lines = lines_with(text, ":")
+    if lines is None:
+        lowered = text.lower()
+        return any(word in lowered for word in _APPLE_WORDS)
+    for start, end in lines:
+        line = text[start:end].lower()
+        if any(word in line for word in _APPLE_WORDS):
+            return True
+    return False
+
+
 def _markers(text: str, subject_says_forward: bool) -> list[tuple[int, int, str]]:
     """(marker start, header block start, style) of every forward marker, in order.
 
@@ -148,7 +163,7 @@ def _markers(text: str, subject_says_forward: bool) -> list[tuple[int, int, str]
     cannot match without is present (dashes; one of the Apple-style phrases).
     """
     found: list[tuple[int, int, str]] = []
-    dashed = _DASHED.finditer(text) if "---" in text else ()
+    dashed = _DASHED.finditer(text) if "-" in text and "---" in text else ()
     for m in dashed:
         word = m.group(0).lower()
         original = "original" in word or "ursprüngliche" in word or "origine" in word
@@ -159,8 +174,7 @@ def _markers(text: str, subject_says_forward: bool) -> list[tuple[int, int, str]
         if not original and m.group(0).strip(" \t>").startswith("-----") and dashes == 10:
             style = "yahoo"
         found.append((m.start(), m.end(), style))
-    lowered = text.lower()
-    if any(word in lowered for word in _APPLE_WORDS):
+    if _apple_words(text):
         found.extend((m.start(), m.end(), "apple") for m in _APPLE.finditer(text))
     if subject_says_forward:
         taken = {start for start, _, _ in found}
