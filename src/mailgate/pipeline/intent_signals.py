@@ -21,6 +21,7 @@ evidence (RFC 3834 ``auto-replied``, a delivery report, ``List-Id``) decides alo
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -114,6 +115,9 @@ class Facts:
     null_sender: bool
     env: Envelope
     own: Own = field(default_factory=Own)
+    results: dict[str, str | None] = field(default_factory=dict)
+    """Signal id -> evidence (None: did not fire), as `decide` tests the rows: a row that
+    reads other rows (``helpdesk-agent``) reuses them instead of testing them again."""
 
     def first(self, name: str) -> str:
         values = self.headers.get(name)
@@ -143,6 +147,73 @@ Test = Callable[[Facts], str | None]
 def rx(pattern: str) -> re.Pattern[str]:
     """A pattern that searches *lower-cased* text, compiled once."""
     return ci(pattern)
+
+
+def required_literals(pattern: re.Pattern[str]) -> tuple[str, ...] | None:
+    """Strings one of which every match of ``pattern`` contains, or None when no useful set is
+    known (then the pattern must simply be searched).
+
+    A body pattern is a long alternation of phrases; ``re`` tries it at every position of the
+    body (~0.1 ms per pattern for 3000 characters), while testing a handful of substrings costs
+    microseconds. Read from the parsed pattern: a run of literal characters is in every match
+    of its sequence, a branch needs one of its alternatives' literals, a repeat of at least
+    once needs its body's; of a sequence's candidates the one with the longest shortest
+    literal is kept.
+    """
+    if pattern.flags & (re.IGNORECASE | re.VERBOSE):
+        return None
+    try:
+        c: Any = importlib.import_module("re._constants")
+        parser: Any = importlib.import_module("re._parser")
+        items = list(parser.parse(pattern.pattern, pattern.flags & ~re.UNICODE))
+    except Exception:  # a private module that may change: then no gate, the regex runs
+        return None
+    repeats = {c.MAX_REPEAT, c.MIN_REPEAT, getattr(c, "POSSESSIVE_REPEAT", c.MAX_REPEAT)}
+
+    def better(a: tuple[str, ...] | None, b: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if b is None or (a is not None and min(map(len, a)) >= min(map(len, b))):
+            return a
+        return b
+
+    def sequence(seq: list[tuple[Any, Any]]) -> tuple[str, ...] | None:
+        best: tuple[str, ...] | None = None
+        run: list[str] = []
+        for op, av in seq:
+            if op is c.LITERAL:
+                run.append(chr(av))
+                continue
+            if run:
+                best = better(best, ("".join(run),))
+                run = []
+            found: tuple[str, ...] | None = None
+            if op is c.SUBPATTERN:
+                _group, add, remove, sub = av
+                found = None if add or remove else sequence(list(sub))
+            elif op is c.BRANCH:
+                alternatives = [sequence(list(alt)) for alt in av[1]]
+                if all(a is not None for a in alternatives):
+                    found = tuple(sorted({lit for a in alternatives if a for lit in a}))
+            elif op in repeats and av[0] >= 1:
+                found = sequence(list(av[2]))
+            best = better(best, found)
+        if run:
+            best = better(best, ("".join(run),))
+        return best
+
+    try:
+        found = sequence(items)
+    except Exception:
+        return None
+    if found is None or min(map(len, found)) < 2 or len(found) > 32:
+        return None
+    # a literal holding a shorter one of the set adds nothing: the shorter one is tested
+    return tuple(a for a in found if not any(b != a and b in a for b in found))
+
+
+@lru_cache(maxsize=256)
+def body_gate(pattern: str) -> tuple[str, ...] | None:
+    """`required_literals` of ``rx(pattern)``, worked out once."""
+    return required_literals(rx(pattern))
 
 
 @dataclass(frozen=True)
@@ -221,7 +292,11 @@ class Body:
     limit: int = BODY_LIMIT
 
     def __call__(self, f: Facts) -> str | None:
-        m = rx(self.pattern).search(f.body[: self.limit])
+        body = f.body[: self.limit]
+        gate = body_gate(self.pattern)
+        if gate is not None and not any(lit in body for lit in gate):
+            return None  # no phrase of the pattern can be in the body
+        m = rx(self.pattern).search(body)
         return f"body {m.group(0).strip()[:40]!r}" if m else None
 
 
@@ -873,7 +948,10 @@ def _helpdesk_agent(f: Facts) -> str | None:
     if f.null_sender or _role_sender(f) is not None:
         return None
     for s in SIGNALS:
-        if s.group == HELPDESK_GROUP and s.test(f) is not None:
+        if s.group != HELPDESK_GROUP:
+            continue
+        evidence = f.results[s.id] if s.id in f.results else s.test(f)
+        if evidence is not None:
             return f"{s.system} headers from a person (an agent's reply)"
     return None
 

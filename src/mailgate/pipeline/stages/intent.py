@@ -60,7 +60,11 @@ def facts_of(env: Envelope, ctx: Context | None = None) -> Facts:
 
 def decide(facts: Facts, signals: tuple[Signal, ...] = SIGNALS) -> tuple[str, list[str]]:
     """(intent, the signals that decided it) from the table."""
-    fired = [(s, ev) for s in signals if (ev := s.test(facts)) is not None]
+    fired = []
+    for s in signals:
+        ev = facts.results[s.id] = s.test(facts)
+        if ev is not None:
+            fired.append((s, ev))
     groups = {s.group for s, _ in fired}
     live = [(s, ev) for s, ev in fired if not s.vetoed_by & groups]
     live_groups = {s.group for s, _ in live}
