@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from mailgate.pipeline.intent_signals import SIGNALS, Body, body_gate, required_literals, rx
 from mailgate.pipeline.stages.intent import decide, facts_of
 
-
 _BODY_PATTERNS = sorted(
     {t.pattern for s in SIGNALS for t in (getattr(s.test, "tests", None) or (s.test,))
      if isinstance(t, Body)}
