@@ -107,6 +107,66 @@ def mask_digits(value: str, keep: int = 4) -> str:
     return "".join(out)
 
 
+_RUN_TABLE = bytes(0x30 if chr(i) in "0123456789 -" else 0x31 for i in range(256))
+_RUN = b"0" * 13
+
+
+def digit_runs(text: str) -> list[tuple[int, int]] | None:
+    """Maximal runs of 13 or more ``[0-9 -]`` characters of an ASCII ``text``, as (start, end);
+    None for other text (its byte offsets are not character offsets).
+
+    Every match of the card pattern ``_CARD`` lies inside such a run, and a run decides its
+    matches alone, so the regex runs on the runs only. The runs come from C-speed byte
+    operations (translate, then a 13-byte search that mostly skips 13 bytes a step): ~0.5 µs
+    per KB, where the regex tries every digit of the body (~4 µs per KB).
+    """
+    if not text.isascii():
+        return None
+    mapped = text.encode("ascii").translate(_RUN_TABLE)
+    runs = []
+    at = mapped.find(_RUN)
+    while at >= 0:
+        end = mapped.find(b"1", at)
+        end = len(mapped) if end < 0 else end
+        runs.append((at, end))
+        at = mapped.find(_RUN, end)
+    return runs
+
+
+_WINDOW = 8192
+"""Characters searched for a pattern's literal prefixes at a time (see `_lazy_matches`)."""
+
+
+def _lazy_matches(regex: CiPattern, text: str, lowered: str | None) -> Iterator[re.Match[str]]:
+    """``regex.finditer(text, lowered)``, with the literal-prefix candidates found a window at
+    a time: `extract` stops after `MAX_VALUES` values, and a body naming an order number on
+    every line then costs the lines up to the last value kept, not all of them."""
+    scan, hay = regex._haystack(text, lowered)
+    prefixes = regex.prefixes
+    if scan is regex.original or prefixes is None:
+        yield from regex.finditer(text, lowered)
+        return
+    pos = 0
+    n = len(hay)
+    longest = max(map(len, prefixes))
+    for lo in range(0, n, _WINDOW):
+        hi = lo + _WINDOW
+        found: set[int] = set()
+        for lit in prefixes:  # occurrences starting in [lo, hi)
+            at = hay.find(lit, lo, min(n, hi + longest))
+            while 0 <= at < hi:
+                found.add(at)
+                at = hay.find(lit, at + 1, min(n, hi + longest))
+        for at in sorted(found):
+            if at < pos:
+                continue
+            real = regex.original.match(text, at)
+            if real is None:
+                continue
+            yield real
+            pos = real.end() if real.end() > real.start() else real.end() + 1
+
+
 @dataclass(frozen=True)
 class EntityPattern:
     name: str
@@ -115,9 +175,18 @@ class EntityPattern:
     mask: bool = False
     fields: tuple[str, ...] = ("subject", "text")
 
+    def _matches(self, text: str, lowered: str | None) -> Iterator[re.Match[str]]:
+        if self.regex.original.pattern == _CARD and self.regex.original.flags == re.UNICODE:
+            runs = digit_runs(text)
+            if runs is not None:
+                for a, b in runs:
+                    yield from self.regex.original.finditer(text, a, b)
+                return
+        yield from _lazy_matches(self.regex, text, lowered)
+
     def iter_spans(self, text: str, lowered: str | None = None) -> Iterator[tuple[int, int]]:
         """(start, end) of every valid value in ``text``, in order, lazily."""
-        for m in self.regex.finditer(text, lowered):
+        for m in self._matches(text, lowered):
             group: str | int = "value" if "value" in m.re.groupindex else (1 if m.re.groups else 0)
             value = m.group(group)
             if not value:
