@@ -10,7 +10,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailgate.pipeline.intent_signals import SIGNALS, Body, body_gate, required_literals, rx
+from mailgate.pipeline.intent_signals import (
+    SIGNALS,
+    Body,
+    body_gate,
+    own_of,
+    required_literals,
+    rx,
+)
 from mailgate.pipeline.stages.intent import decide, facts_of
 
 _BODY_PATTERNS = sorted(
@@ -62,3 +69,15 @@ def test_helpdesk_agent_reuses_the_rows_decide_tested() -> None:
     assert facts.results["helpdesk-agent"] == "Zendesk headers from a person (an agent's reply)"
     assert intent == "human"
     assert decide(facts_of(env)) == (intent, reasons)
+
+
+def test_own_is_built_once_per_config_values_and_follows_changes() -> None:
+    from mailgate.config import Config, DomainConfig
+
+    cfg = Config()
+    first = own_of(cfg.domains, cfg.reply)
+    assert own_of(cfg.domains, cfg.reply) is first  # cached: no re-parse per message
+    cfg.domains.append(DomainConfig(name="*.help.example"))
+    changed = own_of(cfg.domains, cfg.reply)
+    assert changed is not first and changed.domain("a@x.help.example")
+    assert not first.domain("a@x.help.example")
