@@ -64,6 +64,13 @@ def test_backup_under_load_restore_and_check(mailgate_server: Any, tmp_path: Pat
         deadline = time.monotonic() + 30
         while len(acked) < 150 and time.monotonic() < deadline and not errors:
             time.sleep(0.02)
+        # the worker writes attachment files after the 250s: wait (bounded) until it has stored
+        # those of the first 150 messages, so the snapshot has real blobs to carry
+        blob_dir = srv.data_dir / "attachments"
+        while time.monotonic() < deadline + 30 and not errors:
+            if blob_dir.is_dir() and sum(1 for p in blob_dir.rglob("*") if p.is_file()) >= 15:
+                break
+            time.sleep(0.05)
         before = len(acked)
         dest = tmp_path / "backup"
         out = srv.cli("backup", str(dest), "--json")
