@@ -27,12 +27,12 @@ TEXT_FIELDS = ("subject", "text", "replyText", "html")
 
 MASKED_FIELDS = ("subject", "text", "replyText", "html")
 SCAN_LIMIT = 256 * 1024
+"""Entities are extracted from the first 256 Ki characters of a field (as rules match);
+masking, a privacy promise, always covers the whole field."""
 MAX_VALUES = 100
 """Distinct values kept per entity: a support message names a handful; a body that repeats
 thousands of numbers would otherwise make the envelope (and the scan) grow with them. Masking
 is not capped: every card number in the text is masked."""
-"""Entities are extracted from the first 256 Ki characters of a field (as rules match);
-masking, a privacy promise, always covers the whole field."""
 
 
 def luhn_valid(digits: str) -> bool:
@@ -133,40 +133,6 @@ def digit_runs(text: str) -> list[tuple[int, int]] | None:
     return runs
 
 
-_WINDOW = 8192
-"""Characters searched for a pattern's literal prefixes at a time (see `_lazy_matches`)."""
-
-
-def _lazy_matches(regex: CiPattern, text: str, lowered: str | None) -> Iterator[re.Match[str]]:
-    """``regex.finditer(text, lowered)``, with the literal-prefix candidates found a window at
-    a time: `extract` stops after `MAX_VALUES` values, and a body naming an order number on
-    every line then costs the lines up to the last value kept, not all of them."""
-    scan, hay = regex._haystack(text, lowered)
-    prefixes = regex.prefixes
-    if scan is regex.original or prefixes is None:
-        yield from regex.finditer(text, lowered)
-        return
-    pos = 0
-    n = len(hay)
-    longest = max(map(len, prefixes))
-    for lo in range(0, n, _WINDOW):
-        hi = lo + _WINDOW
-        found: set[int] = set()
-        for lit in prefixes:  # occurrences starting in [lo, hi)
-            at = hay.find(lit, lo, min(n, hi + longest))
-            while 0 <= at < hi:
-                found.add(at)
-                at = hay.find(lit, at + 1, min(n, hi + longest))
-        for at in sorted(found):
-            if at < pos:
-                continue
-            real = regex.original.match(text, at)
-            if real is None:
-                continue
-            yield real
-            pos = real.end() if real.end() > real.start() else real.end() + 1
-
-
 @dataclass(frozen=True)
 class EntityPattern:
     name: str
@@ -182,7 +148,7 @@ class EntityPattern:
                 for a, b in runs:
                     yield from self.regex.original.finditer(text, a, b)
                 return
-        yield from _lazy_matches(self.regex, text, lowered)
+        yield from self.regex.finditer(text, lowered)
 
     def iter_spans(self, text: str, lowered: str | None = None) -> Iterator[tuple[int, int]]:
         """(start, end) of every valid value in ``text``, in order, lazily."""

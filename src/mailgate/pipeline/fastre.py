@@ -131,6 +131,10 @@ MIN_PREFIX = 3
 """Shortest literal worth a ``str.find`` pass (shorter ones match too often)."""
 
 
+WINDOW = 8192
+"""Characters searched for a pattern's literal prefixes at a time (``CiPattern._candidates``)."""
+
+
 @dataclass(frozen=True)
 class CiPattern:
     """A regex searched fast: case-insensitively through lowered text, and without a leading
@@ -168,16 +172,22 @@ class CiPattern:
                 prefixes = tuple(sorted(set(found)))
         return cls(original, scan, lowered, prefixes)
 
-    def _candidates(self, hay: str, start: int) -> list[int]:
-        """Every position from ``start`` where one of ``prefixes`` occurs, in order."""
+    def _candidates(self, hay: str, start: int) -> Iterator[int]:
+        """Every position from ``start`` where one of ``prefixes`` occurs, in order, found a
+        window at a time: a caller that stops early (the first match, or enough values) does
+        not pay for the rest of the text."""
         assert self.prefixes is not None
-        out: set[int] = set()
-        for lit in self.prefixes:
-            at = hay.find(lit, start)
-            while at >= 0:
-                out.add(at)
-                at = hay.find(lit, at + 1)
-        return sorted(out)
+        n = len(hay)
+        longest = max(map(len, self.prefixes))
+        for lo in range(start, n, WINDOW):
+            hi = lo + WINDOW
+            found: set[int] = set()
+            for lit in self.prefixes:  # occurrences starting in [lo, hi)
+                at = hay.find(lit, lo, min(n, hi + longest))
+                while 0 <= at < hi:
+                    found.add(at)
+                    at = hay.find(lit, at + 1, min(n, hi + longest))
+            yield from sorted(found)
 
     def _haystack(self, text: str, lowered: str | None) -> tuple[re.Pattern[str], str]:
         if not self.lowered:
