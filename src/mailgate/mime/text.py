@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
+from collections.abc import Iterable
 from itertools import accumulate
 
 import quotequail
@@ -119,16 +120,19 @@ ANCHOR_LINES = 256
 whole-text substring scans run instead, so the cost is bounded either way."""
 
 
-def lines_with(text: str, chars: str, limit: int = ANCHOR_LINES) -> list[tuple[int, int]] | None:
-    """(start, end) of every line of ``text`` holding one of ``chars``, in order; None when
+def lines_with(
+    text: str, needles: Iterable[str], limit: int = ANCHOR_LINES
+) -> list[tuple[int, int]] | None:
+    """(start, end) of every line of ``text`` holding one of ``needles``, in order; None when
     there are more than ``limit`` such lines.
 
-    Each character is found with a one-character ``str.find`` (memchr: ~40x cheaper than a
-    substring search), so a body with a few such lines costs microseconds at any size.
+    Needles are rare characters (``:``, ``@``) or short rules (``---``): a one-character
+    ``str.find`` is memchr, ~40x cheaper than a substring search, so a body with a few such
+    lines costs microseconds at any size.
     """
     spans: set[tuple[int, int]] = set()
-    for ch in chars:
-        at = text.find(ch)
+    for needle in needles:
+        at = text.find(needle)
         while at >= 0:
             if len(spans) >= limit:
                 return None
@@ -136,7 +140,7 @@ def lines_with(text: str, chars: str, limit: int = ANCHOR_LINES) -> list[tuple[i
             end = text.find("\n", at)
             end = len(text) if end < 0 else end
             spans.add((start, end))
-            at = text.find(ch, end)
+            at = text.find(needle, end)
     return sorted(spans)
 
 
@@ -209,25 +213,15 @@ def _key_lines(lines: list[str]) -> list[int]:
     text = "\n".join(lines)
     if find_pattern_on_line is None:  # another quotequail layout: its patterns are unknown
         return _key_lines_full(lines, text)
-    anchors = lines_with(text, ":@")
+    anchors = lines_with(text, (":", "@", "---", "_" * 32))
     if anchors is None:
         return _key_lines_full(lines, text)
-    for rule in ("---", "_" * 32):
-        at = text.find(rule) if rule[0] in text else -1  # one-character test first (memchr)
-        while at >= 0:
-            start = text.rfind("\n", 0, at) + 1
-            end = text.find("\n", at)
-            end = len(text) if end < 0 else end
-            anchors.append((start, end))
-            if len(anchors) > ANCHOR_LINES:
-                return _key_lines_full(lines, text)
-            at = text.find(rule, end)
     found: set[int] = set()
     if anchors:
         spread = MAX_WRAP_LINES - 1
         index = 0
         pos = 0
-        for start, _end in sorted(set(anchors)):
+        for start, _end in anchors:
             index += text.count("\n", pos, start)
             pos = start
             for k in range(max(0, index - spread), min(len(lines), index + spread + 1)):
