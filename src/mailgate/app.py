@@ -111,7 +111,11 @@ async def _check_postgres(cfg: Config) -> CheckReport:
     from mailgate.store.postgres import PostgresStore
 
     report = CheckReport()
-    store = PostgresStore(cfg.store.dsn, node=cfg.store.node, migrate=False)
+    # a check never migrates: an old schema is a finding
+    store = build_store(
+        dataclasses.replace(cfg, store=dataclasses.replace(cfg.store, migrate=False))
+    )
+    assert isinstance(store, PostgresStore)
     st = await store.schema_status()
     report.integrity = f"schema {st.current} of {st.latest}"
     if st.pending or st.newer:
