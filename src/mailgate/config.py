@@ -989,7 +989,7 @@ def config_warnings(cfg: Config) -> list[str]:
     """Valid but probably unintended settings: ``check-config`` prints them, ``serve`` logs them."""
     warnings: list[str] = []
     warnings.extend(_reply_from_warnings(cfg))
-    if not cfg.store.encryption_key_file and not os.environ.get("MAILGATE_ENCRYPTION_KEY"):
+    if not cfg.store.encryption_key_file and not os.environ.get(ENV_ENCRYPTION_KEY):
         warnings.append(
             "store.encryption_key_file: not set (nor $MAILGATE_ENCRYPTION_KEY): raw mail,"
             " envelope bodies and attachments are stored unencrypted (`mailgate keys"

@@ -37,11 +37,11 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from mailgate.config import Config
+from mailgate.config import ENV_ENCRYPTION_KEY, Config
 from mailgate.store.base import StoreError
 from mailgate.store.private import make_private_dirs, write_private_file
 
-ENV_KEY = "MAILGATE_ENCRYPTION_KEY"
+ENV_KEY = ENV_ENCRYPTION_KEY
 MAGIC = b"MGE1"
 FIELD_PREFIX = "mge1:"
 DATA_KEYS_FILE = "data-keys.json"
