@@ -14,7 +14,7 @@ from mailgate.smtp.handler import SmtpHandler
 from mailgate.smtp.policy import RecipientPolicy
 from mailgate.smtp.server import SmtpServer
 from mailgate.store.sqlite import SqliteStore
-from tests.support.abuse import send_one
+from tests.support.abuse import AttackStats, flood, send_one
 
 SLOTS = 20
 
@@ -41,31 +41,10 @@ async def flood_then_send(tmp_path: Path, stress_idle: float) -> tuple[bool, lis
     server = SmtpServer(cfg, SmtpHandler(cfg, policy=RecipientPolicy(domains), spool=store))
     host, port = await server.start()
     stop = asyncio.Event()
-    said: list[bytes] = []
-
-    async def hold(ip: str) -> None:
-        while not stop.is_set():
-            try:
-                reader, writer = await asyncio.open_connection(host, port, local_addr=(ip, 0))
-            except OSError:
-                await asyncio.sleep(0.05)
-                continue
-            try:
-                while not stop.is_set():
-                    try:
-                        data = await asyncio.wait_for(reader.read(200), 0.2)
-                    except TimeoutError:
-                        continue
-                    if not data:
-                        break
-                    if not data.startswith(b"220"):
-                        said.append(data)
-            except OSError:
-                pass
-            finally:
-                writer.close()
-
-    holders = [asyncio.create_task(hold(HOLDER_IPS[i % 4])) for i in range(SLOTS)]
+    stats = AttackStats()
+    holders = asyncio.create_task(
+        flood(host, port, HOLDER_IPS, SLOTS // len(HOLDER_IPS), True, stop, stats)
+    )
     try:
         for _ in range(100):  # bounded: until the holders have every slot
             if server.connections.total >= SLOTS:
@@ -78,10 +57,10 @@ async def flood_then_send(tmp_path: Path, stress_idle: float) -> tuple[bool, lis
             accepted, _took, _why = await asyncio.to_thread(send_one, host, port, "127.0.0.1", 5.0)
             if not accepted:
                 await asyncio.sleep(0.2)
-        return accepted, said
+        return accepted, [reply for reply, _held in stats.cuts]
     finally:
         stop.set()
-        await asyncio.gather(*holders, return_exceptions=True)
+        await asyncio.wait_for(holders, 30)
         await server.stop(grace=0.5)
         await store.close()
 

@@ -46,7 +46,8 @@ class AttackStats:
     peak_open: int = 0
     in_data_now: int = 0
     peak_in_data: int = 0
-    cuts: list[tuple[bytes, float]] = field(default_factory=list)  # (reply, seconds after 354)
+    # (reply, seconds after the 354 for slowloris, after the banner for a flood holder)
+    cuts: list[tuple[bytes, float]] = field(default_factory=list)
 
     def opened(self) -> None:
         self.open_now += 1
@@ -163,14 +164,17 @@ async def _flood_one(
                     stats.refused += 1
                     await asyncio.sleep(0.5)
                     continue
-                # Say nothing; wait to be closed (or for the end of the run).
+                # Say nothing; wait to be closed (or for the end of the run), noting what the
+                # server says when it cuts the holder (seconds since the banner).
+                held = time.monotonic()
                 while not stop.is_set():
                     try:
-                        data = await asyncio.wait_for(reader.read(100), 1.0)
+                        data = await asyncio.wait_for(reader.read(200), 1.0)
                     except TimeoutError:
                         continue
                     if not data:
                         break
+                    stats.cuts.append((data, time.monotonic() - held))
         except (OSError, TimeoutError, asyncio.IncompleteReadError):
             pass
         finally:
