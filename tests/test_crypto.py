@@ -39,12 +39,22 @@ json_values = st.recursive(
     extra=json_values,
 )
 def test_envelope_round_trip_both_ways(text: str, headers: dict[str, str], extra: Any) -> None:
-    env = {"id": "msg_1", "subject": "s", "text": text, "headers": headers, "entities": extra}
+    env = {
+        "id": "msg_1",
+        "queue": "q",
+        "subject": text,
+        "from": {"email": "pat@example.org", "name": text},
+        "text": text,
+        "headers": headers,
+        "entities": extra,
+    }
     sealed = CODEC.seal_envelope("msg_1", env)
     stored = compact(sealed)
-    for name in ("text", "headers", "entities"):  # content fields are sealed, the rest is not
+    # content and people's addresses are sealed, the rest (what SQL reads) is not
+    for name in ("subject", "from", "text", "headers", "entities"):
         assert env[name] is None or sealed[name].startswith("mge1:")
-    assert sealed["id"] == "msg_1" and sealed["subject"] == "s"
+    assert sealed["id"] == "msg_1" and sealed["queue"] == "q"
+    assert "pat@example.org" not in stored
     assert CODEC.open_envelope("msg_1", json.loads(stored)) == env
     assert json.loads(CODEC.open_envelope_json("msg_1", stored)) == env
 

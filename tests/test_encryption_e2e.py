@@ -15,6 +15,10 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+from tests.support.smtp_sink import SmtpSink, smtp_sink
+
+__all__ = ["smtp_sink"]
+
 TOKEN = "test-token-0123456789abcdef0123456789"  # tests/support/server.py BASE_TOML
 CARD = "4111 1111 1111 1111"
 PLANTED = [
@@ -23,6 +27,11 @@ PLANTED = [
     b"BODYMARKER-zx9",
     b"ATTACHMARKER-qq7",
     b"enc-1@example.org",  # a Message-ID: keyed hashes in the dedup and thread indexes
+    # the person: envelope sender, From and its display name (messages' columns, the envelope,
+    # thread contacts and participants, the reply outbox), and the subject
+    b"pat@example.org",
+    b"Pat Customer",
+    b"Refund please",
 ]
 
 
@@ -56,11 +65,17 @@ def api_get(srv: Any, path: str) -> bytes:
         return body
 
 
-def test_encrypted_at_rest_rotation_and_integrity(mailgate_server: Any, tmp_path: Path) -> None:
+def test_encrypted_at_rest_rotation_and_integrity(
+    mailgate_server: Any, smtp_sink: SmtpSink, tmp_path: Path
+) -> None:
     keys = tmp_path / "keys-outside-data-dir"
     keys.mkdir()
     k1, k2 = keys / "k1", keys / "k2"
-    srv = mailgate_server()  # makes the config; restarted below with the key
+    reply = (  # acknowledgements on: the reply outbox holds the person's address too
+        f'[reply]\nenabled = true\nsmarthost = "{smtp_sink.address}"\n'
+        'from = "Example Support <support@example.test>"\nretry_schedule = "0s, 100ms*50"\n'
+    )
+    srv = mailgate_server(extra_toml=reply)  # makes the config; restarted below with the key
     srv.cli("keys", "new-encryption-key", str(k1))
     srv.cli("keys", "new-encryption-key", str(k2))
     assert oct(k1.stat().st_mode & 0o777) == "0o600"
@@ -70,7 +85,7 @@ def test_encrypted_at_rest_rotation_and_integrity(mailgate_server: Any, tmp_path
     srv.env = {"MAILGATE_ENCRYPTION_KEY": k1.read_text().strip()}
     srv.start()
     raw = planted_message()
-    srv.send(raw)
+    srv.send(raw, mail_from="pat@example.org")
     srv.send(planted_message().replace(b"enc-1@", b"enc-2@"))
     rows = srv.wait_processed(2)
     msg_id = rows[-2]["id"]
@@ -96,6 +111,13 @@ def test_encrypted_at_rest_rotation_and_integrity(mailgate_server: Any, tmp_path
     assert answer["thread"]["id"] == detail["envelope"]["thread"]["id"]
     assert answered["inReplyTo"].strip("<>") == "enc-1@example.org"  # the API reads it plain
     assert answered["thread"]["matchedBy"] == "in-reply-to"
+
+    # the acknowledgement went to the return path, opened from its sealed outbox row
+    acks = [m for m in smtp_sink.wait_for(1) if "pat@example.org" in m.rcpt_tos]
+    assert acks and b"Refund please" in acks[0].data
+    with srv.db() as c:
+        (queued,) = c.execute("SELECT COUNT(*) FROM reply_outbox").fetchone()
+    assert queued >= 1
 
     # ... while no file in the data dir holds them (database, WAL, blobs, keys)
     assert files_with(srv.data_dir, PLANTED) == {}

@@ -11,9 +11,13 @@ rewritten. A new data key can be added (``--new-data-key``); old ones stay to re
 Format: ``MGE1`` + data key id (4 bytes) + nonce (12) + ciphertext and tag. The associated
 data binds each ciphertext to where it belongs (``raw:<msg id>``, ``env:<msg id>:<field>``,
 ``blob:<sha256>``), so a ciphertext moved to another row does not decrypt. Envelope fields
-that carry content (``ENCRYPTED_FIELDS``) are stored as ``"mge1:<base64>"`` strings inside the
-otherwise plain JSON, so the store's SQL over the envelope (queue, attachments, reply) still
-works. Bytes without the prefix are read as they are: a store that had no key yet stays
+that carry content or a person's address (``ENCRYPTED_FIELDS``) are stored as
+``"mge1:<base64>"`` strings inside the otherwise plain JSON, so the store's SQL over the envelope
+(queue, attachments) still works; the message columns with addresses and the subject
+(``SEALED_COLUMNS``) and the reply outbox's recipient and draft are sealed the same way
+(``seal_text``, associated data ``col:<row id>:<column>``). Where the store needs only equality
+(thread contacts and participants, the reply limits' return path, Message-IDs, dedup keys) it
+keeps a keyed hash instead (``index``). Bytes without the prefix are read as they are: a store that had no key yet stays
 readable after one is configured. A ciphertext that fails authentication raises
 ``IntegrityError`` (the message is quarantined with reason ``integrity``).
 """
@@ -40,12 +44,23 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from mailgate.config import ENV_ENCRYPTION_KEY, Config
 from mailgate.store.base import StoreError
 from mailgate.store.private import make_private_dirs, write_private_file
+from mailgate.store.rows import KeyedRow
 
 ENV_KEY = ENV_ENCRYPTION_KEY
 MAGIC = b"MGE1"
 FIELD_PREFIX = "mge1:"
 DATA_KEYS_FILE = "data-keys.json"
 ENCRYPTED_FIELDS = (
+    "from",
+    "replyTo",
+    "to",
+    "cc",
+    "bcc",
+    "customer",
+    "envelope",
+    "subject",
+    "bounce",
+    "reply",
     "messageId",
     "inReplyTo",
     "references",
@@ -57,6 +72,11 @@ ENCRYPTED_FIELDS = (
     "calendar",
     "entities",
 )
+SEALED_COLUMNS = ("mail_from", "rcpt_to", "subject")
+"""Columns of ``messages`` (and the rows joined with it) that hold a person's address or the
+subject: sealed like envelope fields (``seal_text``), read back through ``open_columns``."""
+REPLY_SEALED_COLUMNS = ("recipient", "mail_from", "subject", "draft")
+"""Columns of ``reply_outbox`` sealed under the reply's id (its limit keys are keyed hashes)."""
 _HEADER = struct.Struct(">4sI12s")
 
 
@@ -129,6 +149,18 @@ class NullCodec:
         """The form a searched-for value (a Message-ID, a dedup key) is stored and looked up in."""
         return value
 
+    def seal_text(self, where: str, value: str) -> str:
+        """A text column (an address, a subject) as stored; ``where`` names its row and column."""
+        return value
+
+    def open_text(self, where: str, value: str) -> str:
+        return value
+
+    def open_columns(self, row_id: str, row: KeyedRow, names: tuple[str, ...] = ()) -> KeyedRow:
+        """``row`` with its sealed columns opened: ``names``, by default ``SEALED_COLUMNS``
+        (``row_id``: the id the columns were sealed under, the message's or the reply's)."""
+        return row
+
 
 NULL_CODEC = NullCodec()
 
@@ -153,6 +185,27 @@ class AesGcmCodec(NullCodec):
         thread index, dedup keys. Not reversible without the key; equal values, equal hashes."""
         mac = hmac.new(self._index_key, value.encode("utf-8", "surrogatepass"), hashlib.sha256)
         return "h1:" + mac.hexdigest()[:40]
+
+    def seal_text(self, where: str, value: str) -> str:
+        sealed = self._seal(value.encode("utf-8", "surrogatepass"), b"col:" + where.encode())
+        return FIELD_PREFIX + base64.b64encode(sealed).decode("ascii")
+
+    def open_text(self, where: str, value: str) -> str:
+        if not _sealed(value):
+            return value  # written before a key was configured
+        try:
+            sealed = binascii.a2b_base64(value[len(FIELD_PREFIX) :])
+        except (binascii.Error, ValueError):
+            raise IntegrityError(f"sealed column {where.rsplit(':', 1)[-1]} is damaged") from None
+        return self._open(sealed, b"col:" + where.encode()).decode("utf-8", "surrogatepass")
+
+    def open_columns(self, row_id: str, row: KeyedRow, names: tuple[str, ...] = ()) -> KeyedRow:
+        out = {k: row[k] for k in row.keys()}  # noqa: SIM118 (sqlite3.Row iterates values)
+        for name in names or SEALED_COLUMNS:
+            value = out.get(name)
+            if isinstance(value, str) and _sealed(value):
+                out[name] = self.open_text(f"{row_id}:{name}", value)
+        return out
 
     def _seal(self, data: bytes, aad: bytes) -> bytes:
         nonce = os.urandom(12)

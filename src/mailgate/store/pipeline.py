@@ -8,7 +8,7 @@ exists exactly when its message is processed, and a retried run cannot write twi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -54,6 +54,19 @@ class ThreadRef:
     awaited: bool = False
     """Found through a placeholder: a reply named this Message-ID before its message was
     stored, and started this thread (see ``ThreadIntent.awaits``)."""
+    index: Callable[[str], str] = field(default=str, compare=False, repr=False)
+    """How the store keeps ``contact`` and ``participants``: as they are, or as keyed hashes
+    when encryption at rest is on (``NullCodec.index``); `admits` hashes the sender alike."""
+
+    def admits(self, sender: str) -> bool:
+        """True when ``sender`` (normalised) started the thread or is one of its participants;
+        rows stored before encryption was turned on keep plain addresses and still match."""
+        if not sender:
+            return False
+        if sender == self.contact or sender in self.participants:
+            return True
+        hashed = self.index(sender)
+        return hashed == self.contact or hashed in self.participants
 
 
 @dataclass(frozen=True)

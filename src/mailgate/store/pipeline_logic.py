@@ -10,6 +10,7 @@ What this module does not own: SQL or connections (``sqlite_pipeline``, ``postgr
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from mailgate.store.pipeline import AuditRecord, QuarantineRecord, ThreadRef
 from mailgate.store.rows import Row
@@ -31,8 +32,9 @@ def read_participants(raw: str | None) -> frozenset[str]:
     return frozenset(str(v) for v in value) if isinstance(value, list) else frozenset()
 
 
-def thread_ref(r: Row, message_id: str) -> ThreadRef:
-    """A ``thread_messages`` row joined with its thread; ``message_id`` as the caller knows it."""
+def thread_ref(r: Row, message_id: str, index: Callable[[str], str] = str) -> ThreadRef:
+    """A ``thread_messages`` row joined with its thread; ``message_id`` as the caller knows it;
+    ``index``: how the store hashed the thread's addresses (see `ThreadRef.index`)."""
     return ThreadRef(
         thread_id=r["id"],
         ticket=r["ticket"],
@@ -40,6 +42,7 @@ def thread_ref(r: Row, message_id: str) -> ThreadRef:
         participants=read_participants(r["participants"]),
         message_id=message_id,
         awaited=not r["msg_id"],
+        index=index,
     )
 
 

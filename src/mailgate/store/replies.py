@@ -17,6 +17,7 @@ What this module does not own: SMTP (``delivery/smtp_out.py``), templates (``rep
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -71,6 +72,23 @@ class ReplyIntent(Intent):
     global_hourly_cap: int = 0
     smtputf8: bool = False
     at: float = 0.0
+    stored: Mapping[str, str] | None = field(default=None, compare=False, repr=False)
+    """The outbox columns as the store keeps them when encryption at rest is on (recipient,
+    mail_from, subject and draft sealed, the limits' keys hashed); None: `stored_columns`."""
+
+
+def stored_columns(intent: ReplyIntent) -> Mapping[str, str]:
+    """The reply outbox columns an intent writes (and the limit keys it is counted under)."""
+    if intent.stored is not None:
+        return intent.stored
+    return {
+        "recipient": intent.recipient,
+        "recipient_key": intent.recipient.lower(),
+        "recipient_domain": recipient_domain(intent.recipient),
+        "mail_from": intent.mail_from,
+        "subject": intent.subject,
+        "draft": intent.draft,
+    }
 
 
 @dataclass(frozen=True)

@@ -13,3 +13,9 @@ class Row(Protocol):
     """A result row read by column name (``sqlite3.Row``, ``asyncpg.Record``)."""
 
     def __getitem__(self, key: str, /) -> Any: ...
+
+
+class KeyedRow(Row, Protocol):
+    """A row that also names its columns (both drivers' rows do): what can be copied."""
+
+    def keys(self) -> Any: ...

@@ -27,7 +27,7 @@ from mailgate.store.message_logic import message_summary
 from mailgate.store.private import create_private_file, make_private_dirs
 from mailgate.store.sqlite_base import SqliteBase, apply_intents, dumps, migrate
 from mailgate.store.sqlite_claims import SpoolClaimsMixin
-from mailgate.store.sqlite_crypto import index_intents
+from mailgate.store.sqlite_crypto import index_intents, reseal_reply, sealed_subject
 from mailgate.store.sqlite_delivery import DeliveryStoreMixin
 from mailgate.store.sqlite_models import ModelStoreMixin
 from mailgate.store.sqlite_notify import SqliteNotifier
@@ -114,13 +114,14 @@ class SqliteStore(
 
     async def spool(self, *records: SpoolRecord) -> None:
         """See `Spool.spool`: returns after the COMMIT that holds these records (all or none)."""
+        seal = self.codec.seal_text
         rows = [
             (
                 r.id,
                 r.received_at,
                 r.tenant,
-                r.mail_from,
-                dumps(r.rcpt_to),
+                seal(f"{r.id}:mail_from", r.mail_from),
+                seal(f"{r.id}:rcpt_to", dumps(r.rcpt_to)),
                 r.client_ip,
                 r.helo,
                 int(r.tls),
@@ -155,7 +156,9 @@ class SqliteStore(
     ) -> None:
         """See `MessageStore.complete`."""
         env_json = dumps(self.codec.seal_envelope(msg_id, envelope))
-        subject = envelope.get("subject")
+        subject = sealed_subject(self.codec, msg_id, envelope)
+        reply = envelope.get("reply")
+        indexed = index_intents(self.codec, msg_id, intents)
 
         def write(conn: sqlite3.Connection) -> None:
             row = conn.execute("SELECT state FROM messages WHERE id = ?", (msg_id,)).fetchone()
@@ -168,7 +171,8 @@ class SqliteStore(
                 " last_error = NULL WHERE id = ?",
                 (state, env_json, subject, time.time(), msg_id),
             )
-            apply_intents(conn, msg_id, envelope, index_intents(self.codec, intents))
+            apply_intents(conn, msg_id, envelope, indexed)
+            reseal_reply(conn, self.codec, msg_id, envelope, reply)
 
         # Not fsynced on its own: lost to a power failure, the message is still spooled (that
         # commit was durable) and is processed again. The next durable commit syncs it.
@@ -235,7 +239,8 @@ class SqliteStore(
         )
         if row is None:
             raise NotFound(msg_id)
-        out = dict(row)
+        opened = self.codec.open_columns(msg_id, row)
+        out: dict[str, Any] = {k: opened[k] for k in opened.keys()}  # noqa: SIM118
         out["rcpt_to"] = json.loads(out["rcpt_to"])
         out["tls"] = bool(out["tls"])
         out["auth"] = json.loads(out["auth"]) if out["auth"] else None
@@ -270,7 +275,7 @@ class SqliteStore(
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY seq DESC LIMIT ?"
         rows = await self._read(sql, [*params, limit])
-        return [message_summary(r) for r in rows]
+        return [message_summary(self.codec.open_columns(r["id"], r)) for r in rows]
 
     async def count_by_state(self) -> dict[str, int]:
         rows = await self._read("SELECT state, COUNT(*) AS n FROM messages GROUP BY state")

@@ -8,12 +8,14 @@ import dataclasses
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from mailgate.store.base import Intent, SpooledMessage
-from mailgate.store.crypto import IntegrityError, NullCodec
+from mailgate.store.crypto import REPLY_SEALED_COLUMNS, IntegrityError, NullCodec
 from mailgate.store.pipeline import DedupIntent, ThreadIntent
+from mailgate.store.replies import ReplyIntent, stored_columns
+from mailgate.store.rows import Row
 from mailgate.store.sqlite_base import dumps
 
 log = logging.getLogger("mailgate.store")
@@ -44,14 +46,22 @@ def quarantine_integrity(conn: sqlite3.Connection, bad: list[tuple[str, str, str
 async def open_claimed(
     store: Any,
     rows: list[sqlite3.Row],
-    build: Callable[[sqlite3.Row], SpooledMessage],
+    build: Callable[[Row], SpooledMessage],
 ) -> list[SpooledMessage]:
     """``build`` each claimed row with its raw bytes decrypted; tampered rows are quarantined."""
     codec: NullCodec = store.codec
     out: list[SpooledMessage] = []
     bad: list[tuple[str, str, str]] = []
     for r in rows:
-        msg = build(r)
+        try:
+            msg = build(codec.open_columns(r["id"], r))
+        except IntegrityError as exc:  # a sealed address column that does not open
+            bad.append((r["id"], r["tenant"], str(exc)))
+            log.warning(
+                "message columns failed their integrity check: quarantined",
+                extra={"fields": {"msg_id": r["id"], "error": str(exc)}},
+            )
+            continue
         try:
             raw = codec.open_raw(msg.id, msg.raw)
         except IntegrityError as exc:
@@ -71,9 +81,11 @@ def _mid(value: str) -> str:
     return value.strip().strip("<>").strip()
 
 
-def index_intents(codec: NullCodec, intents: list[Intent]) -> list[Intent]:
-    """With encryption on, dedup keys and thread Message-IDs are stored as keyed hashes
-    (``codec.index``); the lookups (``find_duplicate``, ``find_threads``) hash what they seek."""
+def index_intents(codec: NullCodec, msg_id: str, intents: list[Intent]) -> list[Intent]:
+    """With encryption on, what the intents store about people is hashed or sealed: dedup keys,
+    thread Message-IDs and the thread's contact and participants become keyed hashes
+    (``codec.index``; the lookups hash what they seek, `ThreadRef.admits` the sender), the
+    thread's subject is sealed, and a reply's outbox columns are prepared by `seal_reply`."""
     if not codec.enabled:
         return intents
     out: list[Intent] = []
@@ -85,6 +97,55 @@ def index_intents(codec: NullCodec, intents: list[Intent]) -> list[Intent]:
                 i,
                 message_id=codec.index(_mid(i.message_id)) if i.message_id else i.message_id,
                 awaits=codec.index(_mid(i.awaits)) if i.awaits else i.awaits,
+                sender=codec.index(i.sender) if i.sender else "",
+                participants=tuple(codec.index(p) for p in i.participants if p),
+                subject=(
+                    codec.seal_text(f"{i.thread_id}:subject", i.subject)
+                    if i.subject is not None
+                    else None
+                ),
             )
+        elif isinstance(i, ReplyIntent):
+            i = dataclasses.replace(i, stored=seal_reply(codec, i))
         out.append(i)
     return out
+
+
+def seal_reply(codec: NullCodec, intent: ReplyIntent) -> dict[str, str]:
+    """The outbox columns of a reply with encryption on: what the SMTP worker must send again
+    (recipient, envelope sender, subject, draft) sealed under the reply's id, the return path
+    and its domain (what the rate limits count) as keyed hashes."""
+    plain = stored_columns(intent)
+    out = {k: codec.seal_text(f"{intent.reply_id}:{k}", plain[k]) for k in REPLY_SEALED_COLUMNS}
+    out["recipient_key"] = codec.index(plain["recipient_key"])
+    out["recipient_domain"] = codec.index(plain["recipient_domain"])
+    return out
+
+
+def sealed_subject(codec: NullCodec, msg_id: str, envelope: Mapping[str, Any]) -> str | None:
+    """The ``messages.subject`` column as stored (sealed with encryption on)."""
+    subject = envelope.get("subject")
+    if subject is None or not codec.enabled:
+        return subject if subject is None else str(subject)
+    return codec.seal_text(f"{msg_id}:subject", str(subject))
+
+
+def reseal_reply(
+    conn: sqlite3.Connection,
+    codec: NullCodec,
+    msg_id: str,
+    envelope: dict[str, Any],
+    before: Any,
+) -> None:
+    """The reply applier rewrites the stored envelope's ``reply`` field in place when it
+    suppresses a reply (``apply_reply``); with encryption on that field is sealed, so write the
+    sealed form over it in the same transaction."""
+    after = envelope.get("reply")
+    if not codec.enabled or after is before or after is None:
+        return
+    sealed = codec.seal_envelope(msg_id, {"reply": after})["reply"]
+    conn.execute(
+        "UPDATE messages SET envelope = json_set(envelope, '$.reply', ?)"
+        " WHERE id = ? AND envelope IS NOT NULL",
+        (sealed, msg_id),
+    )

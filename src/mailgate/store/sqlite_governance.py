@@ -45,6 +45,7 @@ from mailgate.store.governance import (
     valid_address,
 )
 from mailgate.store.retention import Purger, enabled
+from mailgate.store.rows import KeyedRow
 from mailgate.store.sqlite_base import SqliteBase, dumps
 from mailgate.store.sqlite_retention import RetentionMixin, checkpoint_truncate
 from mailgate.store.writer import connect
@@ -52,14 +53,25 @@ from mailgate.store.writer import connect
 CHUNK = 400  # ids per ``IN (…)``: well below SQLite's bound-parameter limit
 NOTICE_STATE = "notice"  # the row that carries a subject.erased event (not a message)
 
-_CANDIDATES = (
+_SCAN = (
     "SELECT m.seq, m.id, m.tenant, m.mail_from, m.rcpt_to, m.envelope, r.raw FROM messages m"
     " LEFT JOIN message_raw r ON r.id = m.id"
     " WHERE m.seq > ? AND m.state != 'notice' AND (? IS NULL OR m.tenant = ?)"
-    " AND (instr(lower(m.mail_from), ?) > 0 OR instr(lower(m.rcpt_to), ?) > 0"
-    " OR instr(lower(m.envelope), ?) > 0 OR instr(lower(r.raw), ?) > 0)"
-    " ORDER BY m.seq"
 )
+_CANDIDATES = (
+    _SCAN + " AND (instr(lower(m.mail_from), ?) > 0 OR instr(lower(m.rcpt_to), ?) > 0"
+    " OR instr(lower(m.envelope), ?) > 0 OR instr(lower(r.raw), ?) > 0) ORDER BY m.seq"
+)
+
+
+def _candidates(
+    codec: NullCodec, since: int, tenant: str | None, addr: str
+) -> tuple[str, tuple[Any, ...]]:
+    """The candidate query: plain stores are searched for the address; in an encrypted store
+    nothing holds it in clear, so every message of the tenant is opened and checked."""
+    if codec.enabled:
+        return _SCAN + " ORDER BY m.seq", (since, tenant, tenant)
+    return _CANDIDATES, (since, tenant, tenant, addr, addr, addr, addr)
 
 
 def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
@@ -79,10 +91,13 @@ def _count_in(conn: sqlite3.Connection, sql: str, ids: Sequence[str]) -> int:
     return total
 
 
-def _names_subject(
-    row: sqlite3.Row | dict[str, Any], addr: str, codec: NullCodec = NULL_CODEC
-) -> bool:
+def _names_subject(row: KeyedRow, addr: str, codec: NullCodec = NULL_CODEC) -> bool:
     """True when ``addr`` is the envelope sender, an envelope recipient or in an address header."""
+    try:
+        row = codec.open_columns(row["id"], row)
+        envelope = codec.open_envelope_json(row["id"], row["envelope"] or "")
+    except (IntegrityError, ValueError):
+        return False  # unreadable: an operator finds it in quarantine (reason integrity)
     if normalise_address(row["mail_from"] or "") == addr:
         return True
     try:
@@ -91,7 +106,7 @@ def _names_subject(
         rcpts = []
     if any(normalise_address(str(r)) == addr for r in rcpts):
         return True
-    if addr in _envelope_addresses(row["envelope"]):
+    if addr in _envelope_addresses(envelope):
         return True
     raw = row["raw"]
     if raw is None:
@@ -198,7 +213,7 @@ class GovernanceStoreMixin(SqliteBase):
         report = ErasureReport(shash, [tenant] if tenant else [], dry_run)
 
         # pass 1, a read: every candidate so far, checked against the parsed headers
-        rows = await self._read(_CANDIDATES, (0, tenant, tenant, addr, addr, addr, addr))
+        rows = await self._read(*_candidates(self.codec, 0, tenant, addr))
         last_seq = max((r["seq"] for r in rows), default=0)
         owners = {r["id"]: r["tenant"] for r in rows if _names_subject(r, addr, self.codec)}
         ids = list(owners)
@@ -208,7 +223,7 @@ class GovernanceStoreMixin(SqliteBase):
 
         def write(conn: sqlite3.Connection) -> None:
             conn.execute("PRAGMA secure_delete = ON")
-            late = conn.execute(_CANDIDATES, (last_seq, tenant, tenant, addr, addr, addr, addr))
+            late = conn.execute(*_candidates(self.codec, last_seq, tenant, addr))
             for r in late.fetchall():
                 if _names_subject(r, addr, self.codec):
                     ids.append(r["id"])
@@ -293,6 +308,7 @@ class GovernanceStoreMixin(SqliteBase):
         )
         tenant_clause = " AND tenant = ?" if tenant else ""
         t_params: tuple[str, ...] = (tenant,) if tenant else ()
+        hashed = self.codec.index(addr)  # how an encrypted store keeps it where it searches
         reply_ids = {
             r[0]
             for part in _chunks(ids)
@@ -303,8 +319,8 @@ class GovernanceStoreMixin(SqliteBase):
         reply_ids |= {
             r[0]
             for r in conn.execute(
-                "SELECT id FROM reply_outbox WHERE recipient_key = ?" + tenant_clause,
-                (addr, *t_params),
+                "SELECT id FROM reply_outbox WHERE recipient_key IN (?, ?)" + tenant_clause,
+                (addr, hashed, *t_params),
             )
         }
         report.replies = len(reply_ids)
@@ -332,9 +348,10 @@ class GovernanceStoreMixin(SqliteBase):
         thread_ids |= {
             r[0]
             for r in conn.execute(
-                "SELECT id FROM threads WHERE (lower(contact) = ? OR instr(lower(participants), ?)"
-                " > 0)" + tenant_clause,
-                (addr, addr, *t_params),
+                "SELECT id FROM threads WHERE (lower(contact) IN (?, ?)"
+                " OR instr(lower(participants), ?) > 0 OR instr(participants, ?) > 0)"
+                + tenant_clause,
+                (addr, hashed, addr, hashed, *t_params),
             )
         }
         if dry_run:
@@ -343,7 +360,10 @@ class GovernanceStoreMixin(SqliteBase):
                 members = conn.execute(
                     "SELECT msg_id, sender FROM thread_messages WHERE thread_id = ?", (t,)
                 ).fetchall()
-                gone = all(m[0] in erased or normalise_address(m[1]) == addr for m in members)
+                gone = all(
+                    m[0] in erased or m[1] == hashed or normalise_address(m[1]) == addr
+                    for m in members
+                )
                 if gone:
                     report.threads_deleted += 1
                 else:
@@ -360,8 +380,8 @@ class GovernanceStoreMixin(SqliteBase):
         for rid in reply_ids:
             conn.execute("DELETE FROM reply_outbox WHERE id = ?", (rid,))
         conn.execute(
-            "DELETE FROM thread_messages WHERE lower(sender) = ?" + tenant_clause,
-            (addr, *t_params),
+            "DELETE FROM thread_messages WHERE lower(sender) IN (?, ?)" + tenant_clause,
+            (addr, hashed, *t_params),
         )
         for thread_id in sorted(thread_ids):
             self._fix_thread(conn, thread_id, addr, report)
@@ -373,9 +393,8 @@ class GovernanceStoreMixin(SqliteBase):
         report.audit_masked = cur.rowcount
         return {h for h in hashes if not self._blob_referenced(conn, h)}
 
-    @staticmethod
     def _fix_thread(
-        conn: sqlite3.Connection, thread_id: str, addr: str, report: ErasureReport
+        self, conn: sqlite3.Connection, thread_id: str, addr: str, report: ErasureReport
     ) -> None:
         """Delete a thread left empty; otherwise drop the subject from its participants and,
         when they started it, hand the contact and subject to the earliest remaining message."""
@@ -397,11 +416,20 @@ class GovernanceStoreMixin(SqliteBase):
             participants = [str(p) for p in json.loads(row["participants"] or "[]")]
         except ValueError:
             participants = []
-        participants = [p for p in participants if normalise_address(p) != addr]
+        gone = {addr, self.codec.index(addr)}
+        participants = [p for p in participants if p not in gone and normalise_address(p) != addr]
         sets, params = ["participants = ?", "message_count = ?"], [dumps(participants), len(left)]
-        if normalise_address(row["contact"] or "") == addr:
+        if row["contact"] in gone or normalise_address(row["contact"] or "") == addr:
+            first = left[0]
+            subject = first["subject"]
+            if subject is not None and self.codec.enabled:  # sealed under the message's id
+                try:
+                    plain = self.codec.open_text(f"{first['msg_id']}:subject", subject)
+                    subject = self.codec.seal_text(f"{thread_id}:subject", plain)
+                except IntegrityError:
+                    subject = None
             sets += ["contact = ?", "subject = ?"]
-            params += [left[0]["sender"], left[0]["subject"]]
+            params += [first["sender"], subject]
         conn.execute(f"UPDATE threads SET {', '.join(sets)} WHERE id = ?", (*params, thread_id))
         report.threads_updated += 1
 

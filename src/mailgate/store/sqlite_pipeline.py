@@ -43,7 +43,7 @@ from mailgate.store.pipeline_logic import (
     thread_ref,
 )
 from mailgate.store.sqlite_base import SqliteBase, applies, apply_intents, dumps
-from mailgate.store.sqlite_crypto import index_intents
+from mailgate.store.sqlite_crypto import index_intents, reseal_reply, sealed_subject
 from mailgate.store.writer import connect
 
 # ---------------------------------------------------------------------------- appliers
@@ -248,7 +248,8 @@ class PipelineStoreMixin(SqliteBase):
             f" WHERE tm.tenant = ? AND tm.message_id IN ({marks})",
             (tenant, *ids),
         )
-        return [thread_ref(r, hashed.get(r["message_id"], r["message_id"])) for r in rows]
+        index = self.codec.index
+        return [thread_ref(r, hashed.get(r["message_id"], r["message_id"]), index) for r in rows]
 
     async def find_thread_by_ticket(self, tenant: str, ticket: str) -> ThreadRef | None:
         """See `PipelinePorts.find_thread_by_ticket`."""
@@ -259,7 +260,13 @@ class PipelineStoreMixin(SqliteBase):
         if not rows:
             return None
         r = rows[0]
-        return ThreadRef(r["id"], r["ticket"], r["contact"], read_participants(r["participants"]))
+        return ThreadRef(
+            r["id"],
+            r["ticket"],
+            r["contact"],
+            read_participants(r["participants"]),
+            index=self.codec.index,
+        )
 
     async def message_seq(self, msg_id: str) -> int | None:
         """See `PipelinePorts.message_seq`: the tenant's own number (``005_tenant_tickets.sql``)."""
@@ -313,7 +320,7 @@ class PipelineStoreMixin(SqliteBase):
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY q.created_at DESC, q.msg_id DESC LIMIT ?"
         rows = await self._read(sql, [*params, limit])
-        return [quarantine_record(r) for r in rows]
+        return [quarantine_record(self.codec.open_columns(r["msg_id"], r)) for r in rows]
 
     async def get_quarantine(self, msg_id: str) -> QuarantineRecord:
         row = await self._read_one(
@@ -324,7 +331,7 @@ class PipelineStoreMixin(SqliteBase):
         )
         if row is None:
             raise NotFound(msg_id)
-        return quarantine_record(row)
+        return quarantine_record(self.codec.open_columns(msg_id, row))
 
     async def release_quarantined(
         self, msg_id: str, envelope: dict[str, Any], intents: list[Intent], *, actor: str
@@ -358,7 +365,11 @@ class PipelineStoreMixin(SqliteBase):
                 detail={"reason": q["reason"] if q else None},
                 at=now,
             )
-            apply_intents(conn, msg_id, envelope, index_intents(self.codec, [*intents, audit]))
+            reply = envelope.get("reply")
+            apply_intents(
+                conn, msg_id, envelope, index_intents(self.codec, msg_id, [*intents, audit])
+            )
+            reseal_reply(conn, self.codec, msg_id, envelope, reply)
 
         await self._write(write)
 
@@ -482,17 +493,22 @@ class PipelineStoreMixin(SqliteBase):
     ) -> None:
         """Store a replayed envelope (and any intents, e.g. a redelivery) with an audit entry."""
         env_json = dumps(self.codec.seal_envelope(msg_id, envelope))
+        subject = sealed_subject(self.codec, msg_id, envelope)
         now = time.time()
 
         def write(conn: sqlite3.Connection) -> None:
             cur = conn.execute(
                 "UPDATE messages SET envelope = ?, subject = ? WHERE id = ?",
-                (env_json, envelope.get("subject"), msg_id),
+                (env_json, subject, msg_id),
             )
             if cur.rowcount == 0:
                 raise NotFound(msg_id)
             audit = AuditIntent(actor=actor, action="replay", target=msg_id, detail=detail, at=now)
-            apply_intents(conn, msg_id, envelope, index_intents(self.codec, [*intents, audit]))
+            reply = envelope.get("reply")
+            apply_intents(
+                conn, msg_id, envelope, index_intents(self.codec, msg_id, [*intents, audit])
+            )
+            reseal_reply(conn, self.codec, msg_id, envelope, reply)
 
         await self._write(write)
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mailgate.store.base import NotFound
+from mailgate.store.crypto import REPLY_SEALED_COLUMNS
 from mailgate.store.replies import (
     Banner,
     ReplyAttempt,
@@ -24,6 +25,7 @@ from mailgate.store.replies import (
     ReplyRecord,
     ReplyUsage,
     recipient_domain,
+    stored_columns,
 )
 from mailgate.store.replies_logic import (
     COUNTED,
@@ -54,6 +56,7 @@ def limit_reason(conn: sqlite3.Connection, intent: ReplyIntent, now: float) -> s
     The return-path and domain limits count every tenant's replies (backscatter through many
     tenants is still bounded by one limit).
     """
+    cols = stored_columns(intent)
     if intent.per_thread_limit > 0 and intent.thread_id:
         (n,) = conn.execute(
             f"SELECT COUNT(*) FROM reply_outbox WHERE thread_id = ? AND {COUNTED}",
@@ -66,7 +69,7 @@ def limit_reason(conn: sqlite3.Connection, intent: ReplyIntent, now: float) -> s
         (n,) = conn.execute(
             "SELECT COUNT(*) FROM reply_outbox WHERE recipient_key = ?"
             f" AND created_at >= ? AND {COUNTED}",
-            (intent.recipient.lower(), since),
+            (cols["recipient_key"], since),
         ).fetchone()
         if n >= intent.per_sender_limit:
             return "sender-limit"
@@ -74,7 +77,7 @@ def limit_reason(conn: sqlite3.Connection, intent: ReplyIntent, now: float) -> s
         (n,) = conn.execute(
             "SELECT COUNT(*) FROM reply_outbox WHERE recipient_domain = ?"
             f" AND created_at >= ? AND {COUNTED}",
-            (recipient_domain(intent.recipient), since),
+            (cols["recipient_domain"], since),
         ).fetchone()
         if n >= intent.per_domain_limit:
             return "domain-limit"
@@ -103,6 +106,7 @@ def apply_reply(
     if conn.execute("SELECT 1 FROM reply_outbox WHERE msg_id = ?", (msg_id,)).fetchone():
         return
     now = intent.at or time.time()
+    cols = stored_columns(intent)
     reason = limit_reason(conn, intent, now)
     state = "pending" if reason is None else "suppressed"
     conn.execute(
@@ -118,13 +122,13 @@ def apply_reply(
             intent.ticket,
             intent.queue,
             intent.template,
-            intent.recipient,
-            intent.recipient.lower(),
-            recipient_domain(intent.recipient),
-            intent.mail_from,
+            cols["recipient"],
+            cols["recipient_key"],
+            cols["recipient_domain"],
+            cols["mail_from"],
             intent.message_id,
-            intent.subject,
-            intent.draft,
+            cols["subject"],
+            cols["draft"],
             int(intent.smtputf8),
             state,
             reason,
@@ -170,20 +174,23 @@ class ReplyStoreMixin(SqliteBase):
         hour_since: float,
     ) -> ReplyUsage:
         """See `ReplyPorts.reply_usage` (one read: five indexed counts)."""
+        key, domain, index = recipient.lower(), recipient_domain(recipient), self.codec.index
         rows = await self._port_read(
             "SELECT"
             f" (SELECT COUNT(*) FROM reply_outbox WHERE thread_id = ? AND {COUNTED}) AS thread,"
-            " (SELECT COUNT(*) FROM reply_outbox WHERE recipient_key = ?"
+            " (SELECT COUNT(*) FROM reply_outbox WHERE recipient_key IN (?, ?)"
             f"   AND created_at >= ? AND {COUNTED}) AS sender,"
-            " (SELECT COUNT(*) FROM reply_outbox WHERE recipient_domain = ?"
+            " (SELECT COUNT(*) FROM reply_outbox WHERE recipient_domain IN (?, ?)"
             f"   AND created_at >= ? AND {COUNTED}) AS domain,"
             f" (SELECT COUNT(*) FROM reply_outbox WHERE created_at >= ? AND {COUNTED}) AS hour,"
             " (SELECT state FROM reply_outbox WHERE msg_id = ?) AS existing",
             (
                 thread_id or "",
-                recipient.lower(),
+                key,
+                index(key),  # a keyed hash with encryption on (see sqlite_crypto.seal_reply)
                 sender_since,
-                recipient_domain(recipient),
+                domain,
+                index(domain),
                 sender_since,
                 hour_since,
                 msg_id,
@@ -237,7 +244,7 @@ class ReplyStoreMixin(SqliteBase):
             )
 
         rows: list[sqlite3.Row] = await self._write(write)
-        return [reply_item(r) for r in rows]
+        return [reply_item(self.codec.open_columns(r["id"], r, REPLY_SEALED_COLUMNS)) for r in rows]
 
     async def finish_reply(self, item: ReplyItem, result: ReplyAttempt, *, owner: str) -> None:
         """See `ReplyStore.finish_reply`."""
@@ -320,7 +327,10 @@ class ReplyStoreMixin(SqliteBase):
             params.append(state)
         sql += " ORDER BY rowid DESC LIMIT ?"
         params.append(limit)
-        return [reply_record(r) for r in await self._read(sql, params)]
+        rows = await self._read(sql, params)
+        return [
+            reply_record(self.codec.open_columns(r["id"], r, REPLY_SEALED_COLUMNS)) for r in rows
+        ]
 
     async def get_reply(self, reply_id: str) -> ReplyRecord:
         """By outbox id (``rpl_…``) or by the acknowledged message's id (``msg_…``)."""
@@ -335,15 +345,16 @@ class ReplyStoreMixin(SqliteBase):
             " ORDER BY id",
             (row["id"],),
         )
-        return reply_record(row, [dict(h) for h in history])
+        opened = self.codec.open_columns(row["id"], row, REPLY_SEALED_COLUMNS)
+        return reply_record(opened, [dict(h) for h in history])
 
     async def get_reply_draft(self, reply_id: str) -> str:
         row = await self._read_one(
-            "SELECT draft FROM reply_outbox WHERE id = ? OR msg_id = ?", (reply_id, reply_id)
+            "SELECT id, draft FROM reply_outbox WHERE id = ? OR msg_id = ?", (reply_id, reply_id)
         )
         if row is None:
             raise NotFound(f"reply {reply_id}")
-        return str(row["draft"])
+        return str(self.codec.open_text(f"{row['id']}:draft", row["draft"]))
 
     async def retry_replies(self, reply_ids: list[str] | None) -> int:
         now = time.time()

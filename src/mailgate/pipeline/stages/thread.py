@@ -79,7 +79,7 @@ class ThreadStage:
         subject_re, alias_re = ticket_patterns(prefix)
 
         def allowed(ref: ThreadRef) -> bool:
-            return bool(sender) and (sender == ref.contact or sender in ref.participants)
+            return ref.admits(sender)
 
         found: ThreadRef | None = None
         matched_by = "new"

@@ -1,0 +1,148 @@
+"""Addresses and subjects at rest (issue 15): the sealed message and reply columns, the keyed
+hashes the thread index and the reply limits keep instead of addresses, and rows written before
+a key was configured still matching."""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mailgate.store.crypto import NULL_CODEC, AesGcmCodec, IntegrityError
+from mailgate.store.pipeline import DedupIntent, ThreadIntent, ThreadRef
+from mailgate.store.replies import ReplyIntent, stored_columns
+from mailgate.store.sqlite_crypto import index_intents, sealed_subject
+
+CODEC = AesGcmCodec({1: secrets.token_bytes(32)}, 1)
+
+
+@settings(max_examples=100, deadline=None)
+@given(value=st.text())
+def test_text_columns_round_trip_and_hide_the_value(value: str) -> None:
+    sealed = CODEC.seal_text("msg_1:mail_from", value)
+    assert sealed.startswith("mge1:")
+    assert CODEC.open_text("msg_1:mail_from", sealed) == value
+    if len(value) > 3:
+        assert value not in sealed
+
+
+def test_text_columns_are_bound_to_row_and_column() -> None:
+    sealed = CODEC.seal_text("msg_1:mail_from", "pat@example.org")
+    for where in ("msg_2:mail_from", "msg_1:subject"):
+        with pytest.raises(IntegrityError):
+            CODEC.open_text(where, sealed)
+    with pytest.raises(IntegrityError):
+        CODEC.open_text("msg_1:mail_from", sealed[:-6] + "AAAAAA")
+    with pytest.raises(IntegrityError):
+        CODEC.open_text("msg_1:mail_from", "mge1:not base64!")
+    # written before a key was configured: read as it is
+    assert CODEC.open_text("msg_1:mail_from", "pat@example.org") == "pat@example.org"
+    assert NULL_CODEC.seal_text("msg_1:mail_from", "pat@example.org") == "pat@example.org"
+
+
+def test_open_columns_opens_only_the_sealed_ones() -> None:
+    row = {
+        "id": "msg_1",
+        "mail_from": CODEC.seal_text("msg_1:mail_from", "pat@example.org"),
+        "rcpt_to": '["support@example.test"]',  # plain: written before the key
+        "subject": CODEC.seal_text("msg_1:subject", "Refund"),
+        "state": "processed",
+    }
+    opened = CODEC.open_columns("msg_1", row)
+    assert opened["mail_from"] == "pat@example.org"
+    assert opened["rcpt_to"] == '["support@example.test"]'
+    assert opened["subject"] == "Refund"
+    assert opened["state"] == "processed"
+    assert NULL_CODEC.open_columns("msg_1", row) is row
+
+
+def thread_intent(**kw: object) -> ThreadIntent:
+    base: dict[str, object] = {
+        "tenant": "default",
+        "thread_id": "thr_1",
+        "ticket": None,
+        "is_new": True,
+        "message_id": "<a@example.org>",
+        "sender": "pat@example.org",
+        "participants": ("pat@example.org", "sam@example.org"),
+        "subject": "Refund",
+    }
+    base.update(kw)
+    return ThreadIntent(**base)  # type: ignore[arg-type]
+
+
+def test_thread_addresses_become_keyed_hashes_and_still_admit_their_people() -> None:
+    (indexed,) = index_intents(CODEC, "msg_1", [thread_intent()])
+    assert isinstance(indexed, ThreadIntent)
+    assert indexed.sender == CODEC.index("pat@example.org")
+    assert set(indexed.participants) == {
+        CODEC.index("pat@example.org"),
+        CODEC.index("sam@example.org"),
+    }
+    assert "Refund" not in (indexed.subject or "")
+    assert CODEC.open_text("thr_1:subject", indexed.subject or "") == "Refund"
+    assert indexed.message_id == CODEC.index("a@example.org")
+    ref = ThreadRef(
+        "thr_1",
+        None,
+        indexed.sender,
+        frozenset(indexed.participants),
+        index=CODEC.index,
+    )
+    assert ref.admits("pat@example.org") and ref.admits("sam@example.org")
+    assert not ref.admits("mallory@example.org")
+    assert not ref.admits("")
+    # a thread stored before the key: plain addresses, still matched
+    old = ThreadRef(
+        "thr_0", None, "pat@example.org", frozenset({"sam@example.org"}), index=CODEC.index
+    )
+    assert old.admits("pat@example.org") and old.admits("sam@example.org")
+    assert not old.admits("mallory@example.org")
+    # without a key nothing changes
+    assert index_intents(NULL_CODEC, "msg_1", [thread_intent()]) == [thread_intent()]
+
+
+def test_other_intents_are_left_alone_or_hashed() -> None:
+    dedup = DedupIntent(tenant="default", key="k1", seen_at=1.0, window=10.0)
+    (indexed,) = index_intents(CODEC, "msg_1", [dedup])
+    assert isinstance(indexed, DedupIntent) and indexed.key == CODEC.index("k1")
+
+
+def reply_intent() -> ReplyIntent:
+    return ReplyIntent(
+        reply_id="rpl_1",
+        tenant="default",
+        recipient="Pat@Example.org",
+        mail_from="",
+        draft='{"to": "Pat@Example.org"}',
+        message_id="<r@example.test>",
+        template="ack",
+        subject="Re: Refund",
+    )
+
+
+def test_reply_columns_sealed_and_limit_keys_hashed() -> None:
+    intent = reply_intent()
+    plain = stored_columns(intent)
+    assert plain["recipient_key"] == "pat@example.org"
+    assert plain["recipient_domain"] == "example.org"
+    (sealed,) = index_intents(CODEC, "msg_1", [intent])
+    assert isinstance(sealed, ReplyIntent)
+    cols = stored_columns(sealed)
+    assert sealed.recipient == intent.recipient  # the intent itself stays plain (the envelope)
+    for name in ("recipient", "mail_from", "subject", "draft"):
+        assert cols[name].startswith("mge1:")
+        assert CODEC.open_text(f"rpl_1:{name}", cols[name]) == plain[name]
+    # the limits count hashes: equal for the same return path whatever its case
+    assert cols["recipient_key"] == CODEC.index("pat@example.org")
+    assert cols["recipient_domain"] == CODEC.index("example.org")
+    assert "example.org" not in "".join(cols.values())
+
+
+def test_sealed_subject() -> None:
+    assert sealed_subject(NULL_CODEC, "msg_1", {"subject": "Refund"}) == "Refund"
+    assert sealed_subject(CODEC, "msg_1", {}) is None
+    stored = sealed_subject(CODEC, "msg_1", {"subject": "Refund"})
+    assert stored is not None and CODEC.open_text("msg_1:subject", stored) == "Refund"
