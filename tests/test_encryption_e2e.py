@@ -15,9 +15,10 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+from tests.support.dns_server import DnsTestServer, dns_server
 from tests.support.smtp_sink import SmtpSink, smtp_sink
 
-__all__ = ["smtp_sink"]
+__all__ = ["dns_server", "smtp_sink"]
 
 TOKEN = "test-token-0123456789abcdef0123456789"  # tests/support/server.py BASE_TOML
 CARD = "4111 1111 1111 1111"
@@ -66,8 +67,11 @@ def api_get(srv: Any, path: str) -> bytes:
 
 
 def test_encrypted_at_rest_rotation_and_integrity(
-    mailgate_server: Any, smtp_sink: SmtpSink, tmp_path: Path
+    mailgate_server: Any, smtp_sink: SmtpSink, dns_server: DnsTestServer, tmp_path: Path
 ) -> None:
+    # SPF passes for the sender's domain: its result names the envelope sender (mailFrom)
+    dns_server.add_txt("example.org", "v=spf1 ip4:127.0.0.1 -all")
+    auth = f'nameservers = ["{dns_server.address}"]\ntimeout = "500ms"\nbudget = "3s"'
     keys = tmp_path / "keys-outside-data-dir"
     keys.mkdir()
     k1, k2 = keys / "k1", keys / "k2"
@@ -75,7 +79,9 @@ def test_encrypted_at_rest_rotation_and_integrity(
         f'[reply]\nenabled = true\nsmarthost = "{smtp_sink.address}"\n'
         'from = "Example Support <support@example.test>"\nretry_schedule = "0s, 100ms*50"\n'
     )
-    srv = mailgate_server(extra_toml=reply)  # makes the config; restarted below with the key
+    srv = mailgate_server(
+        extra_toml=reply, auth=True, auth_extra=auth
+    )  # makes the config; restarted below with the key
     srv.cli("keys", "new-encryption-key", str(k1))
     srv.cli("keys", "new-encryption-key", str(k2))
     assert oct(k1.stat().st_mode & 0o777) == "0o600"
@@ -93,6 +99,8 @@ def test_encrypted_at_rest_rotation_and_integrity(
     # the API and the worker see plain data ...
     detail = json.loads(api_get(srv, f"/v1/messages/{msg_id}"))
     assert "BODYMARKER-zx9" in detail["envelope"]["text"]
+    assert detail["envelope"]["from"]["email"] == "pat@example.org"
+    assert detail["envelope"]["spf"]["result"] == "pass"
     assert api_get(srv, f"/v1/messages/{msg_id}/raw") == raw
     att_url = detail["envelope"]["attachments"][0]["url"]
     with urllib.request.urlopen(srv.api_base + att_url.split("8025", 1)[1], timeout=10) as r:

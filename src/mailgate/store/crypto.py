@@ -61,6 +61,9 @@ ENCRYPTED_FIELDS = (
     "subject",
     "bounce",
     "reply",
+    "spf",  # its mailFrom is the envelope sender
+    "dkim",  # i= may be a whole address
+    "authenticationResults",
     "messageId",
     "inReplyTo",
     "references",
@@ -72,7 +75,7 @@ ENCRYPTED_FIELDS = (
     "calendar",
     "entities",
 )
-SEALED_COLUMNS = ("mail_from", "rcpt_to", "subject")
+SEALED_COLUMNS = ("mail_from", "rcpt_to", "subject", "auth", "smtp")
 """Columns of ``messages`` (and the rows joined with it) that hold a person's address or the
 subject: sealed like envelope fields (``seal_text``), read back through ``open_columns``."""
 REPLY_SEALED_COLUMNS = ("recipient", "mail_from", "subject", "draft")

@@ -126,8 +126,8 @@ class SqliteStore(
                 r.helo,
                 int(r.tls),
                 r.trace_id,
-                dumps(r.auth) if r.auth is not None else None,
-                dumps(r.smtp) if r.smtp else None,
+                seal(f"{r.id}:auth", dumps(r.auth)) if r.auth is not None else None,
+                seal(f"{r.id}:smtp", dumps(r.smtp)) if r.smtp else None,
                 len(r.raw),
             )
             for r in records
