@@ -284,6 +284,8 @@ async def test_every_reply_after_ehlo_has_an_enhanced_status_code(tmp_path: Path
         b"DATA",
         b"RCPT TO:<support@example.test>",
         b"MAIL FROM:",
+        b"MAIL FROM:<",  # crashes the stdlib address parser: malformed, not "500 Error"
+        b"MAIL FROM:<@",
         b"MAIL FROM:<a@example.org> SIZE=2000",
         b"MAIL FROM:<a@example.org> FOO=BAR",
         b"MAIL FROM:<a@example.org>",
@@ -305,6 +307,8 @@ async def test_every_reply_after_ehlo_has_an_enhanced_status_code(tmp_path: Path
     for cmd, reply in by_cmd.items():
         assert ENHANCED.match(reply), (cmd, reply)
     assert by_cmd[b"MAIL FROM:<a@example.org> SIZE=2000"].startswith(b"552 5.3.4 ")
+    for broken in (b"MAIL FROM:<", b"MAIL FROM:<@"):
+        assert by_cmd[broken].startswith(b"553 5.1.3 "), by_cmd[broken]
     assert by_cmd[b"RCPT TO:<someone@elsewhere.test>"].startswith(b"554 5.7.1 ")
     assert by_cmd[b"QUIT"].startswith(b"221 2.0.0 ")
 

@@ -44,6 +44,7 @@ from mailgate.envelope import new_id
 from mailgate.logs import get_logger, log_fields, set_log_context
 from mailgate.smtp import replies
 from mailgate.smtp.connections import ConnectionCounter, ConnectionLimits, PeerHistory
+from mailgate.smtp.paths import simple_path
 
 log = get_logger("smtp")
 
@@ -60,6 +61,18 @@ class _AuthMemberCache:
 
     def __init__(self) -> None:
         self._names: dict[type, list[str]] = {}
+        self._signatures: dict[tuple[type, _Any], inspect.Signature] = {}
+
+    def signature(self, obj: _Any) -> inspect.Signature:
+        """aiosmtpd reads the EHLO hook's signature for every connection: once per method."""
+        func = getattr(obj, "__func__", None)
+        if func is None:
+            return inspect.signature(obj)
+        key = (type(getattr(obj, "__self__", None)), func)
+        sig = self._signatures.get(key)
+        if sig is None:
+            sig = self._signatures[key] = inspect.signature(obj)
+        return sig
 
     def getmembers(self, obj: _Any) -> list[tuple[str, _Any]]:
         names = self._names.get(type(obj))
@@ -108,6 +121,19 @@ class MailgateSMTP(SMTP):
         self._data_bytes = 0
         self._data_rate = False
         self._last_active = time.monotonic()
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        # the common shape without the header parser (paths.py); anything else as aiosmtpd has it
+        simple = simple_path(arg)
+        if simple is None:
+            try:
+                return super()._getaddr(arg)
+            except IndexError:  # the stdlib parser on "<", "<a@", "<@": malformed (553 5.1.3)
+                return None, None
+        local, domain, rest = simple
+        if self.local_part_limit and len(local) > self.local_part_limit:
+            return None, None
+        return f"{local}@{domain}", rest
 
     # ------------------------------------------------------------------ stress (connections.py)
 
