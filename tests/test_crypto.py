@@ -3,6 +3,7 @@ before a key stays readable, data keys re-wrapped by rotation, wrong keys refuse
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 from pathlib import Path
@@ -50,13 +51,22 @@ def test_envelope_round_trip_both_ways(text: str, headers: dict[str, str], extra
     }
     sealed = CODEC.seal_envelope("msg_1", env)
     stored = compact(sealed)
-    # content and people's addresses are sealed, the rest (what SQL reads) is not
+    # content and people's addresses are sealed (together, one ciphertext), the rest (what
+    # SQL reads) is not
     for name in ("subject", "from", "text", "headers", "entities"):
-        assert env[name] is None or sealed[name].startswith("mge1:")
+        assert name not in sealed or sealed[name] is None
+    assert sealed[crypto.GROUP_FIELD].startswith("mge1:")
     assert sealed["id"] == "msg_1" and sealed["queue"] == "q"
     assert "pat@example.org" not in stored
     assert CODEC.open_envelope("msg_1", json.loads(stored)) == env
     assert json.loads(CODEC.open_envelope_json("msg_1", stored)) == env
+
+
+def field_sealed(msg_id: str, name: str, value: Any) -> str:
+    """An envelope field sealed on its own, as stores before the sealed group wrote it."""
+    plain = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    sealed = CODEC._seal(plain, f"env:{msg_id}:{name}".encode())
+    return crypto.FIELD_PREFIX + base64.b64encode(sealed).decode("ascii")
 
 
 def test_ciphertexts_are_bound_to_their_place() -> None:
@@ -72,10 +82,24 @@ def test_ciphertexts_are_bound_to_their_place() -> None:
         CODEC.open_raw("msg_A", raw[:20])  # truncated
     env = CODEC.seal_envelope("msg_A", {"text": "secret"})
     with pytest.raises(IntegrityError):
-        CODEC.open_envelope("msg_B", env)
-    moved = {"html": env["text"]}  # the text's ciphertext put in the html field
+        CODEC.open_envelope("msg_B", env)  # another message's sealed group
+    with pytest.raises(IntegrityError):
+        CODEC.open_envelope_json("msg_B", compact(env))
+    # one field at a time (how stores before the sealed group wrote envelopes) stays readable,
+    # and a field's ciphertext moved to another field does not open
+    legacy = {"text": field_sealed("msg_A", "text", "secret"), "queue": "q"}
+    assert CODEC.open_envelope("msg_A", legacy) == {"text": "secret", "queue": "q"}
+    assert json.loads(CODEC.open_envelope_json("msg_A", compact(legacy))) == {
+        "text": "secret",
+        "queue": "q",
+    }
+    moved = {"html": legacy["text"]}  # the text's ciphertext put in the html field
     with pytest.raises(IntegrityError):
         CODEC.open_envelope("msg_A", moved)
+    flipped_group = dict(env)
+    flipped_group[crypto.GROUP_FIELD] = env[crypto.GROUP_FIELD][:-8] + "AAAAAAA="
+    with pytest.raises(IntegrityError):
+        CODEC.open_envelope("msg_A", flipped_group)
     blob = CODEC.seal_blob("ab" * 32, b"file")
     assert CODEC.open_blob("ab" * 32, blob) == b"file"
     with pytest.raises(IntegrityError):

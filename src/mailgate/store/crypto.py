@@ -243,50 +243,96 @@ class AesGcmCodec(NullCodec):
         return self._open(data, b"blob:" + sha256.encode())
 
     def seal_envelope(self, msg_id: str, env: dict[str, Any]) -> dict[str, Any]:
-        out = dict(env)
-        for name in ENCRYPTED_FIELDS:
-            if out.get(name) is None:
-                continue
-            plain = json.dumps(out[name], ensure_ascii=False, separators=(",", ":"))
-            aad = f"env:{msg_id}:{name}".encode()
-            sealed = self._seal(plain.encode("utf-8", "surrogatepass"), aad)
-            out[name] = FIELD_PREFIX + base64.b64encode(sealed).decode("ascii")
+        """The envelope with every ``ENCRYPTED_FIELDS`` value that is not None moved into one
+        sealed group (``GROUP_FIELD``): one encryption per envelope, not one per field."""
+        out: dict[str, Any] = {}
+        group: dict[str, Any] = {}
+        for name, value in env.items():
+            if value is not None and name in _ENCRYPTED:
+                group[name] = value
+            else:
+                out[name] = value
+        if group:
+            plain = json.dumps(group, ensure_ascii=False, separators=(",", ":"))
+            sealed = self._seal(plain.encode("utf-8", "surrogatepass"), _group_aad(msg_id))
+            out[GROUP_FIELD] = FIELD_PREFIX + base64.b64encode(sealed).decode("ascii")
         return out
 
     def open_envelope(self, msg_id: str, env: dict[str, Any]) -> dict[str, Any]:
-        if not any(_sealed(env.get(n)) for n in ENCRYPTED_FIELDS):
+        grouped = env.get(GROUP_FIELD)
+        if not _sealed(grouped) and not any(_sealed(env.get(n)) for n in ENCRYPTED_FIELDS):
             return env
         out = dict(env)
-        for name in ENCRYPTED_FIELDS:
+        for name in ENCRYPTED_FIELDS:  # one field at a time: written before the groups
             value = out.get(name)
-            if not _sealed(value):
-                continue
-            try:
-                sealed = binascii.a2b_base64(str(value)[len(FIELD_PREFIX) :])
-            except (binascii.Error, ValueError):
-                raise IntegrityError(f"envelope field {name} is damaged") from None
-            plain = self._open(sealed, f"env:{msg_id}:{name}".encode())
-            out[name] = json.loads(plain.decode("utf-8", "surrogatepass"))
+            if _sealed(value):
+                plain = self._open(_unbase64(str(value), name), f"env:{msg_id}:{name}".encode())
+                out[name] = json.loads(plain.decode("utf-8", "surrogatepass"))
+        if _sealed(grouped):
+            del out[GROUP_FIELD]
+            plain = self._open(_unbase64(str(grouped), GROUP_FIELD), _group_aad(msg_id))
+            out.update(json.loads(plain.decode("utf-8", "surrogatepass")))
         return out
 
     def open_envelope_json(self, msg_id: str, text: str) -> str:
-        """The stored JSON text with each sealed field spliced back as its JSON value (what was
-        sealed *is* that JSON text), without parsing and re-encoding the whole envelope."""
+        """The stored JSON text with the sealed group (or fields) spliced back as JSON, without
+        parsing and re-encoding the whole envelope: what was sealed *is* JSON text."""
         if FIELD_PREFIX not in text:
             return text
+        head = f'"{GROUP_FIELD}":"{FIELD_PREFIX}'
+        at = text.find(head)
+        if at >= 0:  # the group, found without a regular expression (it is one per envelope)
+            end = text.find('"', at + len(head))
+            try:
+                sealed = binascii.a2b_base64(text[at + len(head) : end])
+            except binascii.Error:
+                raise IntegrityError("the sealed envelope fields are damaged") from None
+            value = self._open(sealed, _group_aad(msg_id)).decode("utf-8", "surrogatepass")
+            text = text[:at] + value[1:-1] + text[end + 1 :]
+            if FIELD_PREFIX not in text:
+                return text
 
         def plain(m: re.Match[str]) -> str:
-            aad = f"env:{msg_id}:{m.group(1)}".encode()
+            name = m.group(1)
+            if name == GROUP_FIELD:  # '{"from":…,"to":…}' becomes '"from":…,"to":…'
+                value = self._open(binascii.a2b_base64(m.group(2)), _group_aad(msg_id))
+                return value.decode("utf-8", "surrogatepass")[1:-1]
+            aad = f"env:{msg_id}:{name}".encode()
             value = self._open(binascii.a2b_base64(m.group(2)), aad)
-            return f'"{m.group(1)}":' + value.decode("utf-8", "surrogatepass")
+            return f'"{name}":' + value.decode("utf-8", "surrogatepass")
 
-        return _SEALED_FIELD.sub(plain, text)
+        try:
+            return _SEALED_FIELD.sub(plain, text)
+        except binascii.Error:
+            raise IntegrityError("a sealed envelope field is damaged") from None
 
 
-# A sealed top-level field in the store's compact JSON: base64 needs no escaping, and a quote in
-# message content is always escaped, so this matches only what seal_envelope wrote.
+GROUP_FIELD = "mgeSealed"
+"""The key under which an envelope's sealed fields are stored together (never a field name
+of the envelope itself)."""
+_ENCRYPTED = frozenset(ENCRYPTED_FIELDS)
+
+
+def _group_aad(msg_id: str) -> bytes:
+    return f"env:{msg_id}:*".encode()
+
+
+def _unbase64(value: str, name: str) -> bytes:
+    try:
+        return binascii.a2b_base64(value[len(FIELD_PREFIX) :])
+    except (binascii.Error, ValueError):
+        raise IntegrityError(f"envelope field {name} is damaged") from None
+
+
+# A sealed top-level field (or the group) in the store's compact JSON: base64 needs no
+# escaping, and a quote in message content is always escaped, so this matches only what
+# seal_envelope wrote.
 _SEALED_FIELD = re.compile(
-    r'"(' + "|".join(ENCRYPTED_FIELDS) + r')":"' + FIELD_PREFIX + r'([A-Za-z0-9+/=]*)"'
+    r'"('
+    + "|".join([GROUP_FIELD, *ENCRYPTED_FIELDS])
+    + r')":"'
+    + FIELD_PREFIX
+    + r'([A-Za-z0-9+/=]*)"'
 )
 
 

@@ -138,14 +138,13 @@ def reseal_reply(
     before: Any,
 ) -> None:
     """The reply applier rewrites the stored envelope's ``reply`` field in place when it
-    suppresses a reply (``apply_reply``); with encryption on that field is sealed, so write the
-    sealed form over it in the same transaction."""
+    suppresses a reply (``apply_reply``); with encryption on that field is inside the sealed
+    group, so the envelope is sealed and written again in the same transaction (rare: only a
+    reply suppressed at commit)."""
     after = envelope.get("reply")
     if not codec.enabled or after is before or after is None:
         return
-    sealed = codec.seal_envelope(msg_id, {"reply": after})["reply"]
     conn.execute(
-        "UPDATE messages SET envelope = json_set(envelope, '$.reply', ?)"
-        " WHERE id = ? AND envelope IS NOT NULL",
-        (sealed, msg_id),
+        "UPDATE messages SET envelope = ? WHERE id = ? AND envelope IS NOT NULL",
+        (dumps(codec.seal_envelope(msg_id, envelope)), msg_id),
     )
