@@ -4,7 +4,10 @@ a key was configured still matching."""
 
 from __future__ import annotations
 
+import json
 import secrets
+import sqlite3
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -14,6 +17,7 @@ from mailgate.store.crypto import NULL_CODEC, AesGcmCodec, IntegrityError
 from mailgate.store.pipeline import DedupIntent, ThreadIntent, ThreadRef
 from mailgate.store.replies import ReplyIntent, stored_columns
 from mailgate.store.sqlite_crypto import index_intents, sealed_subject
+from tests.support.delivery import open_store, publish
 
 CODEC = AesGcmCodec({1: secrets.token_bytes(32)}, 1)
 
@@ -146,3 +150,38 @@ def test_sealed_subject() -> None:
     assert sealed_subject(CODEC, "msg_1", {}) is None
     stored = sealed_subject(CODEC, "msg_1", {"subject": "Refund"})
     assert stored is not None and CODEC.open_text("msg_1:subject", stored) == "Refund"
+
+
+async def test_encrypted_store_seals_envelope_outside_its_json_and_buries_a_tampered_one(
+    tmp_path: Path,
+) -> None:
+    async with open_store(tmp_path) as store:
+        store.codec = CODEC
+        good = await publish(store, thread="thr_A")
+        bad = await publish(store, thread="thr_B")
+        row = await store._read_one("SELECT envelope, sealed FROM messages WHERE id = ?", (good,))
+        assert row is not None and row["sealed"] is not None
+        assert "alice@example.com" not in row["envelope"] and "Hi there" not in row["envelope"]
+        assert b"alice@example.com" not in row["sealed"]
+        opened = await store.get_envelope(good)
+        assert opened["from"]["email"] == "alice@example.com" and opened["text"].startswith("Hi")
+
+        def tamper(conn: sqlite3.Connection) -> None:
+            (sealed,) = conn.execute("SELECT sealed FROM messages WHERE id = ?", (bad,)).fetchone()
+            flipped = bytearray(sealed)
+            flipped[-2] ^= 1
+            conn.execute("UPDATE messages SET sealed = ? WHERE id = ?", (bytes(flipped), bad))
+
+        await store._write(tamper)
+        items = await store.claim_outbox("hook", 10, owner="w1", lease=30)
+        assert [i.msg_id for i in items] == [good]  # the other delivery is not held back
+        assert json.loads(items[0].envelope_json)["from"]["email"] == "alice@example.com"
+        dead = await store._read_one(
+            "SELECT o.state, o.last_error FROM outbox o JOIN events e ON e.id = o.event_id"
+            " WHERE e.msg_id = ?",
+            (bad,),
+        )
+        assert dead is not None and dead["state"] == "dead"
+        assert dead["last_error"].startswith("integrity:")
+        with pytest.raises(IntegrityError):
+            await store.get_envelope(bad)

@@ -9,17 +9,20 @@ by ``mailgate backup``). ``mailgate keys rotate`` re-wraps them under a new KEK:
 rewritten. A new data key can be added (``--new-data-key``); old ones stay to read old data.
 
 Format: ``MGE1`` + data key id (4 bytes) + nonce (12) + ciphertext and tag. The associated
-data binds each ciphertext to where it belongs (``raw:<msg id>``, ``env:<msg id>:<field>``,
-``blob:<sha256>``), so a ciphertext moved to another row does not decrypt. Envelope fields
-that carry content or a person's address (``ENCRYPTED_FIELDS``) are stored as
-``"mge1:<base64>"`` strings inside the otherwise plain JSON, so the store's SQL over the envelope
-(queue, attachments) still works; the message columns with addresses and the subject
-(``SEALED_COLUMNS``) and the reply outbox's recipient and draft are sealed the same way
-(``seal_text``, associated data ``col:<row id>:<column>``). Where the store needs only equality
-(thread contacts and participants, the reply limits' return path, Message-IDs, dedup keys) it
-keeps a keyed hash instead (``index``). Bytes without the prefix are read as they are: a store that had no key yet stays
-readable after one is configured. A ciphertext that fails authentication raises
-``IntegrityError`` (the message is quarantined with reason ``integrity``).
+data binds each ciphertext to where it belongs (``raw:<msg id>``, ``env:<msg id>:*``,
+``col:<row id>:<column>``, ``blob:<sha256>``), so a ciphertext moved to another row does not
+decrypt. The envelope fields that carry content or name a person (``ENCRYPTED_FIELDS``) leave
+the envelope's JSON and are sealed together into one ciphertext (the ``sealed`` column, raw
+bytes): the JSON keeps what the store's SQL reads (queue, attachments), and reading splices the
+opened fields back in as text. The message columns with addresses and the subject
+(``SEALED_COLUMNS``) and the reply outbox's recipient and draft are sealed one by one as
+``"mge1:<base64>"`` strings (``seal_text``). Where the store needs only equality (thread
+contacts and participants, the reply limits' return path, Message-IDs, dedup keys) it keeps a
+keyed hash instead (``index``). Values without the prefix are read as they are: a store that had
+no key yet stays readable after one is configured, and so do envelopes sealed field by field
+inside the JSON (how this module sealed them before the ``sealed`` column). A ciphertext that
+fails authentication raises ``IntegrityError`` (the message is quarantined with reason
+``integrity``; a delivery whose envelope does not open is dead-lettered).
 """
 
 from __future__ import annotations
@@ -133,13 +136,17 @@ class NullCodec:
     def open_raw(self, msg_id: str, data: bytes) -> bytes:
         return data
 
-    def seal_envelope(self, msg_id: str, env: dict[str, Any]) -> dict[str, Any]:
+    def seal_envelope(self, msg_id: str, env: dict[str, Any]) -> tuple[str, bytes | None]:
+        """The envelope as stored: its JSON text (the ``envelope`` column) and the ciphertext of
+        its sealed fields (the ``sealed`` column; None: nothing sealed)."""
+        return compact_json(env), None
+
+    def open_envelope(self, msg_id: str, text: str, sealed: bytes | None = None) -> dict[str, Any]:
+        """The stored envelope (both columns) as the consumers see it."""
+        env: dict[str, Any] = json.loads(self.open_envelope_json(msg_id, text, sealed))
         return env
 
-    def open_envelope(self, msg_id: str, env: dict[str, Any]) -> dict[str, Any]:
-        return env
-
-    def open_envelope_json(self, msg_id: str, text: str) -> str:
+    def open_envelope_json(self, msg_id: str, text: str, sealed: bytes | None = None) -> str:
         return text
 
     def seal_blob(self, sha256: str, data: bytes) -> bytes:
@@ -242,9 +249,9 @@ class AesGcmCodec(NullCodec):
     def open_blob(self, sha256: str, data: bytes) -> bytes:
         return self._open(data, b"blob:" + sha256.encode())
 
-    def seal_envelope(self, msg_id: str, env: dict[str, Any]) -> dict[str, Any]:
-        """The envelope with every ``ENCRYPTED_FIELDS`` value that is not None moved into one
-        sealed group (``GROUP_FIELD``): one encryption per envelope, not one per field."""
+    def seal_envelope(self, msg_id: str, env: dict[str, Any]) -> tuple[str, bytes | None]:
+        """Every ``ENCRYPTED_FIELDS`` value that is not None leaves the JSON text and is sealed
+        together with the others: one encryption per envelope, raw bytes (no base64)."""
         out: dict[str, Any] = {}
         group: dict[str, Any] = {}
         for name, value in env.items():
@@ -252,64 +259,34 @@ class AesGcmCodec(NullCodec):
                 group[name] = value
             else:
                 out[name] = value
-        if group:
-            plain = json.dumps(group, ensure_ascii=False, separators=(",", ":"))
-            sealed = self._seal(plain.encode("utf-8", "surrogatepass"), _group_aad(msg_id))
-            out[GROUP_FIELD] = FIELD_PREFIX + base64.b64encode(sealed).decode("ascii")
-        return out
+        if not group:
+            return compact_json(out), None
+        plain = compact_json(group).encode("utf-8", "surrogatepass")
+        return compact_json(out), self._seal(plain, _group_aad(msg_id))
 
-    def open_envelope(self, msg_id: str, env: dict[str, Any]) -> dict[str, Any]:
-        grouped = env.get(GROUP_FIELD)
-        if not _sealed(grouped) and not any(_sealed(env.get(n)) for n in ENCRYPTED_FIELDS):
-            return env
-        out = dict(env)
-        for name in ENCRYPTED_FIELDS:  # one field at a time: written before the groups
-            value = out.get(name)
-            if _sealed(value):
-                plain = self._open(_unbase64(str(value), name), f"env:{msg_id}:{name}".encode())
-                out[name] = json.loads(plain.decode("utf-8", "surrogatepass"))
-        if _sealed(grouped):
-            del out[GROUP_FIELD]
-            plain = self._open(_unbase64(str(grouped), GROUP_FIELD), _group_aad(msg_id))
-            out.update(json.loads(plain.decode("utf-8", "surrogatepass")))
-        return out
+    def open_envelope_json(self, msg_id: str, text: str, sealed: bytes | None = None) -> str:
+        """The stored JSON text with the sealed fields spliced back in as JSON text, without
+        parsing and re-encoding the whole envelope (what was sealed *is* JSON text)."""
+        if FIELD_PREFIX in text:  # sealed field by field inside the JSON (older stores)
 
-    def open_envelope_json(self, msg_id: str, text: str) -> str:
-        """The stored JSON text with the sealed group (or fields) spliced back as JSON, without
-        parsing and re-encoding the whole envelope: what was sealed *is* JSON text."""
-        if FIELD_PREFIX not in text:
-            return text
-        head = f'"{GROUP_FIELD}":"{FIELD_PREFIX}'
-        at = text.find(head)
-        if at >= 0:  # the group, found without a regular expression (it is one per envelope)
-            end = text.find('"', at + len(head))
+            def plain(m: re.Match[str]) -> str:
+                aad = f"env:{msg_id}:{m.group(1)}".encode()
+                value = self._open(binascii.a2b_base64(m.group(2)), aad)
+                return f'"{m.group(1)}":' + value.decode("utf-8", "surrogatepass")
+
             try:
-                sealed = binascii.a2b_base64(text[at + len(head) : end])
+                text = _SEALED_FIELD.sub(plain, text)
             except binascii.Error:
-                raise IntegrityError("the sealed envelope fields are damaged") from None
-            value = self._open(sealed, _group_aad(msg_id)).decode("utf-8", "surrogatepass")
-            text = text[:at] + value[1:-1] + text[end + 1 :]
-            if FIELD_PREFIX not in text:
-                return text
-
-        def plain(m: re.Match[str]) -> str:
-            name = m.group(1)
-            if name == GROUP_FIELD:  # '{"from":…,"to":…}' becomes '"from":…,"to":…'
-                value = self._open(binascii.a2b_base64(m.group(2)), _group_aad(msg_id))
-                return value.decode("utf-8", "surrogatepass")[1:-1]
-            aad = f"env:{msg_id}:{name}".encode()
-            value = self._open(binascii.a2b_base64(m.group(2)), aad)
-            return f'"{name}":' + value.decode("utf-8", "surrogatepass")
-
-        try:
-            return _SEALED_FIELD.sub(plain, text)
-        except binascii.Error:
-            raise IntegrityError("a sealed envelope field is damaged") from None
+                raise IntegrityError("a sealed envelope field is damaged") from None
+        if sealed is None:
+            return text
+        group = self._open(bytes(sealed), _group_aad(msg_id)).decode("utf-8", "surrogatepass")
+        if not group.startswith("{") or not text.endswith("}"):
+            raise IntegrityError("the sealed envelope fields are not a JSON object")
+        # '{"id":…}' + '{"from":…}' -> '{"id":…,"from":…}'
+        return group if text == "{}" else f"{text[:-1]},{group[1:]}"
 
 
-GROUP_FIELD = "mgeSealed"
-"""The key under which an envelope's sealed fields are stored together (never a field name
-of the envelope itself)."""
 _ENCRYPTED = frozenset(ENCRYPTED_FIELDS)
 
 
@@ -317,22 +294,16 @@ def _group_aad(msg_id: str) -> bytes:
     return f"env:{msg_id}:*".encode()
 
 
-def _unbase64(value: str, name: str) -> bytes:
-    try:
-        return binascii.a2b_base64(value[len(FIELD_PREFIX) :])
-    except (binascii.Error, ValueError):
-        raise IntegrityError(f"envelope field {name} is damaged") from None
+def compact_json(value: Any) -> str:
+    """The store's JSON form (compact, UTF-8 text as it is; what ``sqlite_base.dumps`` writes)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
-# A sealed top-level field (or the group) in the store's compact JSON: base64 needs no
-# escaping, and a quote in message content is always escaped, so this matches only what
-# seal_envelope wrote.
+# A field sealed on its own in the store's compact JSON (how envelopes were sealed before the
+# ``sealed`` column): base64 needs no escaping, and a quote in message content is always
+# escaped, so this matches only what the store wrote.
 _SEALED_FIELD = re.compile(
-    r'"('
-    + "|".join([GROUP_FIELD, *ENCRYPTED_FIELDS])
-    + r')":"'
-    + FIELD_PREFIX
-    + r'([A-Za-z0-9+/=]*)"'
+    r'"(' + "|".join(ENCRYPTED_FIELDS) + r')":"' + FIELD_PREFIX + r'([A-Za-z0-9+/=]*)"'
 )
 
 

@@ -155,7 +155,7 @@ class SqliteStore(
         state: str = "processed",
     ) -> None:
         """See `MessageStore.complete`."""
-        env_json = dumps(self.codec.seal_envelope(msg_id, envelope))
+        env_json, sealed = self.codec.seal_envelope(msg_id, envelope)
         subject = sealed_subject(self.codec, msg_id, envelope)
         reply = envelope.get("reply")
         indexed = index_intents(self.codec, msg_id, intents)
@@ -167,9 +167,9 @@ class SqliteStore(
             if row["state"] != "spooled":
                 return  # already completed: a replayed run must not write twice
             conn.execute(
-                "UPDATE messages SET state = ?, envelope = ?, subject = ?, processed_at = ?,"
-                " last_error = NULL WHERE id = ?",
-                (state, env_json, subject, time.time(), msg_id),
+                "UPDATE messages SET state = ?, envelope = ?, sealed = ?, subject = ?,"
+                " processed_at = ?, last_error = NULL WHERE id = ?",
+                (state, env_json, sealed, subject, time.time(), msg_id),
             )
             apply_intents(conn, msg_id, envelope, indexed)
             reseal_reply(conn, self.codec, msg_id, envelope, reply)
@@ -222,18 +222,17 @@ class SqliteStore(
     # ------------------------------------------------------------------ reads
 
     async def get_envelope(self, msg_id: str) -> dict[str, Any]:
-        row = await self._read_one("SELECT envelope FROM messages WHERE id = ?", (msg_id,))
+        row = await self._read_one("SELECT envelope, sealed FROM messages WHERE id = ?", (msg_id,))
         if row is None:
             raise NotFound(msg_id)
         if row["envelope"] is None:
             return {}
-        env: dict[str, Any] = self.codec.open_envelope(msg_id, json.loads(row["envelope"]))
-        return env
+        return self.codec.open_envelope(msg_id, row["envelope"], row["sealed"])
 
     async def get_message_row(self, msg_id: str) -> dict[str, Any]:
         row = await self._read_one(
             "SELECT id, received_at, tenant, mail_from, rcpt_to, client_ip, helo, tls, trace_id,"
-            " auth, size, state, attempts, last_error, processed_at, subject, envelope"
+            " auth, size, state, attempts, last_error, processed_at, subject, envelope, sealed"
             " FROM messages WHERE id = ?",
             (msg_id,),
         )
@@ -244,10 +243,9 @@ class SqliteStore(
         out["rcpt_to"] = json.loads(out["rcpt_to"])
         out["tls"] = bool(out["tls"])
         out["auth"] = json.loads(out["auth"]) if out["auth"] else None
+        sealed = out.pop("sealed")
         out["envelope"] = (
-            self.codec.open_envelope(msg_id, json.loads(out["envelope"]))
-            if out["envelope"]
-            else None
+            self.codec.open_envelope(msg_id, out["envelope"], sealed) if out["envelope"] else None
         )
         return out
 

@@ -144,7 +144,8 @@ def reseal_reply(
     after = envelope.get("reply")
     if not codec.enabled or after is before or after is None:
         return
+    env_json, sealed = codec.seal_envelope(msg_id, envelope)
     conn.execute(
-        "UPDATE messages SET envelope = ? WHERE id = ? AND envelope IS NOT NULL",
-        (dumps(codec.seal_envelope(msg_id, envelope)), msg_id),
+        "UPDATE messages SET envelope = ?, sealed = ? WHERE id = ? AND envelope IS NOT NULL",
+        (env_json, sealed, msg_id),
     )

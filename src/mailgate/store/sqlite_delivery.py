@@ -13,12 +13,13 @@ within milliseconds instead of waiting for the next poll.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import time
 from typing import Any
 
 from mailgate.store.base import NotFound
-from mailgate.store.crypto import NULL_CODEC, NullCodec
+from mailgate.store.crypto import NULL_CODEC, IntegrityError, NullCodec
 from mailgate.store.delivery import (
     AttachmentRecord,
     AttemptOutcome,
@@ -42,6 +43,8 @@ from mailgate.store.delivery_logic import (
 )
 from mailgate.store.delivery_logic import labels as encode_labels
 from mailgate.store.sqlite_base import SqliteBase, Wakers, applies
+
+log = logging.getLogger("mailgate.store")
 
 # ---------------------------------------------------------------------------- wake-ups
 
@@ -123,8 +126,24 @@ def _event(
     deliveries: list[dict[str, Any]] | None = None,
     codec: NullCodec = NULL_CODEC,
 ) -> EventRecord:
-    envelope_json = codec.open_envelope_json(row["msg_id"], row["envelope"] or "{}")
+    envelope_json = codec.open_envelope_json(row["msg_id"], row["envelope"] or "{}", row["sealed"])
     return event_record(row, envelope_json, deliveries)
+
+
+def _bury(conn: sqlite3.Connection, broken: list[tuple[int, str]]) -> None:
+    """Dead-letter outbox rows whose stored envelope fails authentication (``db check`` and
+    ``mailgate dlq`` show them); the other deliveries of the batch go on."""
+    now = time.time()
+    for outbox_id, error in broken:
+        log.warning(
+            "envelope failed its integrity check: delivery dead-lettered",
+            extra={"fields": {"outbox_id": outbox_id, "error": error}},
+        )
+        conn.execute(
+            "UPDATE outbox SET state = 'dead', dead_at = ?, last_error = ?, locked_until = 0,"
+            " lock_owner = NULL WHERE id = ? AND state = 'pending'",
+            (now, error, outbox_id),
+        )
 
 
 class DeliveryStoreMixin(SqliteBase):
@@ -164,7 +183,7 @@ class DeliveryStoreMixin(SqliteBase):
                 conn.execute(
                     "SELECT o.id, o.event_id, e.type, e.msg_id, e.tenant, o.target, o.ordering_key,"
                     " o.attempts, o.client_errors, e.trace_id, e.received_at, e.created_at,"
-                    " e.acked_by, m.envelope FROM outbox o JOIN events e ON e.id = o.event_id"
+                    " e.acked_by, m.envelope, m.sealed FROM outbox o JOIN events e ON e.id = o.event_id"
                     f" JOIN messages m ON m.id = e.msg_id WHERE o.id IN ({marks}) ORDER BY o.id",
                     ids,
                 )
@@ -172,10 +191,19 @@ class DeliveryStoreMixin(SqliteBase):
 
         # a lease lost to a power failure is taken again: no fsync of its own (Writer.run)
         rows: list[sqlite3.Row] = await self._write(write, durable=False)
-        return [
-            outbox_item(r, self.codec.open_envelope_json(r["msg_id"], r["envelope"] or "{}"))
-            for r in rows
-        ]
+        items, broken = [], []
+        for r in rows:
+            try:
+                text = self.codec.open_envelope_json(
+                    r["msg_id"], r["envelope"] or "{}", r["sealed"]
+                )
+            except IntegrityError as exc:  # a tampered envelope: that delivery only, not the batch
+                broken.append((int(r["id"]), f"integrity: {exc}"))
+                continue
+            items.append(outbox_item(r, text))
+        if broken:
+            await self._write(lambda conn: _bury(conn, broken))
+        return items
 
     async def finish_attempt(self, item: OutboxItem, result: AttemptOutcome, *, owner: str) -> None:
         """See `DeliveryStore.finish_attempt`."""
@@ -343,7 +371,7 @@ class DeliveryStoreMixin(SqliteBase):
         self, tenant: str, *, after_seq: int = 0, limit: int = 50, include_acked: bool = False
     ) -> list[EventRecord]:
         sql = (
-            f"SELECT {EVENT_COLS} FROM events e JOIN messages m ON m.id = e.msg_id"
+            f"SELECT {EVENT_COLS}, m.sealed FROM events e JOIN messages m ON m.id = e.msg_id"
             " WHERE e.tenant = ? AND e.seq > ?"
         )
         if not include_acked:
@@ -354,7 +382,7 @@ class DeliveryStoreMixin(SqliteBase):
 
     async def _event_row(self, tenant: str, ref: str) -> sqlite3.Row:
         row = await self._read_one(
-            f"SELECT {EVENT_COLS} FROM events e JOIN messages m ON m.id = e.msg_id"
+            f"SELECT {EVENT_COLS}, m.sealed FROM events e JOIN messages m ON m.id = e.msg_id"
             " WHERE (e.id = ? OR e.msg_id = ?) AND e.tenant = ? ORDER BY e.seq LIMIT 1",
             (ref, ref, tenant),
         )

@@ -54,7 +54,8 @@ CHUNK = 400  # ids per ``IN (…)``: well below SQLite's bound-parameter limit
 NOTICE_STATE = "notice"  # the row that carries a subject.erased event (not a message)
 
 _SCAN = (
-    "SELECT m.seq, m.id, m.tenant, m.mail_from, m.rcpt_to, m.envelope, r.raw FROM messages m"
+    "SELECT m.seq, m.id, m.tenant, m.mail_from, m.rcpt_to, m.envelope, m.sealed, r.raw"
+    " FROM messages m"
     " LEFT JOIN message_raw r ON r.id = m.id"
     " WHERE m.seq > ? AND m.state != 'notice' AND (? IS NULL OR m.tenant = ?)"
 )
@@ -95,7 +96,7 @@ def _names_subject(row: KeyedRow, addr: str, codec: NullCodec = NULL_CODEC) -> b
     """True when ``addr`` is the envelope sender, an envelope recipient or in an address header."""
     try:
         row = codec.open_columns(row["id"], row)
-        envelope = codec.open_envelope_json(row["id"], row["envelope"] or "")
+        envelope = codec.open_envelope_json(row["id"], row["envelope"] or "{}", row["sealed"])
     except (IntegrityError, ValueError):
         return False  # unreadable: an operator finds it in quarantine (reason integrity)
     if normalise_address(row["mail_from"] or "") == addr:

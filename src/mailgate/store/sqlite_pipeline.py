@@ -342,7 +342,7 @@ class PipelineStoreMixin(SqliteBase):
         intents (a ``PublishIntent`` through the delivery area's applier) commit together.
         Raises `NotFound` when the message is not (or no longer) quarantined.
         """
-        env_json = dumps(self.codec.seal_envelope(msg_id, envelope))
+        env_json, sealed = self.codec.seal_envelope(msg_id, envelope)
         now = time.time()
 
         def write(conn: sqlite3.Connection) -> None:
@@ -351,8 +351,9 @@ class PipelineStoreMixin(SqliteBase):
                 raise NotFound(f"{msg_id} is not quarantined")
             q = conn.execute("SELECT reason FROM quarantine WHERE msg_id = ?", (msg_id,)).fetchone()
             conn.execute(
-                "UPDATE messages SET state = 'processed', envelope = ?, processed_at = ? WHERE id = ?",
-                (env_json, now, msg_id),
+                "UPDATE messages SET state = 'processed', envelope = ?, sealed = ?, processed_at = ?"
+                " WHERE id = ?",
+                (env_json, sealed, now, msg_id),
             )
             conn.execute(
                 "UPDATE quarantine SET released_at = ?, released_by = ? WHERE msg_id = ?",
@@ -492,14 +493,14 @@ class PipelineStoreMixin(SqliteBase):
         detail: dict[str, Any],
     ) -> None:
         """Store a replayed envelope (and any intents, e.g. a redelivery) with an audit entry."""
-        env_json = dumps(self.codec.seal_envelope(msg_id, envelope))
+        env_json, sealed = self.codec.seal_envelope(msg_id, envelope)
         subject = sealed_subject(self.codec, msg_id, envelope)
         now = time.time()
 
         def write(conn: sqlite3.Connection) -> None:
             cur = conn.execute(
-                "UPDATE messages SET envelope = ?, subject = ? WHERE id = ?",
-                (env_json, subject, msg_id),
+                "UPDATE messages SET envelope = ?, sealed = ?, subject = ? WHERE id = ?",
+                (env_json, sealed, subject, msg_id),
             )
             if cur.rowcount == 0:
                 raise NotFound(msg_id)
