@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from mailgate import jsontext
 from mailgate.store.delivery import DeliveryStore
 
 
@@ -26,7 +27,7 @@ def rfc3339(ts: float | None) -> str | None:
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    return jsontext.dumps(value)
 
 
 def json_response(value: Any, *, status: int = 200) -> web.Response:

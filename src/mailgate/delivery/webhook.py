@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from mailgate import __version__
+from mailgate import __version__, jsontext
 from mailgate.backoff import LoopBackoff
 from mailgate.config import DeliveryConfig, WebhookConfig
 from mailgate.delivery import settings as _settings  # noqa: F401  (config validator)
@@ -53,12 +52,9 @@ LEASE_MARGIN = 30.0
 
 
 def encode_payload(env: dict[str, Any]) -> bytes:
-    """The exact body bytes that are signed and sent (compact UTF-8 JSON)."""
-    try:
-        return json.dumps(env, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    except UnicodeEncodeError:
-        # lone surrogates from a broken charset: \u-escape them rather than send invalid UTF-8
-        return json.dumps(env, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+    """The exact body bytes that are signed and sent (compact UTF-8 JSON; lone surrogates from a
+    broken charset make it escaped ASCII rather than invalid UTF-8)."""
+    return jsontext.dumps_utf8(env)
 
 
 def payload_for(item: OutboxItem, urls: EnvelopeSigner) -> bytes:

@@ -44,6 +44,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from mailgate import jsontext
 from mailgate.config import ENV_ENCRYPTION_KEY, Config
 from mailgate.store.base import StoreError
 from mailgate.store.private import make_private_dirs, write_private_file
@@ -143,7 +144,7 @@ class NullCodec:
 
     def open_envelope(self, msg_id: str, text: str, sealed: bytes | None = None) -> dict[str, Any]:
         """The stored envelope (both columns) as the consumers see it."""
-        env: dict[str, Any] = json.loads(self.open_envelope_json(msg_id, text, sealed))
+        env: dict[str, Any] = jsontext.loads(self.open_envelope_json(msg_id, text, sealed))
         return env
 
     def open_envelope_json(self, msg_id: str, text: str, sealed: bytes | None = None) -> str:
@@ -296,7 +297,7 @@ def _group_aad(msg_id: str) -> bytes:
 
 def compact_json(value: Any) -> str:
     """The store's JSON form (compact, UTF-8 text as it is; what ``sqlite_base.dumps`` writes)."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    return jsontext.dumps(value)
 
 
 # A field sealed on its own in the store's compact JSON (how envelopes were sealed before the

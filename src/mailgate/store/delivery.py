@@ -11,10 +11,10 @@ What this module does not own: HTTP (``delivery/``, ``api/``) and SQL (``sqlite_
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from mailgate import jsontext
 from mailgate.store.base import Intent
 from mailgate.store.notify import Notifier
 
@@ -99,7 +99,7 @@ class OutboxItem:
     @property
     def envelope(self) -> dict[str, Any]:
         """The envelope decoded (each access decodes: call once)."""
-        env: dict[str, Any] = json.loads(self.envelope_json) if self.envelope_json else {}
+        env: dict[str, Any] = jsontext.loads(self.envelope_json) if self.envelope_json else {}
         return env
 
 
@@ -142,7 +142,7 @@ class EventRecord:
     @property
     def envelope(self) -> dict[str, Any]:
         """The envelope decoded (each access decodes: call once)."""
-        env: dict[str, Any] = json.loads(self.envelope_json) if self.envelope_json else {}
+        env: dict[str, Any] = jsontext.loads(self.envelope_json) if self.envelope_json else {}
         return env
 
 

@@ -7,7 +7,6 @@ core ``complete()`` calls them inside the transaction that stores the processed 
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
@@ -18,6 +17,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from mailgate import jsontext
 from mailgate.store.base import Intent, StoreError
 from mailgate.store.crypto import NULL_CODEC, NullCodec
 from mailgate.store.writer import Writer
@@ -50,7 +50,7 @@ def apply_intents(
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    return jsontext.dumps(value)
 
 
 def migrations() -> list[tuple[int, str, str]]:

@@ -7,12 +7,12 @@ exactly as the SQLite backend does with its own appliers.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
 
+from mailgate import jsontext
 from mailgate.store.base import Intent, StoreError
 
 IntentT = TypeVar("IntentT", bound=Intent)
@@ -78,7 +78,7 @@ async def apply_intents(
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    return jsontext.dumps(value)
 
 
 def text(value: Any) -> str | None:
