@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -25,7 +26,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mailgate.config import WebhookConfig
+from mailgate.store.crypto import NULL_CODEC, IntegrityError, NullCodec
 from mailgate.store.private import make_private_dirs
+from mailgate.store.rows import KeyedRow
 
 SUBJECT_KEY_FILE = "subject-hash-key"
 ERASED_EVENT = "subject.erased"
@@ -84,6 +87,88 @@ def header_addresses(raw: bytes) -> set[str]:
     for name in ADDRESS_HEADERS:
         values.extend(str(v) for v in msg.get_all(name, []) or [])
     return {normalise_address(addr) for _, addr in getaddresses(values) if "@" in addr}
+
+
+def names_subject(row: KeyedRow, addr: str, codec: NullCodec = NULL_CODEC) -> bool:
+    """True when ``addr`` is the envelope sender, an envelope recipient or in an address header
+    of a ``messages`` row (joined with its raw bytes; ``sealed`` may be absent: PostgreSQL)."""
+    try:
+        row = codec.open_columns(row["id"], row)
+        sealed = row["sealed"] if "sealed" in row.keys() else None  # noqa: SIM118 (sqlite3.Row)
+        envelope = codec.open_envelope_json(row["id"], row["envelope"] or "{}", sealed)
+    except (IntegrityError, ValueError):
+        return False  # unreadable: an operator finds it in quarantine (reason integrity)
+    if normalise_address(row["mail_from"] or "") == addr:
+        return True
+    try:
+        rcpts = json.loads(row["rcpt_to"] or "[]")
+    except ValueError:
+        rcpts = []
+    if any(normalise_address(str(r)) == addr for r in rcpts):
+        return True
+    if addr in envelope_addresses(envelope):
+        return True
+    raw = row["raw"]
+    if raw is None:
+        return False
+    try:
+        plain = codec.open_raw(row["id"], bytes(raw))
+    except IntegrityError:
+        return False  # unreadable: matched by its envelope sender/recipients only
+    return addr in header_addresses(plain)
+
+
+ENVELOPE_ADDRESS_FIELDS = ("from", "sender", "replyTo", "to", "cc", "bcc")
+
+
+def envelope_addresses(envelope_json: str | None) -> set[str]:
+    """Normalised addresses in the envelope's author and recipient fields (its opened JSON: so
+    a message whose raw bytes cannot be read is still found)."""
+    if not envelope_json:
+        return set()
+    try:
+        env = json.loads(envelope_json)
+    except ValueError:
+        return set()
+    out: set[str] = set()
+    stack = [env.get(k) for k in ENVELOPE_ADDRESS_FIELDS] if isinstance(env, dict) else []
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str) and "@" in v:
+            out.add(normalise_address(v))
+        elif isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, dict):
+            stack.extend(v.values())
+    return out
+
+
+def envelope_hashes(envelope_json: str | None) -> set[str]:
+    """The attachment hashes an envelope names (its ``attachments``: not sealed, SQL reads them)."""
+    if not envelope_json:
+        return set()
+    try:
+        env = json.loads(envelope_json)
+    except ValueError:
+        return set()
+    out = set()
+    for att in env.get("attachments") or [] if isinstance(env, dict) else []:
+        if isinstance(att, dict) and isinstance(att.get("sha256"), str):
+            out.add(att["sha256"])
+    return out
+
+
+def scrub_file(path: Path) -> None:
+    """Overwrite a blob with zeros, then unlink it (a copy-on-write filesystem may keep blocks)."""
+    try:
+        size = path.stat().st_size
+        with open(path, "r+b") as fh:
+            fh.write(b"\0" * size)
+            fh.flush()
+            os.fsync(fh.fileno())
+        path.unlink()
+    except FileNotFoundError:
+        pass
 
 
 @dataclass

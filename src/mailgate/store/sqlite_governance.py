@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import sqlite3
 import time
@@ -33,19 +32,20 @@ from mailgate.config import Config
 from mailgate.envelope import new_id, utc_now_iso
 from mailgate.store.base import StoreError
 from mailgate.store.blobs import BlobStore
-from mailgate.store.crypto import NULL_CODEC, IntegrityError, NullCodec
+from mailgate.store.crypto import IntegrityError, NullCodec
 from mailgate.store.delivery import event_id_for
 from mailgate.store.governance import (
     ERASED_EVENT,
     ErasureReport,
-    header_addresses,
+    envelope_hashes,
+    names_subject,
     normalise_address,
+    scrub_file,
     subject_hash,
     subject_key,
     valid_address,
 )
 from mailgate.store.retention import Purger, enabled
-from mailgate.store.rows import KeyedRow
 from mailgate.store.sqlite_base import SqliteBase, dumps
 from mailgate.store.sqlite_retention import RetentionMixin, checkpoint_truncate
 from mailgate.store.writer import connect
@@ -90,85 +90,6 @@ def _count_in(conn: sqlite3.Connection, sql: str, ids: Sequence[str]) -> int:
     for part in _chunks(ids):
         total += int(conn.execute(sql.format(marks=_marks(len(part))), tuple(part)).fetchone()[0])
     return total
-
-
-def _names_subject(row: KeyedRow, addr: str, codec: NullCodec = NULL_CODEC) -> bool:
-    """True when ``addr`` is the envelope sender, an envelope recipient or in an address header."""
-    try:
-        row = codec.open_columns(row["id"], row)
-        envelope = codec.open_envelope_json(row["id"], row["envelope"] or "{}", row["sealed"])
-    except (IntegrityError, ValueError):
-        return False  # unreadable: an operator finds it in quarantine (reason integrity)
-    if normalise_address(row["mail_from"] or "") == addr:
-        return True
-    try:
-        rcpts = json.loads(row["rcpt_to"] or "[]")
-    except ValueError:
-        rcpts = []
-    if any(normalise_address(str(r)) == addr for r in rcpts):
-        return True
-    if addr in _envelope_addresses(envelope):
-        return True
-    raw = row["raw"]
-    if raw is None:
-        return False
-    try:
-        plain = codec.open_raw(row["id"], bytes(raw))
-    except IntegrityError:
-        return False  # unreadable: matched by its envelope sender/recipients only
-    return addr in header_addresses(plain)
-
-
-ENVELOPE_ADDRESS_FIELDS = ("from", "sender", "replyTo", "to", "cc", "bcc")
-
-
-def _envelope_addresses(envelope_json: str | None) -> set[str]:
-    """Normalised addresses in the envelope's author and recipient fields (plain JSON even in an
-    encrypted store: so a message whose raw bytes cannot be read is still found)."""
-    if not envelope_json:
-        return set()
-    try:
-        env = json.loads(envelope_json)
-    except ValueError:
-        return set()
-    out: set[str] = set()
-    stack = [env.get(k) for k in ENVELOPE_ADDRESS_FIELDS] if isinstance(env, dict) else []
-    while stack:
-        v = stack.pop()
-        if isinstance(v, str) and "@" in v:
-            out.add(normalise_address(v))
-        elif isinstance(v, list):
-            stack.extend(v)
-        elif isinstance(v, dict):
-            stack.extend(v.values())
-    return out
-
-
-def _envelope_hashes(envelope_json: str | None) -> set[str]:
-    if not envelope_json:
-        return set()
-    try:
-        env = json.loads(envelope_json)
-    except ValueError:
-        return set()
-    out = set()
-    for att in env.get("attachments") or [] if isinstance(env, dict) else []:
-        if isinstance(att, dict) and isinstance(att.get("sha256"), str):
-            out.add(att["sha256"])
-    return out
-
-
-def _scrub_file(path: Path) -> None:
-    """Overwrite a blob with zeros, then unlink it (a copy-on-write filesystem may keep blocks)."""
-    try:
-        size = path.stat().st_size
-        with open(path, "r+b") as fh:
-            fh.write(b"\0" * size)
-            fh.flush()
-            os.fsync(fh.fileno())
-        path.unlink()
-    except FileNotFoundError:
-        pass
 
 
 def file_contains(path: Path, needle: bytes) -> bool:
@@ -216,7 +137,7 @@ class GovernanceStoreMixin(SqliteBase):
         # pass 1, a read: every candidate so far, checked against the parsed headers
         rows = await self._read(*_candidates(self.codec, 0, tenant, addr))
         last_seq = max((r["seq"] for r in rows), default=0)
-        owners = {r["id"]: r["tenant"] for r in rows if _names_subject(r, addr, self.codec)}
+        owners = {r["id"]: r["tenant"] for r in rows if names_subject(r, addr, self.codec)}
         ids = list(owners)
         report.mentioned_elsewhere = len(rows) - len(ids)
 
@@ -226,7 +147,7 @@ class GovernanceStoreMixin(SqliteBase):
             conn.execute("PRAGMA secure_delete = ON")
             late = conn.execute(*_candidates(self.codec, last_seq, tenant, addr))
             for r in late.fetchall():
-                if _names_subject(r, addr, self.codec):
+                if names_subject(r, addr, self.codec):
                     ids.append(r["id"])
                     owners[r["id"]] = r["tenant"]
                 else:
@@ -339,7 +260,7 @@ class GovernanceStoreMixin(SqliteBase):
             for r in conn.execute(
                 f"SELECT envelope FROM messages WHERE id IN ({marks})", tuple(part)
             ):
-                hashes |= _envelope_hashes(r[0])
+                hashes |= envelope_hashes(r[0])
             thread_ids |= {
                 r[0]
                 for r in conn.execute(
@@ -496,7 +417,7 @@ class GovernanceStoreMixin(SqliteBase):
             except ValueError:
                 continue
             if path.exists():
-                _scrub_file(path)
+                scrub_file(path)
                 n += 1
         return n
 

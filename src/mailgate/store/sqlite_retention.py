@@ -21,6 +21,7 @@ from typing import Any
 
 from mailgate.config import RetentionConfig
 from mailgate.store.blobs import BlobStore
+from mailgate.store.governance import envelope_hashes, scrub_file
 from mailgate.store.retention import (
     MESSAGE_KINDS,
     Progress,
@@ -57,7 +58,6 @@ def _marks(n: int) -> str:
 
 def _hashes(conn: sqlite3.Connection, ids: Sequence[str]) -> set[str]:
     """Attachment hashes of ``ids``: the attachments index and the envelopes."""
-    from mailgate.store.sqlite_governance import _envelope_hashes
 
     if not ids:
         return set()
@@ -69,7 +69,7 @@ def _hashes(conn: sqlite3.Connection, ids: Sequence[str]) -> set[str]:
         )
     }
     for r in conn.execute(f"SELECT envelope FROM messages WHERE id IN ({marks})", tuple(ids)):
-        out |= _envelope_hashes(r[0])
+        out |= envelope_hashes(r[0])
     return out
 
 
@@ -244,8 +244,6 @@ class RetentionMixin(SqliteBase):
     async def _drop_unreferenced(self, hashes: set[str], report: PurgeReport) -> None:
         """Delete the blob files no kept message needs (index rows, or envelopes of messages
         whose attachments were not purged); one scan per 50 hashes."""
-        from mailgate.store.sqlite_governance import _scrub_file
-
         todo = sorted(hashes)
         keep: set[str] = set()
         for i in range(0, len(todo), 50):
@@ -275,7 +273,7 @@ class RetentionMixin(SqliteBase):
                 size = path.stat().st_size
             except (ValueError, FileNotFoundError):
                 continue
-            await asyncio.to_thread(_scrub_file, path)
+            await asyncio.to_thread(scrub_file, path)
             report.blobs += 1
             report.blob_bytes += size
 
