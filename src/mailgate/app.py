@@ -24,7 +24,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mailgate import config
 from mailgate.config import Config, ConfigError, ConfigErrors, Validator, config_warnings
@@ -43,8 +43,13 @@ from mailgate.store.governance import erasure_targets
 from mailgate.store.notify import SPOOL
 from mailgate.store.ports import Store
 from mailgate.store.private import make_private_dirs, write_private_file
+from mailgate.store.retention import Purger, enabled
 from mailgate.store.sqlite import DB_NAME, SqliteStore
-from mailgate.store.sqlite_governance import build_purger, governance_for
+from mailgate.store.sqlite_governance import SqliteGovernance
+from mailgate.store.sqlite_governance import governance_for as sqlite_governance_for
+
+if TYPE_CHECKING:
+    from mailgate.store.postgres.retention import PgGovernance
 
 log = get_logger("app")
 
@@ -73,6 +78,26 @@ def load_config(
 ) -> Config:
     """The config, checked by the core and by every subsystem (all errors reported at once)."""
     return config.load_config(path, env=env, validators=config_validators())
+
+
+def governance_for(
+    store: object, data_dir: Path | None = None
+) -> SqliteGovernance | PgGovernance | None:
+    """The governance operations (erasure, retention purge) of ``store``, whichever backend
+    (issue 15); ``data_dir``: the node's data dir (on PostgreSQL, its attachment cache)."""
+    if type(store).__module__.startswith("mailgate.store.postgres"):
+        from mailgate.store.postgres.retention import PgGovernance
+
+        return PgGovernance(store, Path(data_dir) if data_dir is not None else Path("."))
+    return sqlite_governance_for(store)
+
+
+def build_purger(cfg: Config, store: object) -> Purger | None:
+    """The retention purger for ``serve``'s first worker; None when nothing expires."""
+    governance = governance_for(store, Path(cfg.store.data_dir))
+    if governance is None or not enabled(cfg.retention):
+        return None
+    return Purger(governance, cfg.retention)
 
 
 def build_store(cfg: Config) -> Store:
@@ -497,7 +522,7 @@ class Front:
             ),
             urls=build_url_signer(self.cfg),
             data_dir=Path(self.cfg.store.data_dir),
-            governance=governance_for(self.store),
+            governance=governance_for(self.store, Path(self.cfg.store.data_dir)),
             erase_notify=erasure_targets(self.cfg.webhooks),
         )
         from mailgate.api.ops import watch_engines

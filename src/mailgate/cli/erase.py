@@ -8,6 +8,7 @@ ids to erase downstream; the polling API lists the same event.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -59,9 +60,9 @@ def erase_cmd(
     notify = erasure_targets(cfg.webhooks)
 
     async def query(store: Any) -> ErasureReport:
-        governance = governance_for(store)
+        governance = governance_for(store, Path(cfg.store.data_dir))
         if governance is None:
-            raise StoreError("erase is implemented for the SQLite store only")
+            raise StoreError("this store has no governance operations")
         return await governance.erase_subject(
             address, tenant=tenant, dry_run=dry_run, actor=actor, notify=notify
         )

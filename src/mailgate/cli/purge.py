@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import click
@@ -72,9 +73,9 @@ def purge_cmd(
     console = Console(stderr=True)
 
     async def query(store: Any) -> PurgeReport:
-        governance = governance_for(store)
+        governance = governance_for(store, Path(cfg.store.data_dir))
         if governance is None:
-            raise StoreError("purge is implemented for the SQLite store only")
+            raise StoreError("this store has no governance operations")
         with Progress(
             TextColumn("[bold]purging" if not dry_run else "[bold]counting"),
             BarColumn(),
@@ -92,9 +93,13 @@ def purge_cmd(
                 cfg.retention, dry_run=dry_run, tenant=tenant, before=cutoff, progress=progress
             )
         if vacuum and not dry_run:
-            await asyncio.to_thread(governance.full_vacuum)
-            report.notes = [n for n in report.notes if "auto_vacuum" not in n]
-            report.notes.append("VACUUM done: auto_vacuum is INCREMENTAL from now on")
+            if asyncio.iscoroutinefunction(governance.full_vacuum):  # PostgreSQL: plain VACUUM
+                await governance.full_vacuum()
+                report.notes.append("VACUUM done")
+            else:
+                await asyncio.to_thread(governance.full_vacuum)
+                report.notes = [n for n in report.notes if "auto_vacuum" not in n]
+                report.notes.append("VACUUM done: auto_vacuum is INCREMENTAL from now on")
         return report
 
     try:

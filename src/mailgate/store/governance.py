@@ -3,11 +3,13 @@
 Why a port of its own: erasure cuts across every area of the store (messages, raw bytes,
 events, outboxes, threads, dedup, blobs), so one method that knows all of them is safer than
 asking each area in turn and hoping none was forgotten. The API and the CLI see only this
-protocol; ``store.sqlite_governance`` implements it for SQLite.
+protocol; ``store.sqlite_governance`` implements it for SQLite, ``store.postgres.erasure``
+for PostgreSQL.
 
 The audit entry and the ``subject.erased`` notice never hold the address itself, only
 ``subject_hash``: an HMAC-SHA256 of the normalised address under a key that lives in
-``<data_dir>/keys/subject-hash-key``. An operator who is asked "did you erase alice@…?" can
+``<data_dir>/keys/subject-hash-key`` (on PostgreSQL: a secret shared through the database, so
+every node computes the same hash). An operator who is asked "did you erase alice@…?" can
 recompute it; someone who reads the audit log cannot reverse it.
 """
 

@@ -28,7 +28,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mailgate.config import Config
 from mailgate.envelope import new_id, utc_now_iso
 from mailgate.store.base import StoreError
 from mailgate.store.blobs import BlobStore
@@ -45,7 +44,6 @@ from mailgate.store.governance import (
     subject_key,
     valid_address,
 )
-from mailgate.store.retention import Purger, enabled
 from mailgate.store.sqlite_base import SqliteBase, dumps
 from mailgate.store.sqlite_retention import RetentionMixin, checkpoint_truncate
 from mailgate.store.writer import connect
@@ -493,11 +491,3 @@ class SqliteGovernance(RetentionMixin, GovernanceStoreMixin):
 def governance_for(store: object) -> SqliteGovernance | None:
     """The governance operations of ``store`` when it is the SQLite backend, else None."""
     return SqliteGovernance(store) if isinstance(store, SqliteBase) else None
-
-
-def build_purger(cfg: Config, store: object) -> Purger | None:
-    """The retention purger for ``serve``'s first worker; None when nothing expires."""
-    governance = governance_for(store)
-    if governance is None or not enabled(cfg.retention):
-        return None
-    return Purger(governance, cfg.retention)
