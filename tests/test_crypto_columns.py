@@ -7,16 +7,20 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mailgate.envelope import new_id
+from mailgate.store.base import SpoolRecord
 from mailgate.store.crypto import NULL_CODEC, AesGcmCodec, IntegrityError
 from mailgate.store.pipeline import DedupIntent, ThreadIntent, ThreadRef
 from mailgate.store.replies import ReplyIntent, stored_columns
 from mailgate.store.sqlite_crypto import index_intents, sealed_subject
+from mailgate.store.sqlite_governance import PAGE, SqliteGovernance
 from tests.support.delivery import open_store, publish
 
 CODEC = AesGcmCodec({1: secrets.token_bytes(32)}, 1)
@@ -185,3 +189,36 @@ async def test_encrypted_store_seals_envelope_outside_its_json_and_buries_a_tamp
         assert dead["last_error"].startswith("integrity:")
         with pytest.raises(IntegrityError):
             await store.get_envelope(bad)
+
+
+async def test_erase_in_an_encrypted_store_pages_and_counts_only_real_mentions(
+    tmp_path: Path,
+) -> None:
+    async with open_store(tmp_path) as store:
+        store.codec = CODEC
+        alice = [await publish(store) for _ in range(PAGE + 5)]  # more than one page
+        others = []
+        for sender, text in (("bob@other.test", "ask alice@example.com"), ("carol@x.test", "hi")):
+            msg_id = new_id("msg")
+            raw = f"From: {sender}\r\nTo: support@example.test\r\n\r\n{text}\r\n".encode()
+            await store.spool(
+                SpoolRecord(
+                    id=msg_id,
+                    received_at=time.time(),
+                    mail_from=sender,
+                    rcpt_to=["support@example.test"],
+                    client_ip="127.0.0.1",
+                    helo="h",
+                    tls=False,
+                    raw=raw,
+                )
+            )
+            env = {"id": msg_id, "from": {"email": sender, "name": ""}, "text": text}
+            await store.complete(msg_id, env, [], state="processed")
+            others.append(msg_id)
+        report = await SqliteGovernance(store).erase_subject("Alice@Example.com")
+        assert report.messages == len(alice)
+        assert set(report.message_ids) == set(alice)
+        assert report.mentioned_elsewhere == 1  # Bob's message names her in its body
+        left = await store._read("SELECT id FROM messages WHERE state != 'notice'")
+        assert {r["id"] for r in left} == set(others)

@@ -44,6 +44,7 @@ from mailgate.store.governance import (
     subject_key,
     valid_address,
 )
+from mailgate.store.rows import KeyedRow
 from mailgate.store.sqlite_base import SqliteBase, dumps
 from mailgate.store.sqlite_retention import RetentionMixin, checkpoint_truncate
 from mailgate.store.writer import connect
@@ -57,20 +58,52 @@ _SCAN = (
     " LEFT JOIN message_raw r ON r.id = m.id"
     " WHERE m.seq > ? AND m.state != 'notice' AND (? IS NULL OR m.tenant = ?)"
 )
+PAGE = 200  # messages read (and, encrypted, opened) at a time: memory stays bounded
 _CANDIDATES = (
     _SCAN + " AND (instr(lower(m.mail_from), ?) > 0 OR instr(lower(m.rcpt_to), ?) > 0"
-    " OR instr(lower(m.envelope), ?) > 0 OR instr(lower(r.raw), ?) > 0) ORDER BY m.seq"
+    " OR instr(lower(m.envelope), ?) > 0 OR instr(lower(r.raw), ?) > 0)"
+    " ORDER BY m.seq LIMIT ?"
 )
 
 
 def _candidates(
     codec: NullCodec, since: int, tenant: str | None, addr: str
 ) -> tuple[str, tuple[Any, ...]]:
-    """The candidate query: plain stores are searched for the address; in an encrypted store
-    nothing holds it in clear, so every message of the tenant is opened and checked."""
+    """One page of the candidate query after ``since``: plain stores are searched for the
+    address; in an encrypted store nothing holds it in clear, so every message of the tenant is
+    opened and checked (`_classify`)."""
     if codec.enabled:
-        return _SCAN + " ORDER BY m.seq", (since, tenant, tenant)
-    return _CANDIDATES, (since, tenant, tenant, addr, addr, addr, addr)
+        return _SCAN + " ORDER BY m.seq LIMIT ?", (since, tenant, tenant, PAGE)
+    return _CANDIDATES, (since, tenant, tenant, addr, addr, addr, addr, PAGE)
+
+
+def _mentions(row: KeyedRow, addr: str, codec: NullCodec) -> bool:
+    """Whether a message of an encrypted store names ``addr`` anywhere in its content (what a
+    plain store's candidate query finds with ``instr``)."""
+    try:
+        opened = codec.open_columns(row["id"], row)
+        text = codec.open_envelope_json(row["id"], row["envelope"] or "{}", row["sealed"])
+        raw = codec.open_raw(row["id"], bytes(row["raw"])) if row["raw"] is not None else b""
+    except (IntegrityError, ValueError):
+        return False
+    hay = f"{opened['mail_from']}\n{opened['rcpt_to']}\n{text}".lower()
+    return addr in hay or addr.encode() in raw.lower()
+
+
+def _classify(
+    rows: Sequence[sqlite3.Row],
+    addr: str,
+    codec: NullCodec,
+    owners: dict[str, str],
+    report: ErasureReport,
+) -> None:
+    """Messages naming the subject go to ``owners``; the others that mention the address in
+    their content are counted (``mentioned_elsewhere``: kept)."""
+    for r in rows:
+        if names_subject(r, addr, codec):
+            owners[r["id"]] = r["tenant"]
+        elif not codec.enabled or _mentions(r, addr, codec):
+            report.mentioned_elsewhere += 1
 
 
 def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
@@ -132,24 +165,25 @@ class GovernanceStoreMixin(SqliteBase):
         shash = subject_hash(subject_key(self.data_dir), addr)
         report = ErasureReport(shash, [tenant] if tenant else [], dry_run)
 
-        # pass 1, a read: every candidate so far, checked against the parsed headers
-        rows = await self._read(*_candidates(self.codec, 0, tenant, addr))
-        last_seq = max((r["seq"] for r in rows), default=0)
-        owners = {r["id"]: r["tenant"] for r in rows if names_subject(r, addr, self.codec)}
+        # pass 1, reads a page at a time: every candidate so far, checked against the parsed
+        # headers
+        owners: dict[str, str] = {}
+        last_seq = 0
+        while rows := await self._read(*_candidates(self.codec, last_seq, tenant, addr)):
+            last_seq = rows[-1]["seq"]
+            _classify(rows, addr, self.codec, owners, report)
         ids = list(owners)
-        report.mentioned_elsewhere = len(rows) - len(ids)
 
         blobs: set[str] = set()
 
         def write(conn: sqlite3.Connection) -> None:
             conn.execute("PRAGMA secure_delete = ON")
-            late = conn.execute(*_candidates(self.codec, last_seq, tenant, addr))
-            for r in late.fetchall():
-                if names_subject(r, addr, self.codec):
-                    ids.append(r["id"])
-                    owners[r["id"]] = r["tenant"]
-                else:
-                    report.mentioned_elsewhere += 1
+            seq = last_seq  # what arrived after the reads, inside the write transaction
+            while late := conn.execute(*_candidates(self.codec, seq, tenant, addr)).fetchall():
+                seq = late[-1]["seq"]
+                before = set(owners)
+                _classify(late, addr, self.codec, owners, report)
+                ids.extend(k for k in owners if k not in before)
             blobs.update(self._erase_rows(conn, addr, ids, tenant, report, dry_run=dry_run))
             report.tenants = sorted(set(owners.values()) | ({tenant} if tenant else set()))
             if dry_run:
