@@ -94,20 +94,24 @@ def header_addresses(raw: bytes) -> set[str]:
 def names_subject(row: KeyedRow, addr: str, codec: NullCodec = NULL_CODEC) -> bool:
     """True when ``addr`` is the envelope sender, an envelope recipient or in an address header
     of a ``messages`` row (joined with its raw bytes; ``sealed`` may be absent: PostgreSQL)."""
+    # each part on its own: one that fails its integrity check does not hide the others
     try:
-        row = codec.open_columns(row["id"], row)
-        sealed = row["sealed"] if "sealed" in row.keys() else None  # noqa: SIM118 (sqlite3.Row)
-        envelope = codec.open_envelope_json(row["id"], row["envelope"] or "{}", sealed)
-    except (IntegrityError, ValueError):
-        return False  # unreadable: an operator finds it in quarantine (reason integrity)
-    if normalise_address(row["mail_from"] or "") == addr:
+        cols = codec.open_columns(row["id"], row)
+    except IntegrityError:
+        cols = {"mail_from": "", "rcpt_to": "[]"}
+    if normalise_address(cols["mail_from"] or "") == addr:
         return True
     try:
-        rcpts = json.loads(row["rcpt_to"] or "[]")
+        rcpts = json.loads(cols["rcpt_to"] or "[]")
     except ValueError:
         rcpts = []
     if any(normalise_address(str(r)) == addr for r in rcpts):
         return True
+    sealed = row["sealed"] if "sealed" in row.keys() else None  # noqa: SIM118 (sqlite3.Row)
+    try:
+        envelope = codec.open_envelope_json(row["id"], row["envelope"] or "{}", sealed)
+    except (IntegrityError, ValueError):
+        envelope = "{}"
     if addr in envelope_addresses(envelope):
         return True
     raw = row["raw"]
