@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 from click.testing import CliRunner
 
@@ -19,6 +20,9 @@ from mailgate.cli import main
 from mailgate.mime.parse import parse_message
 from mailgate.pipeline.runner import PipelineRunner
 from mailgate.store.base import SpoolRecord
+from tests.support.multinode import postgres_node_toml
+from tests.support.postgres import PgCluster
+from tests.support.server import MailgateServer
 
 ALICE = "alice@customer.test"
 
@@ -236,3 +240,45 @@ def test_governance_for_postgresql_runs_vacuum(tmp_path: Path, pg_dsn: str) -> N
         main, ["purge", "--vacuum", "-c", str(cfg_path)], env={"MAILGATE_STORE_DSN": pg_dsn}
     )
     assert out.exit_code == 0, out.output
+
+
+ADMIN = "admin-token-0123456789abcdef0123456789"
+
+
+async def test_delete_subject_through_the_api_of_a_postgresql_node(
+    tmp_path: Path, pg_cluster: PgCluster
+) -> None:
+    dsn = pg_cluster.create_database()
+    root = tmp_path / "mxa"
+    root.mkdir()
+    text = postgres_node_toml(root, "mxa") + (
+        f'\n[[api.tokens]]\nname = "root"\ntoken = "{ADMIN}"\nadmin = true\n'
+    )
+    srv = MailgateServer(root, config_text=text, env={"MAILGATE_STORE_DSN": dsn})
+    await asyncio.to_thread(srv.start)
+    try:
+        for n in range(3):
+            raw = message(f"Alice <{ALICE}>", f"api{n}@customer.test", f"order {n}")
+            await asyncio.to_thread(srv.send, raw, mail_from=ALICE)
+        await asyncio.to_thread(srv.send, message("bob@other.test", "bob@other.test", "hi"))
+        async with aiohttp.ClientSession() as http:
+            auth = {"Authorization": f"Bearer {ADMIN}"}
+            for _ in range(200):  # bounded: processed within a few hundred ms
+                async with http.get(f"{srv.api_base}/v1/messages", headers=auth) as r:
+                    listed = (await r.json())["data"]
+                if len(listed) == 4:
+                    break
+                await asyncio.sleep(0.05)
+            assert len(listed) == 4
+            async with http.delete(f"{srv.api_base}/v1/subjects/{ALICE}", headers=auth) as r:
+                assert r.status == 200, await r.text()
+                report = await r.json()
+            assert report["messages"] == 3 and ALICE not in json.dumps(report)
+            async with http.get(f"{srv.api_base}/v1/messages", headers=auth) as r:
+                left = [m for m in (await r.json())["data"] if m.get("type") != "subject.erased"]
+            assert len(left) == 1
+            for msg_id in report["message_ids"]:
+                async with http.get(f"{srv.api_base}/v1/messages/{msg_id}", headers=auth) as r:
+                    assert r.status == 404
+    finally:
+        await asyncio.to_thread(srv.stop)
