@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -74,6 +75,13 @@ class Timer:
 
     def done(self, outcome: str) -> float:
         elapsed = self.elapsed
-        metrics.SCAN_SECONDS.labels(engine=self.engine).observe(elapsed)
-        metrics.SCAN_TOTAL.labels(engine=self.engine, outcome=outcome).inc()
+        _child(metrics.SCAN_SECONDS, self.engine).observe(elapsed)
+        _child(metrics.SCAN_TOTAL, self.engine, outcome).inc()
         return elapsed
+
+
+@functools.lru_cache(maxsize=64)
+def _child(metric: Any, *labels: str) -> Any:
+    """The labelled child of a metric, looked up once (``labels()`` locks and builds a key on
+    every call). Keyed by the metric object, so a replaced metric gets its own children."""
+    return metric.labels(*labels)

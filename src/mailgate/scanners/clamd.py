@@ -1,9 +1,16 @@
-"""clamd's ``zINSTREAM`` protocol over TCP or a Unix socket (clamd(8), "INSTREAM").
+"""clamd's ``zINSTREAM`` protocol over TCP or a Unix socket (clamd(8), "INSTREAM", "IDSESSION").
 
-The raw message goes to clamd as it arrived: clamd decodes MIME, archives and TNEF itself, so
-mailgate does not re-implement any of that. One connection per scan: clamd serves each
-connection on its own thread, a loopback connect costs less than 100 us, and a fresh connection
-cannot be left half-read by a cancelled scan.
+The raw message goes to clamd as it arrived, once and whole: clamd decodes MIME, archives and
+TNEF itself, so mailgate does not re-implement any of that.
+
+Two ways to talk. Without a pool (``sessions=0``: ``mailgate scan``, ``/readyz``), one
+connection per command, nothing to close. With one (the antivirus stage, the DATA gate), scans
+go over long-lived ``zIDSESSION`` connections, one scan at a time on each: a connect, two
+asyncio transports and a close per message were most of mailgate's CPU for a scan. In a session
+clamd numbers its replies (``<n>: stream: OK``), and a reply with another number is a protocol
+error, never a verdict. A session clamd closed while it sat idle (its ``IdleTimeout``, a
+restart) is noticed when the next scan gets no answer on it; that scan is sent again, whole, on
+a new connection, once. Any error closes the session it happened on.
 
 Answers: ``stream: OK`` (clean), ``stream: <signature> FOUND``, and ``... ERROR`` lines. A
 message over clamd's ``StreamMaxLength`` is answered ``INSTREAM size limit exceeded. ERROR``
@@ -15,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
+import time
 
 from mailgate.config import AntivirusConfig, parse_hostport
 from mailgate.scanners.base import ScanError, Timer, VirusVerdict
@@ -22,15 +30,51 @@ from mailgate.scanners.base import ScanError, Timer, VirusVerdict
 ENGINE = "clamav"
 CHUNK = 64 * 1024
 MAX_REPLY = 4096
+SESSIONS = 16
+"""Idle sessions kept per client (the stage runs at most 16 scans at a time)."""
+IDLE_MAX = 20.0
+"""Seconds an idle session is reused; clamd's default ``IdleTimeout`` is 30 s."""
 _TOO_LARGE = "INSTREAM size limit exceeded"
+_END = struct.pack(">I", 0)
+
+
+class _Lost(Exception):
+    """A reused session was closed by clamd before it answered: send again on a new one."""
+
+
+class _Session:
+    """One ``zIDSESSION`` connection; ``n`` is the number of the next command's reply."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.n = 1
+        self.used = time.monotonic()
+
+    def fresh(self, now: float) -> bool:
+        return (
+            now - self.used < IDLE_MAX
+            and not self.reader.at_eof()
+            and not self.writer.is_closing()
+        )
+
+    def close(self, end: bool = True) -> None:
+        """``end``: say goodbye (``zEND``) on a session that is between commands."""
+        with contextlib.suppress(Exception):
+            if end and not self.writer.is_closing():
+                self.writer.write(b"zEND\0")
+            self.writer.close()
 
 
 class ClamdClient:
     """Scans byte strings with one clamd; see the module docstring."""
 
-    def __init__(self, cfg: AntivirusConfig) -> None:
+    def __init__(self, cfg: AntivirusConfig, sessions: int = 0) -> None:
         self.cfg = cfg
         self.timeout = cfg.timeout
+        self.sessions = sessions
+        self._idle: list[_Session] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
         if cfg.address.startswith("unix:"):
             self.path: str | None = cfg.address[len("unix:") :]
             self.host, self.port = "", 0
@@ -46,52 +90,162 @@ class ClamdClient:
         except OSError as exc:
             raise ScanError(ENGINE, "unavailable", f"cannot connect to clamd: {exc}") from None
 
-    async def _command(self, command: bytes, payload: bytes | None) -> str:
-        reader, writer = await self._connect()
-        try:
-            sent_all = True
+    @staticmethod
+    def _send(writer: asyncio.StreamWriter, command: bytes, payload: bytes | None) -> None:
+        """Queue one command (and the payload as INSTREAM chunks) without copying the payload
+        more than the kernel makes us (a small message goes out in one write)."""
+        if payload is None:
+            writer.write(command)
+            return
+        if len(payload) <= CHUNK:
+            writer.write(b"".join((command, struct.pack(">I", len(payload)), payload, _END)))
+            return
+        writer.write(command)
+        view = memoryview(payload)
+        for start in range(0, len(view), CHUNK):
+            chunk = view[start : start + CHUNK]
+            writer.write(struct.pack(">I", len(chunk)))
+            writer.write(chunk)
+        writer.write(_END)
+
+    @staticmethod
+    async def _reply(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, sent: bool
+    ) -> bytes:
+        """clamd's NUL-terminated answer (what it managed to say, if it closed early)."""
+        if sent:
             try:
-                writer.write(b"z" + command + b"\0")
-                if payload is not None:
-                    view = memoryview(payload)
-                    for start in range(0, len(view), CHUNK):
-                        chunk = view[start : start + CHUNK]
-                        writer.write(struct.pack(">I", len(chunk)))
-                        writer.write(chunk)
-                        await writer.drain()
-                    writer.write(struct.pack(">I", 0))
                 await writer.drain()
             except OSError:
                 # clamd closes the stream early when StreamMaxLength is exceeded; its reason
                 # is still waiting in our receive buffer.
-                sent_all = False
-            try:
-                reply = await reader.readuntil(b"\0")
-            except asyncio.IncompleteReadError as exc:
-                reply = exc.partial
-            except asyncio.LimitOverrunError:
-                raise ScanError(ENGINE, "protocol", "reply too long") from None
-            except OSError as exc:
+                sent = False
+        try:
+            reply = await reader.readuntil(b"\0")
+        except asyncio.IncompleteReadError as exc:
+            reply = exc.partial
+        except asyncio.LimitOverrunError:
+            raise ScanError(ENGINE, "protocol", "reply too long") from None
+        except OSError as exc:
+            if not sent:
+                reply = b""
+            else:
                 raise ScanError(ENGINE, "unavailable", f"connection lost: {exc}") from None
+        if not sent and _TOO_LARGE.encode() not in reply:
             text = reply.rstrip(b"\0").decode("utf-8", "replace").strip()
+            raise ScanError(ENGINE, "unavailable", f"clamd stopped reading: {text[:200]}")
+        return reply
+
+    async def _command(self, command: bytes, payload: bytes | None) -> str:
+        """One command on a connection of its own."""
+        reader, writer = await self._connect()
+        try:
+            self._send(writer, b"z" + command + b"\0", payload)
+            text = _text(await self._reply(reader, writer, True))
             if not text:
                 raise ScanError(
                     ENGINE, "unavailable", "clamd closed the connection without an answer"
                 )
-            if not sent_all and _TOO_LARGE not in text:
-                raise ScanError(ENGINE, "unavailable", f"clamd stopped reading: {text[:200]}")
             return text
         finally:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
+    # ------------------------------------------------------------------ sessions
+
+    def _take(self) -> _Session | None:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # a client carried over to another event loop
+            self._drop_idle()
+            self._loop = loop
+        now = time.monotonic()
+        while self._idle:
+            session = self._idle.pop()
+            if session.fresh(now):
+                return session
+            session.close()
+        return None
+
+    async def _open(self) -> _Session:
+        reader, writer = await self._connect()
+        writer.write(b"zIDSESSION\0")
+        return _Session(reader, writer)
+
+    async def _in_session(self, payload: bytes) -> str:
+        session = self._take()
+        if session is not None:
+            try:
+                return await self._session_scan(session, payload, reused=True)
+            except _Lost:
+                pass
+        session = await self._open()
+        try:
+            return await self._session_scan(session, payload, reused=False)
+        except _Lost:
+            raise ScanError(
+                ENGINE, "unavailable", "clamd closed the connection without an answer"
+            ) from None
+
+    async def _session_scan(self, session: _Session, payload: bytes, *, reused: bool) -> str:
+        ok = False
+        try:
+            self._send(session.writer, b"zINSTREAM\0", payload)
+            try:
+                reply = await self._reply(session.reader, session.writer, True)
+            except ScanError as exc:
+                if reused and exc.kind == "unavailable":
+                    raise _Lost from None
+                raise
+            if not reply:
+                if reused:
+                    raise _Lost
+                raise ScanError(
+                    ENGINE, "unavailable", "clamd closed the connection without an answer"
+                )
+            prefix = f"{session.n}: ".encode()
+            if not reply.startswith(prefix):
+                raise ScanError(ENGINE, "protocol", f"unexpected answer {_text(reply)[:200]!r}")
+            text = _text(reply[len(prefix) :])
+            session.n += 1
+            # an error answer may leave the session in any state: do not reuse it
+            ok = reply.endswith(b"\0") and not text.endswith(" ERROR")
+            return text
+        finally:
+            if ok and len(self._idle) < self.sessions:
+                session.used = time.monotonic()
+                self._idle.append(session)
+            else:
+                session.close(end=ok)
+
+    def _drop_idle(self) -> None:
+        idle, self._idle = self._idle, []
+        for session in idle:
+            session.close()
+
+    async def close(self) -> None:
+        """End the idle sessions (``zEND``); a scan after this opens new ones."""
+        if self._loop is not None and self._loop is not asyncio.get_running_loop():
+            self._idle = []
+            return
+        idle, self._idle = self._idle, []
+        for session in idle:
+            session.close()
+        for session in idle:
+            with contextlib.suppress(Exception):
+                await session.writer.wait_closed()
+
+    # ------------------------------------------------------------------ the API
+
     async def scan(self, data: bytes) -> VirusVerdict:
         """Scan ``data`` (a whole message or one attachment) under ``timeout``."""
         timer = Timer(ENGINE)
         try:
             async with asyncio.timeout(self.timeout):
-                text = await self._command(b"INSTREAM", data)
+                if self.sessions > 0:
+                    text = await self._in_session(data)
+                else:
+                    text = await self._command(b"INSTREAM", data)
         except TimeoutError:
             timer.done("error")
             raise ScanError(ENGINE, "timeout", f"no answer within {self.timeout}s") from None
@@ -117,6 +271,10 @@ class ClamdClient:
     async def version(self) -> str:
         async with asyncio.timeout(self.timeout):
             return await self._command(b"VERSION", None)
+
+
+def _text(reply: bytes) -> str:
+    return reply.rstrip(b"\0").decode("utf-8", "replace").strip()
 
 
 def parse_reply(text: str) -> VirusVerdict:

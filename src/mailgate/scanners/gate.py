@@ -16,7 +16,7 @@ from mailgate import metrics
 from mailgate.config import Config
 from mailgate.logs import get_logger, log_fields
 from mailgate.scanners.base import ScanError
-from mailgate.scanners.clamd import ClamdClient
+from mailgate.scanners.clamd import SESSIONS, ClamdClient
 from mailgate.scanners.rspamd import MessageFacts, RspamdClient
 
 log = get_logger("smtp")
@@ -31,7 +31,7 @@ class DataGate:
         self.av_cfg = cfg.antivirus
         self.spam_cfg = cfg.spam
         self.av = (
-            ClamdClient(cfg.antivirus)
+            ClamdClient(cfg.antivirus, sessions=SESSIONS)
             if cfg.antivirus.engine == "clamav" and cfg.antivirus.check_at == "data"
             else None
         )
@@ -79,6 +79,8 @@ class DataGate:
         return reply
 
     async def close(self) -> None:
+        if self.av is not None:
+            await self.av.close()
         if self.spam is not None:
             await self.spam.close()
 

@@ -25,7 +25,7 @@ from mailgate.pipeline.base import Context, Quarantine, Verdict
 from mailgate.pipeline.lifecycle import Services
 from mailgate.pipeline.scanner_stage import ScannerStage
 from mailgate.scanners.base import ScanError, VirusVerdict
-from mailgate.scanners.clamd import ClamdClient
+from mailgate.scanners.clamd import SESSIONS, ClamdClient
 from mailgate.store.base import SpooledMessage
 
 MAX_PARTS = 20
@@ -40,7 +40,12 @@ class AntivirusStage(ScannerStage[AntivirusConfig, ClamdClient, VirusVerdict]):
     def build(cls, cfg: Config, services: Services) -> AntivirusStage:
         if cfg.antivirus.engine == "none" or services.raw_message is None:
             return cls(cfg.antivirus)
-        return cls(cfg.antivirus, ClamdClient(cfg.antivirus), services.raw_message)
+        client = ClamdClient(cfg.antivirus, sessions=SESSIONS)
+        return cls(cfg.antivirus, client, services.raw_message)
+
+    async def stop(self) -> None:
+        if self.client is not None:
+            await self.client.close()
 
     def _ahead_call(
         self, client: ClamdClient, msg: SpooledMessage
