@@ -19,6 +19,7 @@ from mailgate.store.base import SpoolRecord
 from mailgate.store.crypto import NULL_CODEC, AesGcmCodec, IntegrityError
 from mailgate.store.pipeline import DedupIntent, ThreadIntent, ThreadRef
 from mailgate.store.replies import ReplyIntent, stored_columns
+from mailgate.store.sqlite_backup import check
 from mailgate.store.sqlite_crypto import index_intents, sealed_subject
 from mailgate.store.sqlite_governance import PAGE, SqliteGovernance
 from tests.support.delivery import open_store, publish
@@ -222,3 +223,31 @@ async def test_erase_in_an_encrypted_store_pages_and_counts_only_real_mentions(
         assert report.mentioned_elsewhere == 1  # Bob's message names her in its body
         left = await store._read("SELECT id FROM messages WHERE state != 'notice'")
         assert {r["id"] for r in left} == set(others)
+
+
+async def test_db_check_reports_a_tampered_envelope_or_address_column(tmp_path: Path) -> None:
+    async with open_store(tmp_path) as store:
+        store.codec = CODEC
+        good, bad_env, bad_col = [await publish(store) for _ in range(3)]
+
+        def tamper(conn: sqlite3.Connection) -> None:
+            (sealed,) = conn.execute(
+                "SELECT sealed FROM messages WHERE id = ?", (bad_env,)
+            ).fetchone()
+            conn.execute(
+                "UPDATE messages SET sealed = ? WHERE id = ?", (sealed[:-1] + b"x", bad_env)
+            )
+            (mail_from,) = conn.execute(
+                "SELECT mail_from FROM messages WHERE id = ?", (bad_col,)
+            ).fetchone()
+            moved = CODEC.seal_text(f"{good}:mail_from", "alice@example.com")  # another row's
+            assert mail_from != moved
+            conn.execute("UPDATE messages SET mail_from = ? WHERE id = ?", (moved, bad_col))
+
+        await store._write(tamper)
+    report = check(tmp_path, CODEC)
+    problems = "\n".join(report.problems)
+    assert f"{bad_env}: envelope or address columns" in problems
+    assert f"{bad_col}: envelope or address columns" in problems
+    assert good not in problems
+    assert check(tmp_path, CODEC).messages == 3

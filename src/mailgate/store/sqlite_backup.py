@@ -158,6 +158,10 @@ def restore(src: Path, data_dir: Path) -> dict[str, Any]:
     return manifest
 
 
+def _has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:
+    return any(r[1] == column for r in conn.execute(f"PRAGMA table_info({table})"))
+
+
 def check(data_dir: Path, codec: NullCodec = NULL_CODEC) -> CheckReport:
     """See the module docstring; ``problems`` lists what is wrong (empty: all good)."""
     db = data_dir / DB_NAME
@@ -171,10 +175,21 @@ def check(data_dir: Path, codec: NullCodec = NULL_CODEC) -> CheckReport:
         report.integrity = "; ".join(str(r[0]) for r in rows)
         if report.integrity != "ok":
             report.problems.append(f"integrity_check: {report.integrity[:500]}")
-        for msg_id, size, purged, raw in conn.execute(
-            "SELECT m.id, m.size, m.purged, r.raw FROM messages m"
+        sealed_col = "m.sealed" if _has_column(conn, "messages", "sealed") else "NULL"
+        conn.row_factory = sqlite3.Row
+        for row in conn.execute(
+            "SELECT m.id, m.size, m.purged, m.mail_from, m.rcpt_to, m.subject, m.auth, m.smtp,"
+            f" m.envelope, {sealed_col} AS sealed, r.raw FROM messages m"
             " LEFT JOIN message_raw r ON r.id = m.id WHERE m.state != 'notice'"
         ):
+            msg_id, size, purged, raw = row["id"], row["size"], row["purged"], row["raw"]
+            if codec.enabled:  # the sealed columns and envelope open (else: tampered)
+                try:
+                    codec.open_columns(msg_id, row)
+                    if row["envelope"] is not None:
+                        codec.open_envelope_json(msg_id, row["envelope"], row["sealed"])
+                except IntegrityError as exc:
+                    report.problems.append(f"{msg_id}: envelope or address columns {exc}")
             # the bytes themselves, not length(): that can be answered without reading them
             try:
                 raw_len = None if raw is None else len(codec.open_raw(msg_id, bytes(raw)))
