@@ -101,6 +101,13 @@ def test_encrypted_at_rest_rotation_and_integrity(
     assert "BODYMARKER-zx9" in detail["envelope"]["text"]
     assert detail["envelope"]["from"]["email"] == "pat@example.org"
     assert detail["envelope"]["spf"]["result"] == "pass"
+    # ... and so do the listings that read the sealed columns (CLI and API)
+    listed = json.loads(srv.cli("messages", "list", "--json").stdout)
+    mine = [m for m in listed if m["id"] == msg_id]
+    assert mine and mine[0]["mailFrom"] == "pat@example.org"
+    assert mine[0]["subject"] == "Refund please"
+    shown = json.loads(srv.cli("messages", "show", msg_id, "--json").stdout)
+    assert "pat@example.org" in json.dumps(shown)
     assert api_get(srv, f"/v1/messages/{msg_id}/raw") == raw
     att_url = detail["envelope"]["attachments"][0]["url"]
     with urllib.request.urlopen(srv.api_base + att_url.split("8025", 1)[1], timeout=10) as r:
