@@ -4,6 +4,7 @@ a key was configured still matching."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
 import sqlite3
@@ -18,11 +19,12 @@ from mailgate.envelope import new_id
 from mailgate.store.base import SpoolRecord
 from mailgate.store.crypto import NULL_CODEC, AesGcmCodec, IntegrityError
 from mailgate.store.pipeline import DedupIntent, ThreadIntent, ThreadRef
-from mailgate.store.replies import ReplyIntent, stored_columns
+from mailgate.store.replies import ReplyAttempt, ReplyIntent, reply_id_for, stored_columns
 from mailgate.store.sqlite_backup import check
+from mailgate.store.sqlite_base import apply_intents
 from mailgate.store.sqlite_crypto import index_intents, sealed_subject
 from mailgate.store.sqlite_governance import PAGE, SqliteGovernance
-from tests.support.delivery import open_store, publish
+from tests.support.delivery import envelope_for, open_store, publish
 
 CODEC = AesGcmCodec({1: secrets.token_bytes(32)}, 1)
 
@@ -251,3 +253,27 @@ async def test_db_check_reports_a_tampered_envelope_or_address_column(tmp_path: 
     assert f"{bad_col}: envelope or address columns" in problems
     assert good not in problems
     assert check(tmp_path, CODEC).messages == 3
+
+
+async def test_a_reply_and_its_errors_are_sealed_and_read_back(tmp_path: Path) -> None:
+    async with open_store(tmp_path) as store:
+        store.codec = CODEC
+        msg_id = await publish(store)
+        intent = dataclasses.replace(reply_intent(), reply_id=reply_id_for(msg_id))
+        env = envelope_for(msg_id)
+        await store._write(
+            lambda conn: apply_intents(conn, msg_id, env, index_intents(CODEC, msg_id, [intent]))
+        )
+        (item,) = await store.claim_replies(10, owner="w1", lease=30)
+        assert item.recipient == "Pat@Example.org"  # opened for the SMTP worker
+        answer = "550 5.1.1 <Pat@Example.org>: Recipient address rejected"
+        await store.finish_reply(item, ReplyAttempt("dead", code=550, error=answer), owner="w1")
+        record = await store.get_reply(item.id)
+        assert record.recipient == "Pat@Example.org" and record.last_error == answer
+        assert record.history[0]["error"] == answer
+        rows = await store._read(
+            "SELECT r.recipient, r.recipient_key, r.last_error, a.error FROM reply_outbox r"
+            " JOIN reply_attempts a ON a.reply_id = r.id"
+        )
+    stored = " ".join(str(v) for v in rows[0])
+    assert "example.org" not in stored.lower()

@@ -82,7 +82,7 @@ ENCRYPTED_FIELDS = (
 SEALED_COLUMNS = ("mail_from", "rcpt_to", "subject", "auth", "smtp")
 """Columns of ``messages`` (and the rows joined with it) that hold a person's address or the
 subject: sealed like envelope fields (``seal_text``), read back through ``open_columns``."""
-REPLY_SEALED_COLUMNS = ("recipient", "mail_from", "subject", "draft")
+REPLY_SEALED_COLUMNS = ("recipient", "mail_from", "subject", "draft", "last_error")
 """Columns of ``reply_outbox`` sealed under the reply's id (its limit keys are keyed hashes)."""
 _HEADER = struct.Struct(">4sI12s")
 

@@ -116,7 +116,11 @@ def seal_reply(codec: NullCodec, intent: ReplyIntent) -> dict[str, str]:
     (recipient, envelope sender, subject, draft) sealed under the reply's id, the return path
     and its domain (what the rate limits count) as keyed hashes."""
     plain = stored_columns(intent)
-    out = {k: codec.seal_text(f"{intent.reply_id}:{k}", plain[k]) for k in REPLY_SEALED_COLUMNS}
+    out = {
+        k: codec.seal_text(f"{intent.reply_id}:{k}", plain[k])
+        for k in REPLY_SEALED_COLUMNS
+        if k in plain  # last_error is written by the sender, not by the intent
+    }
     out["recipient_key"] = codec.index(plain["recipient_key"])
     out["recipient_domain"] = codec.index(plain["recipient_domain"])
     return out

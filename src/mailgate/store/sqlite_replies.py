@@ -250,13 +250,17 @@ class ReplyStoreMixin(SqliteBase):
         """See `ReplyStore.finish_reply`."""
         now = time.time()
         attempt = item.attempts + 1
-        error = result.error[:2000] if result.error else None
+        text = result.error[:2000] if result.error else None
+        # a remote server's answer often quotes the recipient ("550 5.1.1 <pat@…>: unknown"):
+        # sealed like the recipient itself when encryption is on
+        error = self.codec.seal_text(f"{item.id}:last_error", text) if text else None
+        logged = self.codec.seal_text(f"{item.id}:error:{attempt}", text) if text else None
 
         def write(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "INSERT INTO reply_attempts (reply_id, attempt, at, code, error, outcome)"
                 " VALUES (?,?,?,?,?,?)",
-                (item.id, attempt, now, result.code, error, result.outcome),
+                (item.id, attempt, now, result.code, logged, result.outcome),
             )
             owned = "id = ? AND state = 'pending' AND (lock_owner = ? OR lock_owner IS NULL)"
             if result.outcome == "sent":
@@ -346,7 +350,11 @@ class ReplyStoreMixin(SqliteBase):
             (row["id"],),
         )
         opened = self.codec.open_columns(row["id"], row, REPLY_SEALED_COLUMNS)
-        return reply_record(opened, [dict(h) for h in history])
+        attempts = [dict(h) for h in history]
+        for h in attempts:
+            if h["error"]:
+                h["error"] = self.codec.open_text(f"{row['id']}:error:{h['attempt']}", h["error"])
+        return reply_record(opened, attempts)
 
     async def get_reply_draft(self, reply_id: str) -> str:
         row = await self._read_one(
