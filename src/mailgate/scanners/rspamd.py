@@ -14,7 +14,6 @@ One `aiohttp.ClientSession` (keep-alive pool) per client, opened by `start` and 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import aiohttp
 from multidict import CIMultiDict
 
+from mailgate import jsontext
 from mailgate.config import SpamConfig
 from mailgate.scanners.base import ScanError, SpamSymbol, SpamVerdict, Timer
 
@@ -145,7 +145,7 @@ SPAM_ACTIONS = frozenset({"reject", "rewrite subject", "add header"})
 def parse_reply(body: bytes) -> SpamVerdict:
     """A ``/checkv2`` JSON answer -> verdict; anything malformed is a ``protocol`` error."""
     try:
-        data = json.loads(body)
+        data = jsontext.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise ScanError(ENGINE, "protocol", "answer is not JSON") from None
     if not isinstance(data, dict):
