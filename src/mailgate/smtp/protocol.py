@@ -121,6 +121,7 @@ class MailgateSMTP(SMTP):
         self._data_bytes = 0
         self._data_rate = False
         self._last_active = time.monotonic()
+        self._held: list[str] = []  # continuation lines of the reply being pushed
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         # the common shape without the header parser (paths.py); anything else as aiosmtpd has it
@@ -305,6 +306,14 @@ class MailgateSMTP(SMTP):
                     return
             elif not self._in_helo:
                 status = replies.enhanced(status)
+            if status[3:4] == "-" and status[:3].isdigit():
+                # a continuation line (EHLO's keywords) leaves with its reply's last line: one
+                # write and one send instead of one per line (~20 us each on loopback)
+                self._held.append(status)
+                return
+            if self._held:
+                status = "\r\n".join([*self._held, status])
+                self._held.clear()
         await super().push(status)
 
     async def handle_exception(self, error: Exception) -> str:
