@@ -277,3 +277,17 @@ async def test_a_reply_and_its_errors_are_sealed_and_read_back(tmp_path: Path) -
         )
     stored = " ".join(str(v) for v in rows[0])
     assert "example.org" not in stored.lower()
+
+
+async def test_a_routing_model_is_sealed_its_vocabulary_is_customers_words(tmp_path: Path) -> None:
+    data = json.dumps({"vocabulary": ["pat-customer-4111", "refund"], "weights": [0.5, 0.25]})
+    async with open_store(tmp_path) as store:
+        store.codec = CODEC
+        version = await store.save_model("default", data, {"examples": 2})
+        assert await store.model_data(version) == data
+        assert (await store.get_model(version)).data == data
+        (stored,) = (await store._read("SELECT data FROM models"))[0]
+    assert "pat-customer-4111" not in stored and stored.startswith("mge1:")
+    async with open_store(tmp_path / "plain") as plain:  # without a key: as it was
+        version = await plain.save_model("default", data, {})
+        assert await plain.model_data(version) == data

@@ -46,12 +46,18 @@ class ModelStoreMixin(SqliteBase):
         return [label_record(r) for r in rows]
 
     async def save_model(self, tenant: str, data: str, summary: dict[str, Any]) -> int:
+        codec = self.codec
+
         def write(conn: sqlite3.Connection) -> int:
             cur = conn.execute(
                 "INSERT INTO models (tenant, created_at, summary, data) VALUES (?,?,?,?)",
-                (tenant, time.time(), dumps(summary), data),
+                (tenant, time.time(), dumps(summary), data if not codec.enabled else ""),
             )
-            return int(cur.lastrowid or 0)
+            version = int(cur.lastrowid or 0)
+            if codec.enabled:  # its vocabulary is words of customers' mail: sealed like them
+                sealed = codec.seal_text(_where(version), data)
+                conn.execute("UPDATE models SET data = ? WHERE version = ?", (sealed, version))
+            return version
 
         version: int = await self._write(write)
         return version
@@ -71,13 +77,15 @@ class ModelStoreMixin(SqliteBase):
         )
         if row is None:
             raise NotFound(f"model version {version}")
-        return model_record(row, data=True)
+        opened = {k: row[k] for k in row.keys()}  # noqa: SIM118 (sqlite3.Row)
+        opened["data"] = self.codec.open_text(_where(version), row["data"])
+        return model_record(opened, data=True)
 
     async def model_data(self, version: int) -> str:
         row = await self._read_one("SELECT data FROM models WHERE version = ?", (version,))
         if row is None:
             raise NotFound(f"model version {version}")
-        return str(row["data"])
+        return self.codec.open_text(_where(version), str(row["data"]))
 
     async def active_models(self) -> dict[str, int]:
         rows = await self._read("SELECT tenant, version FROM models WHERE active = 1")
@@ -127,3 +135,8 @@ class ModelStoreMixin(SqliteBase):
 
         result: ModelRecord | None = await self._write(write)
         return result
+
+
+def _where(version: int) -> str:
+    """Where a model's sealed data belongs (``codec.seal_text``'s associated data)."""
+    return f"model-{version}:data"
