@@ -53,9 +53,7 @@ class _Session:
 
     def fresh(self, now: float) -> bool:
         return (
-            now - self.used < IDLE_MAX
-            and not self.reader.at_eof()
-            and not self.writer.is_closing()
+            now - self.used < IDLE_MAX and not self.reader.at_eof() and not self.writer.is_closing()
         )
 
     def close(self, end: bool = True) -> None:
