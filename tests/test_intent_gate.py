@@ -1,76 +1,83 @@
-"""The intent signals' body gates found in one pass (``GateLiterals``, Aho-Corasick) answer
-exactly what one ``in`` test per literal answered, on generated bodies and on real mail."""
+"""The literal gate of the intent body patterns: a body holding none of a pattern's required
+literals skips the regex, so every match must hold one."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import re
 from typing import Any
 
-from hypothesis import given, settings
+import pytest
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailgate.mime.parse import parse_message
-from mailgate.pipeline import intent_signals as sig
-from mailgate.pipeline.stages.intent import facts_of
+from mailgate.pipeline.intent_signals import (
+    SIGNALS,
+    Body,
+    body_gate,
+    own_of,
+    required_literals,
+    rx,
+)
+from mailgate.pipeline.stages.intent import decide, facts_of
 
-CORPUS = Path(__file__).resolve().parent.parent / "fixtures" / "corpus"
-
-
-def body_tests() -> list[sig.Body]:
-    found: list[sig.Body] = []
-    stack: list[Any] = [s.test for s in sig.SIGNALS]
-    while stack:
-        t = stack.pop()
-        if isinstance(t, sig.Body):
-            found.append(t)
-        stack.extend(getattr(t, "tests", ()) or ())
-        inner = getattr(t, "test", None)
-        if inner is not None:
-            stack.append(inner)
-    return found
+_BODY_PATTERNS = sorted(
+    {t.pattern for s in SIGNALS for t in (getattr(s.test, "tests", None) or (s.test,))
+     if isinstance(t, Body)}
+)  # fmt: skip
 
 
-BODIES = body_tests()
-GATES = [(b, sig.body_gate(b.pattern)) for b in BODIES]
-LITERALS = sorted({lit for _, g in GATES if g for lit in g})
+@pytest.mark.parametrize("pattern", _BODY_PATTERNS)
+def test_every_body_pattern_has_a_gate(pattern: str) -> None:
+    gate = body_gate(pattern)
+    assert gate and min(map(len, gate)) >= 2
 
 
-def facts(body: str) -> sig.Facts:
-    return sig.Facts(headers={}, subject="", body=body, sender="", null_sender=False, env={})
+@pytest.mark.parametrize("pattern", _BODY_PATTERNS)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_every_match_of_a_body_pattern_holds_a_gate_literal(pattern: str, data: Any) -> None:
+    regex = rx(pattern)
+    text = data.draw(st.from_regex(regex))
+    m = regex.search(text)
+    assert m is not None
+    gate = body_gate(pattern)
+    assert gate is not None and any(lit in m.group(0) for lit in gate), (m.group(0), gate)
 
 
-def one_at_a_time(body: str, gate: tuple[str, ...], limit: int) -> bool:
-    return any(lit in body[:limit] for lit in gate)
+@pytest.mark.parametrize(
+    ("pattern", "gate"),
+    [
+        (r"ab(cd|ef)g", ("ab",)),
+        (r"x(?:hello|world)+y", ("hello", "world")),
+        (r"(ab|)cdef", ("cdef",)),
+        (r"(?:foo)?bar", ("bar",)),
+        (r"(?i)unsubscribe", None),  # case-folding: no literal is safe
+        (r"[a-z]+\d", None),
+        (r"(abc|d)", None),  # one alternative too short to be worth it
+        (r"(away|away from )", ("away",)),  # a literal holding a shorter one is dropped
+    ],
+)
+def test_required_literals(pattern: str, gate: tuple[str, ...] | None) -> None:
+    assert required_literals(re.compile(pattern)) == gate
 
 
-def test_the_table_has_gated_body_tests() -> None:
-    assert len(BODIES) >= 4 and len(LITERALS) >= 20
-    assert set(LITERALS) <= sig.GATE_LITERALS.known
+def test_helpdesk_agent_reuses_the_rows_decide_tested() -> None:
+    env = {"from": {"email": "anna@acme.example"}, "headers": {"X-Zendesk-From-Account-Id": "1"}}
+    facts = facts_of(env)
+    intent, reasons = decide(facts)
+    assert facts.results["helpdesk-zendesk"] is not None
+    assert facts.results["helpdesk-agent"] == "Zendesk headers from a person (an agent's reply)"
+    assert intent == "human"
+    assert decide(facts_of(env)) == (intent, reasons)
 
 
-pieces = st.sampled_from([*LITERALS, " ", "\n", "x", "out", "ice", "abwes", "é"])
+def test_own_is_built_once_per_config_values_and_follows_changes() -> None:
+    from mailgate.config import Config, DomainConfig
 
-
-@settings(max_examples=300, deadline=None)
-@given(parts=st.lists(pieces, max_size=40), cut=st.integers(0, 400))
-def test_one_pass_answers_like_one_test_per_literal(parts: list[str], cut: int) -> None:
-    body = "".join(parts)
-    f = facts(body)
-    for b, gate in GATES:
-        if gate is None:
-            continue
-        for limit in (b.limit, cut):
-            assert f.may_contain(gate, limit) == one_at_a_time(body, gate, limit), (gate, limit)
-
-
-def test_real_mail_gives_the_same_intents_through_either_gate() -> None:
-    files = sorted(p for p in CORPUS.rglob("*.eml"))[:120]
-    assert files
-    for path in files:
-        env = parse_message(path.read_bytes())
-        f = facts_of(env, None)
-        for b, gate in GATES:
-            if gate is not None:
-                assert f.may_contain(gate, b.limit) == one_at_a_time(f.body, gate, b.limit)
-        # and a gate that is not registered is looked for the old way
-        assert f.may_contain(("zz-never-registered",), 3000) is False
+    cfg = Config()
+    first = own_of(cfg.domains, cfg.reply)
+    assert own_of(cfg.domains, cfg.reply) is first  # cached: no re-parse per message
+    cfg.domains.append(DomainConfig(name="*.help.example"))
+    changed = own_of(cfg.domains, cfg.reply)
+    assert changed is not first and changed.domain("a@x.help.example")
+    assert not first.domain("a@x.help.example")

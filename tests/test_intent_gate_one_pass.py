@@ -1,0 +1,76 @@
+"""The intent signals' body gates found in one pass (``GateLiterals``, Aho-Corasick) answer
+exactly what one ``in`` test per literal answered, on generated bodies and on real mail."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mailgate.mime.parse import parse_message
+from mailgate.pipeline import intent_signals as sig
+from mailgate.pipeline.stages.intent import facts_of
+
+CORPUS = Path(__file__).resolve().parent.parent / "fixtures" / "corpus"
+
+
+def body_tests() -> list[sig.Body]:
+    found: list[sig.Body] = []
+    stack: list[Any] = [s.test for s in sig.SIGNALS]
+    while stack:
+        t = stack.pop()
+        if isinstance(t, sig.Body):
+            found.append(t)
+        stack.extend(getattr(t, "tests", ()) or ())
+        inner = getattr(t, "test", None)
+        if inner is not None:
+            stack.append(inner)
+    return found
+
+
+BODIES = body_tests()
+GATES = [(b, sig.body_gate(b.pattern)) for b in BODIES]
+LITERALS = sorted({lit for _, g in GATES if g for lit in g})
+
+
+def facts(body: str) -> sig.Facts:
+    return sig.Facts(headers={}, subject="", body=body, sender="", null_sender=False, env={})
+
+
+def one_at_a_time(body: str, gate: tuple[str, ...], limit: int) -> bool:
+    return any(lit in body[:limit] for lit in gate)
+
+
+def test_the_table_has_gated_body_tests() -> None:
+    assert len(BODIES) >= 4 and len(LITERALS) >= 20
+    assert set(LITERALS) <= sig.GATE_LITERALS.known
+
+
+pieces = st.sampled_from([*LITERALS, " ", "\n", "x", "out", "ice", "abwes", "é"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(parts=st.lists(pieces, max_size=40), cut=st.integers(0, 400))
+def test_one_pass_answers_like_one_test_per_literal(parts: list[str], cut: int) -> None:
+    body = "".join(parts)
+    f = facts(body)
+    for b, gate in GATES:
+        if gate is None:
+            continue
+        for limit in (b.limit, cut):
+            assert f.may_contain(gate, limit) == one_at_a_time(body, gate, limit), (gate, limit)
+
+
+def test_real_mail_gives_the_same_intents_through_either_gate() -> None:
+    files = sorted(p for p in CORPUS.rglob("*.eml"))[:120]
+    assert files
+    for path in files:
+        env = parse_message(path.read_bytes())
+        f = facts_of(env, None)
+        for b, gate in GATES:
+            if gate is not None:
+                assert f.may_contain(gate, b.limit) == one_at_a_time(f.body, gate, b.limit)
+        # and a gate that is not registered is looked for the old way
+        assert f.may_contain(("zz-never-registered",), 3000) is False
