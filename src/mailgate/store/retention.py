@@ -12,10 +12,12 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from mailgate.config import RetentionConfig
+from mailgate.store.rows import Row
 
 log = logging.getLogger("mailgate.retention")
 
@@ -46,6 +48,47 @@ def shortest(cfg: RetentionConfig, kind: str) -> float:
     values += [float(v) for r in cfg.rules if (v := getattr(r, kind, None)) is not None]
     positive = [v for v in values if v > 0]
     return min(positive) if positive else 0.0
+
+
+def expired(cfg: RetentionConfig, kind: str, row: Row, stamp: str, at: float) -> bool:
+    """Whether ``row`` (its ``tenant`` and ``queue``) is past ``kind``'s retention as of ``at``,
+    reckoned from its ``stamp`` column (received, acknowledged, dead)."""
+    queue = row["queue"] if isinstance(row["queue"], str) else None
+    d = duration_for(cfg, kind, row["tenant"], queue)
+    return d > 0 and row[stamp] < at - d
+
+
+def message_cutoff(cfg: RetentionConfig, at: float, before: float | None) -> float | None:
+    """Messages received before this may have something to purge; None: nothing can."""
+    positive = [v for v in (shortest(cfg, k) for k in MESSAGE_KINDS) if v > 0]
+    cutoff = at - min(positive) if positive else None
+    if before is not None:
+        cutoff = max(cutoff or before, before)
+    return cutoff
+
+
+def sort_expired(
+    rows: Iterable[Row], cfg: RetentionConfig, at: float, before: float | None
+) -> tuple[list[str], list[str], list[str]]:
+    """The ids of ``rows`` (messages: ``id``, ``tenant``, ``queue``, ``received_at``,
+    ``has_raw``, ``purged``) to delete whole (their envelope expired, or received before
+    ``before``), to drop the raw MIME of, and to drop the attachments of."""
+    whole: list[str] = []
+    raw: list[str] = []
+    atts: list[str] = []
+    for r in rows:
+        if (before is not None and r["received_at"] < before) or expired(
+            cfg, "envelopes", r, "received_at", at
+        ):
+            whole.append(r["id"])
+            continue
+        if r["has_raw"] and expired(cfg, "raw", r, "received_at", at):
+            raw.append(r["id"])
+        if "attachments" not in (r["purged"] or "") and expired(
+            cfg, "attachments", r, "received_at", at
+        ):
+            atts.append(r["id"])
+    return whole, raw, atts
 
 
 def enabled(cfg: RetentionConfig) -> bool:
@@ -83,6 +126,12 @@ class PurgeReport:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+    def would_remove(self, whole: list[str], raw: list[str], atts: list[str]) -> None:
+        """Count one batch of a dry run (a real run counts the rows it deleted)."""
+        self.messages += len(whole)
+        self.raw += len(raw)
+        self.attachments += len(atts)
 
 
 class Progress(Protocol):

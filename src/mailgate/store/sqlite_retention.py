@@ -23,11 +23,12 @@ from mailgate.config import RetentionConfig
 from mailgate.store.blobs import BlobStore
 from mailgate.store.governance import envelope_hashes, scrub_file
 from mailgate.store.retention import (
-    MESSAGE_KINDS,
     Progress,
     PurgeReport,
-    duration_for,
+    expired,
+    message_cutoff,
     shortest,
+    sort_expired,
 )
 from mailgate.store.sqlite_base import SqliteBase
 from mailgate.store.writer import connect
@@ -124,11 +125,7 @@ class RetentionMixin(SqliteBase):
         report: PurgeReport,
         progress: Progress | None,
     ) -> None:
-        limits = [shortest(cfg, k) for k in MESSAGE_KINDS]
-        positive = [v for v in limits if v > 0]
-        cutoff = at - min(positive) if positive else None
-        if before is not None:
-            cutoff = max(cutoff or before, before)
+        cutoff = message_cutoff(cfg, at, before)
         if cutoff is None:
             return
         where = "m.received_at < ? AND m.state != 'spooled'" + (
@@ -152,28 +149,12 @@ class RetentionMixin(SqliteBase):
             if not rows:
                 break
             last_seq = rows[-1]["seq"]
-            whole, raw, atts = [], [], []
-            for r in rows:
-                queue = r["queue"] if isinstance(r["queue"], str) else None
-
-                def expired(kind: str, r: Any = r, queue: str | None = queue) -> bool:
-                    d = duration_for(cfg, kind, r["tenant"], queue)
-                    return d > 0 and r["received_at"] < at - d
-
-                if (before is not None and r["received_at"] < before) or expired("envelopes"):
-                    whole.append(r["id"])
-                    continue
-                if r["has_raw"] and expired("raw"):
-                    raw.append(r["id"])
-                if "attachments" not in (r["purged"] or "") and expired("attachments"):
-                    atts.append(r["id"])
+            whole, raw, atts = sort_expired(rows, cfg, at, before)
             done += len(rows)
             if whole or raw or atts:
                 report.batches += 1
                 if dry_run:
-                    report.messages += len(whole)
-                    report.raw += len(raw)
-                    report.attachments += len(atts)
+                    report.would_remove(whole, raw, atts)
                 else:
 
                     def write(
@@ -304,12 +285,7 @@ class RetentionMixin(SqliteBase):
             if not rows:
                 return
             last = rows[-1]["seq"]
-            seqs = [
-                r["seq"]
-                for r in rows
-                if (d := duration_for(cfg, "delivered_events", r["tenant"], r["queue"])) > 0
-                and r["acked_at"] < at - d
-            ]
+            seqs = [r["seq"] for r in rows if expired(cfg, "delivered_events", r, "acked_at", at)]
             if not seqs:
                 continue
             report.batches += 1
@@ -349,12 +325,8 @@ class RetentionMixin(SqliteBase):
             (at - low, *t_p),
         )
 
-        def due(r: Any) -> bool:
-            d = duration_for(cfg, "dead_letters", r["tenant"], r["queue"])
-            return d > 0 and r["dead_at"] < at - d
-
-        outbox_ids = [r["id"] for r in rows if due(r)]
-        reply_ids = [r["id"] for r in replies if due(r)]
+        outbox_ids = [r["id"] for r in rows if expired(cfg, "dead_letters", r, "dead_at", at)]
+        reply_ids = [r["id"] for r in replies if expired(cfg, "dead_letters", r, "dead_at", at)]
         if dry_run:
             report.dead_letters += len(outbox_ids) + len(reply_ids)
             return

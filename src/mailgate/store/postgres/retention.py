@@ -18,7 +18,6 @@ the purge, and cached files no message references any more are swept as in the e
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import asyncpg
 
@@ -29,11 +28,12 @@ from mailgate.store.governance import envelope_hashes
 from mailgate.store.postgres.base import rowcount
 from mailgate.store.postgres.erasure import VACUUMED, PgErasure
 from mailgate.store.retention import (
-    MESSAGE_KINDS,
     Progress,
     PurgeReport,
-    duration_for,
+    expired,
+    message_cutoff,
     shortest,
+    sort_expired,
 )
 
 _QUEUE = "(CASE WHEN m.envelope IS NULL THEN NULL ELSE m.envelope::jsonb->>'queue' END)"
@@ -92,10 +92,7 @@ class PgGovernance(PgErasure):
         report: PurgeReport,
         progress: Progress | None,
     ) -> None:
-        positive = [v for v in (shortest(cfg, k) for k in MESSAGE_KINDS) if v > 0]
-        cutoff = at - min(positive) if positive else None
-        if before is not None:
-            cutoff = max(cutoff or before, before)
+        cutoff = message_cutoff(cfg, at, before)
         if cutoff is None:
             return
         where = (
@@ -122,27 +119,12 @@ class PgGovernance(PgErasure):
             if not rows:
                 break
             last_seq = rows[-1]["seq"]
-            whole, raw, atts = [], [], []
-            for r in rows:
-
-                def expired(kind: str, r: Any = r) -> bool:
-                    d = duration_for(cfg, kind, r["tenant"], r["queue"])
-                    return d > 0 and r["received_at"] < at - d
-
-                if (before is not None and r["received_at"] < before) or expired("envelopes"):
-                    whole.append(r["id"])
-                    continue
-                if r["has_raw"] and expired("raw"):
-                    raw.append(r["id"])
-                if "attachments" not in (r["purged"] or "") and expired("attachments"):
-                    atts.append(r["id"])
+            whole, raw, atts = sort_expired(rows, cfg, at, before)
             done += len(rows)
             if whole or raw or atts:
                 report.batches += 1
                 if dry_run:
-                    report.messages += len(whole)
-                    report.raw += len(raw)
-                    report.attachments += len(atts)
+                    report.would_remove(whole, raw, atts)
                 else:
                     async with self.store.pool.acquire() as conn, conn.transaction():
                         blobs |= await _purge_batch(conn, whole, raw, atts, report)
@@ -209,12 +191,7 @@ class PgGovernance(PgErasure):
             if not rows:
                 return
             last = rows[-1]["seq"]
-            seqs = [
-                r["seq"]
-                for r in rows
-                if (d := duration_for(cfg, "delivered_events", r["tenant"], r["queue"])) > 0
-                and r["acked_at"] < at - d
-            ]
+            seqs = [r["seq"] for r in rows if expired(cfg, "delivered_events", r, "acked_at", at)]
             if not seqs:
                 continue
             report.batches += 1
@@ -249,12 +226,8 @@ class PgGovernance(PgErasure):
             tenant,
         )
 
-        def due(r: Any) -> bool:
-            d = duration_for(cfg, "dead_letters", r["tenant"], r["queue"])
-            return d > 0 and r["dead_at"] < at - d
-
-        outbox_ids = [r["id"] for r in rows if due(r)]
-        reply_ids = [r["id"] for r in replies if due(r)]
+        outbox_ids = [r["id"] for r in rows if expired(cfg, "dead_letters", r, "dead_at", at)]
+        reply_ids = [r["id"] for r in replies if expired(cfg, "dead_letters", r, "dead_at", at)]
         if dry_run:
             report.dead_letters += len(outbox_ids) + len(reply_ids)
             return
