@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mailgate.config import WebhookConfig
+from mailgate.store.base import StoreError
 from mailgate.store.crypto import NULL_CODEC, IntegrityError, NullCodec
 from mailgate.store.private import make_private_dirs
 from mailgate.store.rows import KeyedRow
@@ -127,17 +128,23 @@ def names_subject(row: KeyedRow, addr: str, codec: NullCodec = NULL_CODEC) -> bo
 ENVELOPE_ADDRESS_FIELDS = ("from", "sender", "replyTo", "to", "cc", "bcc")
 
 
+def _json_object(text: str | None) -> dict[str, Any] | None:
+    """A stored envelope's JSON object; None when there is none or it does not parse."""
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def envelope_addresses(envelope_json: str | None) -> set[str]:
     """Normalised addresses in the envelope's author and recipient fields (its opened JSON: so
     a message whose raw bytes cannot be read is still found)."""
-    if not envelope_json:
-        return set()
-    try:
-        env = json.loads(envelope_json)
-    except ValueError:
-        return set()
+    env = _json_object(envelope_json)
     out: set[str] = set()
-    stack = [env.get(k) for k in ENVELOPE_ADDRESS_FIELDS] if isinstance(env, dict) else []
+    stack = [env.get(k) for k in ENVELOPE_ADDRESS_FIELDS] if env is not None else []
     while stack:
         v = stack.pop()
         if isinstance(v, str) and "@" in v:
@@ -151,14 +158,9 @@ def envelope_addresses(envelope_json: str | None) -> set[str]:
 
 def envelope_hashes(envelope_json: str | None) -> set[str]:
     """The attachment hashes an envelope names (its ``attachments``: not sealed, SQL reads them)."""
-    if not envelope_json:
-        return set()
-    try:
-        env = json.loads(envelope_json)
-    except ValueError:
-        return set()
+    env = _json_object(envelope_json)
     out = set()
-    for att in env.get("attachments") or [] if isinstance(env, dict) else []:
+    for att in env.get("attachments") or [] if env is not None else []:
         if isinstance(att, dict) and isinstance(att.get("sha256"), str):
             out.add(att["sha256"])
     return out
@@ -175,6 +177,17 @@ def scrub_file(path: Path) -> None:
         path.unlink()
     except FileNotFoundError:
         pass
+
+
+def begin_erasure(
+    address: str, key: bytes, tenant: str | None, dry_run: bool
+) -> tuple[str, ErasureReport]:
+    """The normalised address and the empty report of an erasure; one that is not a single
+    complete address is refused (nobody erases by pattern)."""
+    addr = normalise_address(address)
+    if not valid_address(addr):
+        raise StoreError("erase takes one complete address like alice@example.com")
+    return addr, ErasureReport(subject_hash(key, addr), [tenant] if tenant else [], dry_run)
 
 
 @dataclass

@@ -29,20 +29,18 @@ from pathlib import Path
 from typing import Any
 
 from mailgate.envelope import new_id, utc_now_iso
-from mailgate.store.base import StoreError
 from mailgate.store.blobs import BlobStore
 from mailgate.store.crypto import IntegrityError, NullCodec
 from mailgate.store.delivery import event_id_for
 from mailgate.store.governance import (
     ERASED_EVENT,
     ErasureReport,
+    begin_erasure,
     envelope_hashes,
     names_subject,
     normalise_address,
     scrub_file,
-    subject_hash,
     subject_key,
-    valid_address,
 )
 from mailgate.store.rows import KeyedRow
 from mailgate.store.sqlite_base import SqliteBase, dumps
@@ -159,11 +157,7 @@ class GovernanceStoreMixin(SqliteBase):
         notify: dict[str, list[str]] | None = None,
     ) -> ErasureReport:
         """See `GovernanceStore.erase_subject` and the module docstring."""
-        addr = normalise_address(address)
-        if not valid_address(addr):
-            raise StoreError("erase takes one complete address like alice@example.com")
-        shash = subject_hash(subject_key(self.data_dir), addr)
-        report = ErasureReport(shash, [tenant] if tenant else [], dry_run)
+        addr, report = begin_erasure(address, subject_key(self.data_dir), tenant, dry_run)
 
         # pass 1, reads a page at a time: every candidate so far, checked against the parsed
         # headers
@@ -195,7 +189,7 @@ class GovernanceStoreMixin(SqliteBase):
                     time.time(),
                     actor,
                     "subject.erase",
-                    shash,
+                    report.subject_hash,
                     dumps(
                         {
                             "tenants": report.tenants,

@@ -40,12 +40,11 @@ from mailgate.store.delivery import event_id_for
 from mailgate.store.governance import (
     ERASED_EVENT,
     ErasureReport,
+    begin_erasure,
     envelope_hashes,
     names_subject,
     normalise_address,
     scrub_file,
-    subject_hash,
-    valid_address,
 )
 from mailgate.store.notify import OUTBOX
 from mailgate.store.postgres.base import dumps, rowcount
@@ -100,12 +99,9 @@ class PgErasure:
         actor: str = "cli",
         notify: dict[str, list[str]] | None = None,
     ) -> ErasureReport:
-        addr = normalise_address(address)
-        if not valid_address(addr):
-            raise StoreError("erase takes one complete address like alice@example.com")
-        key = hashlib.sha256((await self.store.shared_secret(SUBJECT_KEY_SECRET)).encode())
-        shash = subject_hash(key.digest(), addr)
-        report = ErasureReport(shash, [tenant] if tenant else [], dry_run)
+        secret = await self.store.shared_secret(SUBJECT_KEY_SECRET)
+        key = hashlib.sha256(secret.encode()).digest()
+        addr, report = begin_erasure(address, key, tenant, dry_run)
         blobs: set[str] = set()
         try:
             async with self.store.pool.acquire() as conn, conn.transaction():
