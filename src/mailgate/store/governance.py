@@ -20,6 +20,7 @@ import hmac
 import json
 import os
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
 from email.policy import compat32
@@ -29,6 +30,7 @@ from typing import Any, Protocol
 
 from mailgate.config import WebhookConfig
 from mailgate.store.base import StoreError
+from mailgate.store.blobs import BlobStore
 from mailgate.store.crypto import NULL_CODEC, IntegrityError, NullCodec
 from mailgate.store.private import make_private_dirs
 from mailgate.store.rows import KeyedRow
@@ -177,6 +179,23 @@ def scrub_file(path: Path) -> None:
         path.unlink()
     except FileNotFoundError:
         pass
+
+
+def scrub_blobs(folder: Path, hashes: Iterable[str]) -> tuple[int, int]:
+    """Scrub the attachment files of ``hashes`` under ``folder`` (a `BlobStore` root): how many
+    there were and their bytes. A hash without a file (or not a hash) is skipped."""
+    blobs = BlobStore(folder)
+    files = size = 0
+    for h in sorted(hashes):
+        try:
+            path = blobs.path_for(h)
+            n = path.stat().st_size
+        except (ValueError, FileNotFoundError):
+            continue
+        scrub_file(path)
+        files += 1
+        size += n
+    return files, size
 
 
 def begin_erasure(

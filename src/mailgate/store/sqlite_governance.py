@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 from mailgate.envelope import new_id, utc_now_iso
-from mailgate.store.blobs import BlobStore
 from mailgate.store.crypto import IntegrityError, NullCodec
 from mailgate.store.delivery import event_id_for
 from mailgate.store.governance import (
@@ -39,7 +38,7 @@ from mailgate.store.governance import (
     envelope_hashes,
     names_subject,
     normalise_address,
-    scrub_file,
+    scrub_blobs,
     subject_key,
 )
 from mailgate.store.rows import KeyedRow
@@ -208,7 +207,9 @@ class GovernanceStoreMixin(SqliteBase):
             await asyncio.to_thread(self._dry_run, write)
             return report
         await self._write(write)
-        report.blobs_deleted = await asyncio.to_thread(self._drop_blobs, blobs)
+        report.blobs_deleted, _ = await asyncio.to_thread(
+            scrub_blobs, self.data_dir / "attachments", blobs
+        )
         report.residue = await self._residue(addr)
         await asyncio.to_thread(self._wipe_free_bytes, addr.encode("utf-8"), report)
         return report
@@ -433,19 +434,6 @@ class GovernanceStoreMixin(SqliteBase):
             report.notices.append(notice_id)
 
     # ------------------------------------------------------------------ making bytes go away
-
-    def _drop_blobs(self, hashes: set[str]) -> int:
-        blobs = BlobStore(self.data_dir / "attachments")
-        n = 0
-        for h in sorted(hashes):
-            try:
-                path = blobs.path_for(h)
-            except ValueError:
-                continue
-            if path.exists():
-                scrub_file(path)
-                n += 1
-        return n
 
     def checkpoint_truncate(self) -> bool:
         """See `sqlite_retention.checkpoint_truncate`."""

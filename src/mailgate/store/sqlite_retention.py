@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mailgate.config import RetentionConfig
-from mailgate.store.blobs import BlobStore
-from mailgate.store.governance import envelope_hashes, scrub_file
+from mailgate.store.governance import envelope_hashes, scrub_blobs
 from mailgate.store.retention import (
     Progress,
     PurgeReport,
@@ -245,18 +244,11 @@ class RetentionMixin(SqliteBase):
                 rest,
             ):
                 keep |= {h for h in rest if h in (r["envelope"] or "")}
-        blobs = BlobStore(self.data_dir / "attachments")
-        for h in todo:
-            if h in keep:
-                continue
-            try:
-                path = blobs.path_for(h)
-                size = path.stat().st_size
-            except (ValueError, FileNotFoundError):
-                continue
-            await asyncio.to_thread(scrub_file, path)
-            report.blobs += 1
-            report.blob_bytes += size
+        files, size = await asyncio.to_thread(
+            scrub_blobs, self.data_dir / "attachments", [h for h in todo if h not in keep]
+        )
+        report.blobs += files
+        report.blob_bytes += size
 
     # ------------------------------------------------------------------ events, DLQ, audit
 

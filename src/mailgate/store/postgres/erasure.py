@@ -35,7 +35,6 @@ import asyncpg
 
 from mailgate.envelope import new_id, utc_now_iso
 from mailgate.store.base import StoreError
-from mailgate.store.blobs import BlobStore
 from mailgate.store.delivery import event_id_for
 from mailgate.store.governance import (
     ERASED_EVENT,
@@ -44,6 +43,7 @@ from mailgate.store.governance import (
     envelope_hashes,
     names_subject,
     normalise_address,
+    scrub_blobs,
     scrub_file,
 )
 from mailgate.store.notify import OUTBOX
@@ -112,7 +112,9 @@ class PgErasure:
             return report
         except asyncpg.PostgresError as exc:
             raise StoreError(f"erase failed: {exc}") from exc
-        report.blobs_deleted = await asyncio.to_thread(self._drop_cached, blobs)
+        report.blobs_deleted, _ = await asyncio.to_thread(
+            scrub_blobs, self.data_dir / "attachments", blobs
+        )
         await self._vacuum(report)
         report.residue = await self._residue(addr)
         return report
@@ -229,21 +231,6 @@ class PgErasure:
         return hashes - referenced
 
     # ------------------------------------------------------------------ after the commit
-
-    def _drop_cached(self, hashes: set[str]) -> int:
-        """Scrub this node's cached copies of ``hashes``, and cached files older than
-        ``CACHE_GRACE`` that no attachment row names (another node's erasure left them)."""
-        blobs = BlobStore(self.data_dir / "attachments")
-        n = 0
-        for h in sorted(hashes):
-            try:
-                path = blobs.path_for(h)
-            except ValueError:
-                continue
-            if path.exists():
-                scrub_file(path)
-                n += 1
-        return n
 
     async def sweep_cache(self) -> int:
         """Scrub cached attachment files no attachment row names any more (older than an hour)."""

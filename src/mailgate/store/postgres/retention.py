@@ -17,14 +17,14 @@ the purge, and cached files no message references any more are swept as in the e
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import asyncpg
 
 from mailgate.config import RetentionConfig
 from mailgate.store.base import StoreError
-from mailgate.store.blobs import BlobStore
-from mailgate.store.governance import envelope_hashes
+from mailgate.store.governance import envelope_hashes, scrub_blobs
 from mailgate.store.postgres.base import rowcount
 from mailgate.store.postgres.erasure import VACUUMED, PgErasure
 from mailgate.store.retention import (
@@ -152,14 +152,11 @@ class PgGovernance(PgErasure):
                 h,
             ):
                 keep.add(h)
-        gone = hashes - keep
-        blobs = BlobStore(self.data_dir / "attachments")
-        for h in gone:
-            try:
-                report.blob_bytes += blobs.path_for(h).stat().st_size
-            except (ValueError, FileNotFoundError):
-                continue
-        report.blobs += self._drop_cached(gone)
+        files, size = await asyncio.to_thread(
+            scrub_blobs, self.data_dir / "attachments", hashes - keep
+        )
+        report.blobs += files
+        report.blob_bytes += size
 
     # ------------------------------------------------------------------ events, DLQ, audit
 
