@@ -48,7 +48,7 @@ from mailgate import jsontext
 from mailgate.config import ENV_ENCRYPTION_KEY, Config
 from mailgate.store.base import StoreError
 from mailgate.store.private import make_private_dirs, write_private_file
-from mailgate.store.rows import KeyedRow
+from mailgate.store.rows import KeyedRow, row_dict
 
 ENV_KEY = ENV_ENCRYPTION_KEY
 MAGIC = b"MGE1"
@@ -211,7 +211,7 @@ class AesGcmCodec(NullCodec):
         return self._open(sealed, b"col:" + where.encode()).decode("utf-8", "surrogatepass")
 
     def open_columns(self, row_id: str, row: KeyedRow, names: tuple[str, ...] = ()) -> KeyedRow:
-        out = {k: row[k] for k in row.keys()}  # noqa: SIM118 (sqlite3.Row iterates values)
+        out = row_dict(row)
         for name in names or SEALED_COLUMNS:
             value = out.get(name)
             if isinstance(value, str) and _sealed(value):

@@ -19,3 +19,8 @@ class KeyedRow(Row, Protocol):
     """A row that also names its columns (both drivers' rows do): what can be copied."""
 
     def keys(self) -> Any: ...
+
+
+def row_dict(row: KeyedRow) -> dict[str, Any]:
+    """A copy of ``row`` that can be changed (``sqlite3.Row`` iterates its values, not names)."""
+    return {k: row[k] for k in row.keys()}  # noqa: SIM118

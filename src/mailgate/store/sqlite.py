@@ -25,6 +25,7 @@ from mailgate.store.base import (
 )
 from mailgate.store.message_logic import message_summary
 from mailgate.store.private import create_private_file, make_private_dirs
+from mailgate.store.rows import row_dict
 from mailgate.store.sqlite_base import SqliteBase, apply_intents, dumps, migrate
 from mailgate.store.sqlite_claims import SpoolClaimsMixin
 from mailgate.store.sqlite_crypto import index_intents, reseal_reply, sealed_subject
@@ -238,8 +239,7 @@ class SqliteStore(
         )
         if row is None:
             raise NotFound(msg_id)
-        opened = self.codec.open_columns(msg_id, row)
-        out: dict[str, Any] = {k: opened[k] for k in opened.keys()}  # noqa: SIM118
+        out = row_dict(self.codec.open_columns(msg_id, row))
         out["rcpt_to"] = json.loads(out["rcpt_to"])
         out["tls"] = bool(out["tls"])
         out["auth"] = json.loads(out["auth"]) if out["auth"] else None

@@ -9,6 +9,7 @@ from typing import Any
 from mailgate.store.base import NotFound
 from mailgate.store.models import LabelRecord, ModelRecord
 from mailgate.store.models_logic import MODEL_COLS, label_record, model_record
+from mailgate.store.rows import row_dict
 from mailgate.store.sqlite_base import SqliteBase, dumps
 
 
@@ -77,7 +78,7 @@ class ModelStoreMixin(SqliteBase):
         )
         if row is None:
             raise NotFound(f"model version {version}")
-        opened = {k: row[k] for k in row.keys()}  # noqa: SIM118 (sqlite3.Row)
+        opened = row_dict(row)
         opened["data"] = self.codec.open_text(_where(version), row["data"])
         return model_record(opened, data=True)
 
