@@ -94,37 +94,65 @@ def header_addresses(raw: bytes) -> set[str]:
     return {normalise_address(addr) for _, addr in getaddresses(values) if "@" in addr}
 
 
-def names_subject(row: KeyedRow, addr: str, codec: NullCodec = NULL_CODEC) -> bool:
-    """True when ``addr`` is the envelope sender, an envelope recipient or in an address header
-    of a ``messages`` row (joined with its raw bytes; ``sealed`` may be absent: PostgreSQL)."""
-    # each part on its own: one that fails its integrity check does not hide the others
+@dataclass(frozen=True)
+class OpenedMessage:
+    """A ``messages`` row (joined with its raw bytes) as erasure reads it: each part opened on
+    its own, so one that fails its integrity check does not hide the others (``intact`` says
+    whether every part opened)."""
+
+    mail_from: str
+    rcpt_to: str
+    envelope: str
+    raw: bytes | None
+    intact: bool
+
+    def names(self, addr: str) -> bool:
+        """True when ``addr`` is the envelope sender, an envelope recipient or in an address
+        header (a message whose raw bytes do not open is matched by the rest only)."""
+        if normalise_address(self.mail_from or "") == addr:
+            return True
+        try:
+            rcpts = json.loads(self.rcpt_to or "[]")
+        except ValueError:
+            rcpts = []
+        if any(normalise_address(str(r)) == addr for r in rcpts):
+            return True
+        if addr in envelope_addresses(self.envelope):
+            return True
+        return self.raw is not None and addr in header_addresses(self.raw)
+
+    def mentions(self, addr: str) -> bool:
+        """Whether ``addr`` occurs anywhere in it (what a plain store's SQL finds with
+        ``instr``); a message that did not wholly open mentions nobody."""
+        hay = f"{self.mail_from}\n{self.rcpt_to}\n{self.envelope}".lower()
+        return self.intact and (addr in hay or addr.encode() in (self.raw or b"").lower())
+
+
+def open_message(row: KeyedRow, codec: NullCodec = NULL_CODEC) -> OpenedMessage:
+    """``row`` opened part by part (``sealed`` may be absent: PostgreSQL)."""
+    intact = True
     try:
         cols = codec.open_columns(row["id"], row)
     except IntegrityError:
-        cols = {"mail_from": "", "rcpt_to": "[]"}
-    if normalise_address(cols["mail_from"] or "") == addr:
-        return True
-    try:
-        rcpts = json.loads(cols["rcpt_to"] or "[]")
-    except ValueError:
-        rcpts = []
-    if any(normalise_address(str(r)) == addr for r in rcpts):
-        return True
+        cols, intact = {"mail_from": "", "rcpt_to": "[]"}, False
     sealed = row["sealed"] if "sealed" in row.keys() else None  # noqa: SIM118 (sqlite3.Row)
     try:
         envelope = codec.open_envelope_json(row["id"], row["envelope"] or "{}", sealed)
     except (IntegrityError, ValueError):
-        envelope = "{}"
-    if addr in envelope_addresses(envelope):
-        return True
-    raw = row["raw"]
-    if raw is None:
-        return False
-    try:
-        plain = codec.open_raw(row["id"], bytes(raw))
-    except IntegrityError:
-        return False  # unreadable: matched by its envelope sender/recipients only
-    return addr in header_addresses(plain)
+        envelope, intact = "{}", False
+    raw: bytes | None = None
+    if row["raw"] is not None:
+        try:
+            raw = codec.open_raw(row["id"], bytes(row["raw"]))
+        except IntegrityError:
+            intact = False
+    return OpenedMessage(cols["mail_from"], cols["rcpt_to"], envelope, raw, intact)
+
+
+def names_subject(row: KeyedRow, addr: str, codec: NullCodec = NULL_CODEC) -> bool:
+    """True when ``addr`` is the envelope sender, an envelope recipient or in an address header
+    of a ``messages`` row (see `OpenedMessage.names`)."""
+    return open_message(row, codec).names(addr)
 
 
 ENVELOPE_ADDRESS_FIELDS = ("from", "sender", "replyTo", "to", "cc", "bcc")

@@ -36,12 +36,11 @@ from mailgate.store.governance import (
     ErasureReport,
     begin_erasure,
     envelope_hashes,
-    names_subject,
     normalise_address,
+    open_message,
     scrub_blobs,
     subject_key,
 )
-from mailgate.store.rows import KeyedRow
 from mailgate.store.sqlite_base import SqliteBase, dumps
 from mailgate.store.sqlite_retention import RetentionMixin, checkpoint_truncate
 from mailgate.store.writer import connect
@@ -74,19 +73,6 @@ def _candidates(
     return _CANDIDATES, (since, tenant, tenant, addr, addr, addr, addr, PAGE)
 
 
-def _mentions(row: KeyedRow, addr: str, codec: NullCodec) -> bool:
-    """Whether a message of an encrypted store names ``addr`` anywhere in its content (what a
-    plain store's candidate query finds with ``instr``)."""
-    try:
-        opened = codec.open_columns(row["id"], row)
-        text = codec.open_envelope_json(row["id"], row["envelope"] or "{}", row["sealed"])
-        raw = codec.open_raw(row["id"], bytes(row["raw"])) if row["raw"] is not None else b""
-    except (IntegrityError, ValueError):
-        return False
-    hay = f"{opened['mail_from']}\n{opened['rcpt_to']}\n{text}".lower()
-    return addr in hay or addr.encode() in raw.lower()
-
-
 def _classify(
     rows: Sequence[sqlite3.Row],
     addr: str,
@@ -97,9 +83,10 @@ def _classify(
     """Messages naming the subject go to ``owners``; the others that mention the address in
     their content are counted (``mentioned_elsewhere``: kept)."""
     for r in rows:
-        if names_subject(r, addr, codec):
+        message = open_message(r, codec)  # once: an encrypted store's rows are opened here
+        if message.names(addr):
             owners[r["id"]] = r["tenant"]
-        elif not codec.enabled or _mentions(r, addr, codec):
+        elif not codec.enabled or message.mentions(addr):
             report.mentioned_elsewhere += 1
 
 
