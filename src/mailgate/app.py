@@ -85,11 +85,15 @@ def governance_for(
 ) -> SqliteGovernance | PgGovernance | None:
     """The governance operations (erasure, retention purge) of ``store``, whichever backend
     (issue 15); ``data_dir``: the node's data dir (on PostgreSQL, its attachment cache)."""
-    if type(store).__module__.startswith("mailgate.store.postgres"):
-        from mailgate.store.postgres.retention import PgGovernance
+    governance = sqlite_governance_for(store)
+    if governance is not None:
+        return governance
+    from mailgate.store.postgres import PostgresStore
+    from mailgate.store.postgres.retention import PgGovernance
 
+    if isinstance(store, PostgresStore):
         return PgGovernance(store, Path(data_dir) if data_dir is not None else Path("."))
-    return sqlite_governance_for(store)
+    return None
 
 
 def build_purger(cfg: Config, store: object) -> Purger | None:
