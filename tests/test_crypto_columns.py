@@ -85,7 +85,7 @@ def thread_intent(**kw: object) -> ThreadIntent:
 
 
 def test_thread_addresses_become_keyed_hashes_and_still_admit_their_people() -> None:
-    (indexed,) = index_intents(CODEC, "msg_1", [thread_intent()])
+    (indexed,) = index_intents(CODEC, [thread_intent()])
     assert isinstance(indexed, ThreadIntent)
     assert indexed.sender == CODEC.index("pat@example.org")
     assert set(indexed.participants) == {
@@ -112,12 +112,12 @@ def test_thread_addresses_become_keyed_hashes_and_still_admit_their_people() -> 
     assert old.admits("pat@example.org") and old.admits("sam@example.org")
     assert not old.admits("mallory@example.org")
     # without a key nothing changes
-    assert index_intents(NULL_CODEC, "msg_1", [thread_intent()]) == [thread_intent()]
+    assert index_intents(NULL_CODEC, [thread_intent()]) == [thread_intent()]
 
 
 def test_other_intents_are_left_alone_or_hashed() -> None:
     dedup = DedupIntent(tenant="default", key="k1", seen_at=1.0, window=10.0)
-    (indexed,) = index_intents(CODEC, "msg_1", [dedup])
+    (indexed,) = index_intents(CODEC, [dedup])
     assert isinstance(indexed, DedupIntent) and indexed.key == CODEC.index("k1")
 
 
@@ -139,7 +139,7 @@ def test_reply_columns_sealed_and_limit_keys_hashed() -> None:
     plain = stored_columns(intent)
     assert plain["recipient_key"] == "pat@example.org"
     assert plain["recipient_domain"] == "example.org"
-    (sealed,) = index_intents(CODEC, "msg_1", [intent])
+    (sealed,) = index_intents(CODEC, [intent])
     assert isinstance(sealed, ReplyIntent)
     cols = stored_columns(sealed)
     assert sealed.recipient == intent.recipient  # the intent itself stays plain (the envelope)
@@ -262,7 +262,7 @@ async def test_a_reply_and_its_errors_are_sealed_and_read_back(tmp_path: Path) -
         intent = dataclasses.replace(reply_intent(), reply_id=reply_id_for(msg_id))
         env = envelope_for(msg_id)
         await store._write(
-            lambda conn: apply_intents(conn, msg_id, env, index_intents(CODEC, msg_id, [intent]))
+            lambda conn: apply_intents(conn, msg_id, env, index_intents(CODEC, [intent]))
         )
         (item,) = await store.claim_replies(10, owner="w1", lease=30)
         assert item.recipient == "Pat@Example.org"  # opened for the SMTP worker
@@ -291,3 +291,42 @@ async def test_a_routing_model_is_sealed_its_vocabulary_is_customers_words(tmp_p
     async with open_store(tmp_path / "plain") as plain:  # without a key: as it was
         version = await plain.save_model("default", data, {})
         assert await plain.model_data(version) == data
+
+
+async def test_a_reply_suppressed_at_commit_is_sealed_in_the_stored_envelope(
+    tmp_path: Path,
+) -> None:
+    """The reply applier rewrites the envelope's ``reply`` field when a limit suppresses the
+    reply; with a key that field is sealed, so the rewrite is sealed too (`apply_sealed`)."""
+    async with open_store(tmp_path) as store:
+        store.codec = CODEC
+        ids = []
+        for _ in range(2):
+            msg_id = new_id("msg")
+            await store.spool(
+                SpoolRecord(
+                    id=msg_id,
+                    received_at=time.time(),
+                    mail_from="Pat@Example.org",
+                    rcpt_to=["support@example.test"],
+                    client_ip="127.0.0.1",
+                    helo="h",
+                    tls=False,
+                    raw=b"From: Pat@Example.org\r\n\r\nhi\r\n",
+                )
+            )
+            intent = dataclasses.replace(
+                reply_intent(), reply_id=reply_id_for(msg_id), per_sender_limit=1
+            )
+            env = envelope_for(msg_id)
+            env["reply"] = {"queued": True, "to": "Pat@Example.org", "outboxId": intent.reply_id}
+            await store.complete(msg_id, env, [intent])
+            ids.append(msg_id)
+        first, second = [await store.get_envelope(i) for i in ids]
+        assert first["reply"]["queued"] is True
+        assert second["reply"]["queued"] is False and second["reply"]["reason"] == "sender-limit"
+        assert second["reply"]["to"] == "Pat@Example.org"
+        rows = await store._read("SELECT envelope, sealed FROM messages")
+    for row in rows:
+        assert "example.org" not in row["envelope"].lower()
+        assert b"example.org" not in row["sealed"].lower()

@@ -26,9 +26,9 @@ from mailgate.store.base import (
 from mailgate.store.message_logic import message_summary
 from mailgate.store.private import create_private_file, make_private_dirs
 from mailgate.store.rows import row_dict
-from mailgate.store.sqlite_base import SqliteBase, apply_intents, dumps, migrate
+from mailgate.store.sqlite_base import SqliteBase, dumps, migrate
 from mailgate.store.sqlite_claims import SpoolClaimsMixin
-from mailgate.store.sqlite_crypto import index_intents, reseal_reply, sealed_subject
+from mailgate.store.sqlite_crypto import apply_sealed, index_intents, sealed_subject
 from mailgate.store.sqlite_delivery import DeliveryStoreMixin
 from mailgate.store.sqlite_models import ModelStoreMixin
 from mailgate.store.sqlite_notify import SqliteNotifier
@@ -158,8 +158,7 @@ class SqliteStore(
         """See `MessageStore.complete`."""
         env_json, sealed = self.codec.seal_envelope(msg_id, envelope)
         subject = sealed_subject(self.codec, msg_id, envelope)
-        reply = envelope.get("reply")
-        indexed = index_intents(self.codec, msg_id, intents)
+        indexed = index_intents(self.codec, intents)
 
         def write(conn: sqlite3.Connection) -> None:
             row = conn.execute("SELECT state FROM messages WHERE id = ?", (msg_id,)).fetchone()
@@ -172,8 +171,7 @@ class SqliteStore(
                 " processed_at = ?, last_error = NULL WHERE id = ?",
                 (state, env_json, sealed, subject, time.time(), msg_id),
             )
-            apply_intents(conn, msg_id, envelope, indexed)
-            reseal_reply(conn, self.codec, msg_id, envelope, reply)
+            apply_sealed(conn, self.codec, msg_id, envelope, indexed)
 
         # Not fsynced on its own: lost to a power failure, the message is still spooled (that
         # commit was durable) and is processed again. The next durable commit syncs it.

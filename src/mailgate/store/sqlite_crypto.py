@@ -16,7 +16,7 @@ from mailgate.store.crypto import REPLY_SEALED_COLUMNS, IntegrityError, NullCode
 from mailgate.store.pipeline import DedupIntent, ThreadIntent
 from mailgate.store.replies import ReplyIntent, stored_columns
 from mailgate.store.rows import Row
-from mailgate.store.sqlite_base import dumps
+from mailgate.store.sqlite_base import apply_intents, dumps
 
 log = logging.getLogger("mailgate.store")
 
@@ -81,7 +81,7 @@ def _mid(value: str) -> str:
     return value.strip().strip("<>").strip()
 
 
-def index_intents(codec: NullCodec, msg_id: str, intents: list[Intent]) -> list[Intent]:
+def index_intents(codec: NullCodec, intents: list[Intent]) -> list[Intent]:
     """With encryption on, what the intents store about people is hashed or sealed: dedup keys,
     thread Message-IDs and the thread's contact and participants become keyed hashes
     (``codec.index``; the lookups hash what they seek, `ThreadRef.admits` the sender), the
@@ -129,22 +129,24 @@ def seal_reply(codec: NullCodec, intent: ReplyIntent) -> dict[str, str]:
 def sealed_subject(codec: NullCodec, msg_id: str, envelope: Mapping[str, Any]) -> str | None:
     """The ``messages.subject`` column as stored (sealed with encryption on)."""
     subject = envelope.get("subject")
-    if subject is None or not codec.enabled:
-        return subject if subject is None else str(subject)
-    return codec.seal_text(f"{msg_id}:subject", str(subject))
+    return None if subject is None else codec.seal_text(f"{msg_id}:subject", str(subject))
 
 
-def reseal_reply(
+def apply_sealed(
     conn: sqlite3.Connection,
     codec: NullCodec,
     msg_id: str,
     envelope: dict[str, Any],
-    before: Any,
+    indexed: list[Intent],
 ) -> None:
-    """The reply applier rewrites the stored envelope's ``reply`` field in place when it
+    """`apply_intents` (already through `index_intents`) beside an envelope stored sealed.
+
+    The reply applier rewrites the stored envelope's ``reply`` field in place when it
     suppresses a reply (``apply_reply``); with encryption on that field is inside the sealed
-    group, so the envelope is sealed and written again in the same transaction (rare: only a
+    fields, so the envelope is sealed and written again in the same transaction (rare: only a
     reply suppressed at commit)."""
+    before = envelope.get("reply")
+    apply_intents(conn, msg_id, envelope, indexed)
     after = envelope.get("reply")
     if not codec.enabled or after is before or after is None:
         return

@@ -42,8 +42,8 @@ from mailgate.store.pipeline_logic import (
     strip_mid,
     thread_ref,
 )
-from mailgate.store.sqlite_base import SqliteBase, applies, apply_intents, dumps
-from mailgate.store.sqlite_crypto import index_intents, reseal_reply, sealed_subject
+from mailgate.store.sqlite_base import SqliteBase, applies, dumps
+from mailgate.store.sqlite_crypto import apply_sealed, index_intents, sealed_subject
 from mailgate.store.writer import connect
 
 # ---------------------------------------------------------------------------- appliers
@@ -366,11 +366,8 @@ class PipelineStoreMixin(SqliteBase):
                 detail={"reason": q["reason"] if q else None},
                 at=now,
             )
-            reply = envelope.get("reply")
-            apply_intents(
-                conn, msg_id, envelope, index_intents(self.codec, msg_id, [*intents, audit])
-            )
-            reseal_reply(conn, self.codec, msg_id, envelope, reply)
+            indexed = index_intents(self.codec, [*intents, audit])
+            apply_sealed(conn, self.codec, msg_id, envelope, indexed)
 
         await self._write(write)
 
@@ -505,11 +502,8 @@ class PipelineStoreMixin(SqliteBase):
             if cur.rowcount == 0:
                 raise NotFound(msg_id)
             audit = AuditIntent(actor=actor, action="replay", target=msg_id, detail=detail, at=now)
-            reply = envelope.get("reply")
-            apply_intents(
-                conn, msg_id, envelope, index_intents(self.codec, msg_id, [*intents, audit])
-            )
-            reseal_reply(conn, self.codec, msg_id, envelope, reply)
+            indexed = index_intents(self.codec, [*intents, audit])
+            apply_sealed(conn, self.codec, msg_id, envelope, indexed)
 
         await self._write(write)
 
