@@ -140,7 +140,7 @@ class NullCodec:
     def seal_envelope(self, msg_id: str, env: dict[str, Any]) -> tuple[str, bytes | None]:
         """The envelope as stored: its JSON text (the ``envelope`` column) and the ciphertext of
         its sealed fields (the ``sealed`` column; None: nothing sealed)."""
-        return compact_json(env), None
+        return jsontext.dumps(env), None
 
     def open_envelope(self, msg_id: str, text: str, sealed: bytes | None = None) -> dict[str, Any]:
         """The stored envelope (both columns) as the consumers see it."""
@@ -261,9 +261,9 @@ class AesGcmCodec(NullCodec):
             else:
                 out[name] = value
         if not group:
-            return compact_json(out), None
-        plain = compact_json(group).encode("utf-8", "surrogatepass")
-        return compact_json(out), self._seal(plain, _group_aad(msg_id))
+            return jsontext.dumps(out), None
+        plain = jsontext.dumps(group).encode("utf-8", "surrogatepass")
+        return jsontext.dumps(out), self._seal(plain, _group_aad(msg_id))
 
     def open_envelope_json(self, msg_id: str, text: str, sealed: bytes | None = None) -> str:
         """The stored JSON text with the sealed fields spliced back in as JSON text, without
@@ -293,11 +293,6 @@ _ENCRYPTED = frozenset(ENCRYPTED_FIELDS)
 
 def _group_aad(msg_id: str) -> bytes:
     return f"env:{msg_id}:*".encode()
-
-
-def compact_json(value: Any) -> str:
-    """The store's JSON form (compact, UTF-8 text as it is; what ``sqlite_base.dumps`` writes)."""
-    return jsontext.dumps(value)
 
 
 # A field sealed on its own in the store's compact JSON (how envelopes were sealed before the
