@@ -32,6 +32,11 @@ def recipient_domain(address: str) -> str:
     return address.rpartition("@")[2].strip().rstrip(".").lower()
 
 
+def limit_keys(recipient: str) -> tuple[str, str]:
+    """The return path and its domain as the reply limits count them (before any hashing)."""
+    return recipient.lower(), recipient_domain(recipient)
+
+
 def reply_id_for(msg_id: str) -> str:
     """The outbox id of the acknowledgement of a message: ``rpl_`` + the message's ULID."""
     ulid = msg_id.split("_", 1)[1] if "_" in msg_id else msg_id
@@ -81,10 +86,11 @@ def stored_columns(intent: ReplyIntent) -> Mapping[str, str]:
     """The reply outbox columns an intent writes (and the limit keys it is counted under)."""
     if intent.stored is not None:
         return intent.stored
+    key, domain = limit_keys(intent.recipient)
     return {
         "recipient": intent.recipient,
-        "recipient_key": intent.recipient.lower(),
-        "recipient_domain": recipient_domain(intent.recipient),
+        "recipient_key": key,
+        "recipient_domain": domain,
         "mail_from": intent.mail_from,
         "subject": intent.subject,
         "draft": intent.draft,

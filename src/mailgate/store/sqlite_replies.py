@@ -24,7 +24,7 @@ from mailgate.store.replies import (
     ReplyItem,
     ReplyRecord,
     ReplyUsage,
-    recipient_domain,
+    limit_keys,
     stored_columns,
 )
 from mailgate.store.replies_logic import (
@@ -57,6 +57,9 @@ def limit_reason(conn: sqlite3.Connection, intent: ReplyIntent, now: float) -> s
     tenants is still bounded by one limit).
     """
     cols = stored_columns(intent)
+    # the stored form (a keyed hash with encryption on) and the plain one (rows from before a
+    # key was configured), as `reply_usage` counts them
+    key, domain = limit_keys(intent.recipient)
     if intent.per_thread_limit > 0 and intent.thread_id:
         (n,) = conn.execute(
             f"SELECT COUNT(*) FROM reply_outbox WHERE thread_id = ? AND {COUNTED}",
@@ -67,17 +70,17 @@ def limit_reason(conn: sqlite3.Connection, intent: ReplyIntent, now: float) -> s
     since = now - intent.per_sender_window
     if intent.per_sender_limit > 0:
         (n,) = conn.execute(
-            "SELECT COUNT(*) FROM reply_outbox WHERE recipient_key = ?"
+            "SELECT COUNT(*) FROM reply_outbox WHERE recipient_key IN (?, ?)"
             f" AND created_at >= ? AND {COUNTED}",
-            (cols["recipient_key"], since),
+            (cols["recipient_key"], key, since),
         ).fetchone()
         if n >= intent.per_sender_limit:
             return "sender-limit"
     if intent.per_domain_limit > 0:
         (n,) = conn.execute(
-            "SELECT COUNT(*) FROM reply_outbox WHERE recipient_domain = ?"
+            "SELECT COUNT(*) FROM reply_outbox WHERE recipient_domain IN (?, ?)"
             f" AND created_at >= ? AND {COUNTED}",
-            (cols["recipient_domain"], since),
+            (cols["recipient_domain"], domain, since),
         ).fetchone()
         if n >= intent.per_domain_limit:
             return "domain-limit"
@@ -174,7 +177,7 @@ class ReplyStoreMixin(SqliteBase):
         hour_since: float,
     ) -> ReplyUsage:
         """See `ReplyPorts.reply_usage` (one read: five indexed counts)."""
-        key, domain, index = recipient.lower(), recipient_domain(recipient), self.codec.index
+        (key, domain), index = limit_keys(recipient), self.codec.index
         rows = await self._port_read(
             "SELECT"
             f" (SELECT COUNT(*) FROM reply_outbox WHERE thread_id = ? AND {COUNTED}) AS thread,"

@@ -24,7 +24,7 @@ from mailgate.store.replies import (
     ReplyItem,
     ReplyRecord,
     ReplyUsage,
-    recipient_domain,
+    limit_keys,
 )
 from mailgate.store.replies_logic import (
     COUNTED,
@@ -42,6 +42,7 @@ REPLY_LOCK = 0x7265706C  # "repl": the advisory lock around the limit check and 
 async def limit_reason(conn: asyncpg.Connection, intent: ReplyIntent, now: float) -> str | None:
     """The first rate limit this reply would exceed, with every node's committed rows in view."""
     since = now - intent.per_sender_window
+    key, domain = limit_keys(intent.recipient)
     checks: list[tuple[bool, str, str, tuple[Any, ...], int]] = [
         (
             intent.per_thread_limit > 0 and bool(intent.thread_id),
@@ -54,14 +55,14 @@ async def limit_reason(conn: asyncpg.Connection, intent: ReplyIntent, now: float
             intent.per_sender_limit > 0,
             "sender-limit",
             "recipient_key = $1 AND created_at >= $2",
-            (intent.recipient.lower(), since),
+            (key, since),
             intent.per_sender_limit,
         ),
         (
             intent.per_domain_limit > 0,
             "domain-limit",
             "recipient_domain = $1 AND created_at >= $2",
-            (recipient_domain(intent.recipient), since),
+            (domain, since),
             intent.per_domain_limit,
         ),
         (
@@ -107,8 +108,7 @@ async def apply_reply(
         intent.queue,
         intent.template,
         text(intent.recipient),
-        text(intent.recipient.lower()),
-        text(recipient_domain(intent.recipient)),
+        *(text(k) for k in limit_keys(intent.recipient)),
         text(intent.mail_from),
         intent.message_id,
         text(intent.subject),
@@ -146,6 +146,7 @@ class PgReplyMixin(PgBase):
         sender_since: float,
         hour_since: float,
     ) -> ReplyUsage:
+        key, domain = limit_keys(recipient)
         row = await self._fetchrow(
             "SELECT"
             f" (SELECT COUNT(*) FROM reply_outbox WHERE thread_id = $1 AND {COUNTED}) AS thread,"
@@ -156,9 +157,9 @@ class PgReplyMixin(PgBase):
             f" (SELECT COUNT(*) FROM reply_outbox WHERE created_at >= $5 AND {COUNTED}) AS hour,"
             " (SELECT state FROM reply_outbox WHERE msg_id = $6) AS existing",
             thread_id or "",
-            recipient.lower(),
+            key,
             sender_since,
-            recipient_domain(recipient),
+            domain,
             hour_since,
             msg_id,
         )
