@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mailgate.config import WebhookConfig
+from mailgate.envelope import new_id, utc_now_iso
 from mailgate.store.base import StoreError
 from mailgate.store.blobs import BlobStore
 from mailgate.store.crypto import NULL_CODEC, IntegrityError, NullCodec
@@ -235,6 +236,45 @@ def begin_erasure(
     if not valid_address(addr):
         raise StoreError("erase takes one complete address like alice@example.com")
     return addr, ErasureReport(subject_hash(key, addr), [tenant] if tenant else [], dry_run)
+
+
+def leave_thread(
+    contact: str | None, participants: str | None, gone: set[str], addr: str
+) -> tuple[list[str], bool]:
+    """A thread's participants (its stored JSON list) without the erased person, and whether
+    they were its contact. ``gone``: the forms the store keeps the address in (as it is, or
+    its keyed hash); stored values are also compared normalised against ``addr``."""
+    try:
+        listed = [str(p) for p in json.loads(participants or "[]")]
+    except ValueError:
+        listed = []
+    kept = [p for p in listed if p not in gone and normalise_address(p) != addr]
+    was_contact = contact in gone or normalise_address(contact or "") == addr
+    return kept, was_contact
+
+
+def erasure_notices(
+    report: ErasureReport, owners: dict[str, str]
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """One ``subject.erased`` notice per tenant of the erasure: (the notice's message id, the
+    tenant, its body). The body names the erased messages and the subject's hash, never the
+    address."""
+    by_tenant: dict[str, list[str]] = {t: [] for t in report.tenants}
+    for msg_id, t in owners.items():
+        by_tenant.setdefault(t, []).append(msg_id)
+    out = []
+    for t, msg_ids in sorted(by_tenant.items()):
+        notice_id = new_id("msg")
+        body = {
+            "type": ERASED_EVENT,
+            "id": notice_id,
+            "tenant": t,
+            "subjectHash": report.subject_hash,
+            "messageIds": msg_ids,
+            "erasedAt": utc_now_iso(),
+        }
+        out.append((notice_id, t, body))
+    return out
 
 
 @dataclass

@@ -20,7 +20,6 @@ transaction re-checks only messages that arrived after that read.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import sqlite3
 import time
@@ -28,7 +27,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mailgate.envelope import new_id, utc_now_iso
 from mailgate.store.crypto import IntegrityError, NullCodec
 from mailgate.store.delivery import event_id_for
 from mailgate.store.governance import (
@@ -36,6 +34,8 @@ from mailgate.store.governance import (
     ErasureReport,
     begin_erasure,
     envelope_hashes,
+    erasure_notices,
+    leave_thread,
     normalise_address,
     open_message,
     scrub_blobs,
@@ -348,14 +348,11 @@ class GovernanceStoreMixin(SqliteBase):
             conn.execute("DELETE FROM threads WHERE id = ?", (thread_id,))
             report.threads_deleted += 1
             return
-        try:
-            participants = [str(p) for p in json.loads(row["participants"] or "[]")]
-        except ValueError:
-            participants = []
-        gone = {addr, self.codec.index(addr)}
-        participants = [p for p in participants if p not in gone and normalise_address(p) != addr]
+        participants, was_contact = leave_thread(
+            row["contact"], row["participants"], {addr, self.codec.index(addr)}, addr
+        )
         sets, params = ["participants = ?", "message_count = ?"], [dumps(participants), len(left)]
-        if row["contact"] in gone or normalise_address(row["contact"] or "") == addr:
+        if was_contact:
             first = left[0]
             subject = first["subject"]
             if subject is not None and self.codec.enabled:  # sealed under the message's id
@@ -388,19 +385,7 @@ class GovernanceStoreMixin(SqliteBase):
         """One ``subject.erased`` event per tenant: in the polling API and to the subscribed
         webhook targets. Its carrier is a ``notice`` row in ``messages`` (events need one)."""
         now = time.time()
-        by_tenant: dict[str, list[str]] = {t: [] for t in report.tenants}
-        for msg_id, t in owners.items():
-            by_tenant.setdefault(t, []).append(msg_id)
-        for t, msg_ids in sorted(by_tenant.items()):
-            notice_id = new_id("msg")
-            body = {
-                "type": ERASED_EVENT,
-                "id": notice_id,
-                "tenant": t,
-                "subjectHash": report.subject_hash,
-                "messageIds": msg_ids,
-                "erasedAt": utc_now_iso(),
-            }
+        for notice_id, t, body in erasure_notices(report, owners):
             conn.execute(
                 "INSERT INTO messages (id, received_at, tenant, mail_from, rcpt_to, size, state,"
                 " processed_at, envelope) VALUES (?,?,?,'','[]',0,?,?,?)",

@@ -26,14 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
-from mailgate.envelope import new_id, utc_now_iso
 from mailgate.store.base import StoreError
 from mailgate.store.delivery import event_id_for
 from mailgate.store.governance import (
@@ -41,8 +39,9 @@ from mailgate.store.governance import (
     ErasureReport,
     begin_erasure,
     envelope_hashes,
+    erasure_notices,
+    leave_thread,
     names_subject,
-    normalise_address,
     scrub_blobs,
     scrub_file,
 )
@@ -311,12 +310,8 @@ async def _fix_thread(
         await conn.execute("DELETE FROM threads WHERE id = $1", thread_id)
         report.threads_deleted += 1
         return
-    try:
-        participants = [str(p) for p in json.loads(row["participants"] or "[]")]
-    except ValueError:
-        participants = []
-    participants = [p for p in participants if normalise_address(p) != addr]
-    if normalise_address(row["contact"] or "") == addr:
+    participants, was_contact = leave_thread(row["contact"], row["participants"], {addr}, addr)
+    if was_contact:
         await conn.execute(
             "UPDATE threads SET participants = $1, message_count = $2, contact = $3,"
             " subject = $4 WHERE id = $5",
@@ -345,20 +340,8 @@ async def _write_notices(
     """One ``subject.erased`` event per tenant, in the polling API and to the subscribed
     webhook targets; its carrier is a ``notice`` row in ``messages`` (events need one)."""
     now = time.time()
-    by_tenant: dict[str, list[str]] = {t: [] for t in report.tenants}
-    for msg_id, t in owners.items():
-        by_tenant.setdefault(t, []).append(msg_id)
     queued = False
-    for t, msg_ids in sorted(by_tenant.items()):
-        notice_id = new_id("msg")
-        body = {
-            "type": ERASED_EVENT,
-            "id": notice_id,
-            "tenant": t,
-            "subjectHash": report.subject_hash,
-            "messageIds": msg_ids,
-            "erasedAt": utc_now_iso(),
-        }
+    for notice_id, t, body in erasure_notices(report, owners):
         await conn.execute(
             "INSERT INTO messages (id, received_at, tenant, mail_from, rcpt_to, size, state,"
             " processed_at, envelope) VALUES ($1, $2, $3, '', '[]', 0, $4, $2, $5)",
