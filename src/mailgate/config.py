@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import ipaddress
+import logging
 import os
 import re
 import tomllib
@@ -163,7 +164,6 @@ class SmtpConfig:
     max_command_length: int = 512
     idle_timeout: Duration = 300.0
     shutdown_grace: Duration = 10.0
-    chunked_data: bool = True
     greet_delay: Duration = 1.0
     data_timeout: Duration = 600.0
     min_data_rate: Rate = 1024
@@ -516,6 +516,11 @@ class Config:
 
 # TOML keys that are Python keywords are stored with a trailing underscore.
 _KEY_ALIASES = {"from": "from_"}
+_REMOVED_KEYS = {
+    "smtp.chunked_data": "DATA is always read as it arrives since the listener has its own "
+    "protocol (issue 16); the line can be deleted",
+}
+"""Keys a former version knew: ignored with a warning instead of failing an upgrade."""
 _SKIP_FIELDS = {"source"}
 
 
@@ -679,6 +684,11 @@ def _build(cls: Any, data: dict[str, Any], keypath: str, loc: _Locator) -> Any:
     for key, value in data.items():
         name = _KEY_ALIASES.get(key, key)
         sub = f"{keypath}.{key}" if keypath else key
+        if sub in _REMOVED_KEYS:
+            logging.getLogger("mailgate.config").warning(
+                "%s: %r is no longer used: %s", loc.where(sub), sub, _REMOVED_KEYS[sub]
+            )
+            continue
         if name not in fields:
             known = ", ".join(sorted(_toml_key(n) for n in fields))
             errors.append(

@@ -2,7 +2,7 @@
 
 A slot is cheap to take and expensive to hold: a slowloris client that reaches DATA and sends a
 byte every few seconds holds one for as long as it likes unless something takes it back. The
-deadlines live in ``protocol.py``; this module owns the bookkeeping they rely on:
+deadlines live in ``session.py``; this module owns the bookkeeping they rely on:
 
 * ``ConnectionCounter`` counts open sessions in all, per IP and per network (/24 for IPv4, /64
   for IPv6: one host of an attacker rarely has one address, but usually has one network), and

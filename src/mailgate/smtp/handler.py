@@ -1,19 +1,15 @@
-"""The aiosmtpd handler: policy at MAIL/RCPT, authentication and the durable spool at DATA.
+"""The listener's decisions: policy at MAIL/RCPT, authentication and the durable spool at DATA.
 
-Thin on purpose (aiosmtpd ``handlers.py``, Mailman ``runners/lmtp.py``): no MIME parsing and
-no SQL here. The 250 after DATA is sent only once ``Spool.spool`` has returned, i.e. after the
+Thin on purpose (aiosmtpd ``handlers.py``, Mailman ``runners/lmtp.py``): no MIME parsing, no
+SQL and no protocol here (``session.py`` reads the wire and calls these). The 250 after DATA is sent only once ``Spool.spool`` has returned, i.e. after the
 COMMIT holding the bytes; any store failure answers 451 4.3.0.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from dataclasses import dataclass, field
 from typing import Any, Protocol
-
-from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from mailgate import metrics
 from mailgate.config import SmtpConfig
@@ -22,13 +18,12 @@ from mailgate.logs import current_log_context, get_logger, log_fields
 from mailgate.metrics import record_auth_action
 from mailgate.smtp import replies
 from mailgate.smtp.policy import (
-    Accepted,
     IpRateLimiter,
     RecipientPolicy,
     Refused,
     split_address,
 )
-from mailgate.smtp.protocol import peer_ip
+from mailgate.smtp.state import Envelope, Session, peer_ip
 from mailgate.store.base import Spool, SpoolRecord
 
 log = get_logger("smtp")
@@ -49,14 +44,6 @@ class SenderAuth(Protocol):
     async def check_message(
         self, raw: bytes, *, client_ip: str, helo: str, mail_from: str, spf: AuthResult | None
     ) -> AuthReportLike: ...
-
-
-@dataclass
-class _Transaction:
-    """Per-transaction facts kept on the aiosmtpd Envelope."""
-
-    spf_task: asyncio.Task[AuthResult] | None = None
-    accepted: dict[str, Accepted] = field(default_factory=dict)
 
 
 class ContentCheck(Protocol):
@@ -88,48 +75,18 @@ class SmtpHandler:
         self.auth_inline = auth_inline
         self.limiter = limiter or IpRateLimiter(cfg.max_messages_per_ip_per_minute)
 
-    # aiosmtpd hooks --------------------------------------------------------------
+    # called by session.py ----------------------------------------------------------
 
-    async def handle_PROXY(
-        self, server: SMTP, session: Session, envelope: Envelope, proxy_data: Any
-    ) -> bool:
+    def accept_proxy(self, session: Session, proxy_data: Any) -> bool:
+        """A PROXY header was read: serve the session if it parsed."""
         return bool(proxy_data)
 
-    async def handle_EHLO(
-        self,
-        server: SMTP,
-        session: Session,
-        envelope: Envelope,
-        hostname: str,
-        responses: list[str],
-    ) -> list[str]:
-        """Advertise PIPELINING (RFC 2920: aiosmtpd reads commands in order, the DATA reader
-        returns what follows the dot to the stream) and ENHANCEDSTATUSCODES (RFC 2034: every
-        reply after the EHLO carries one, see ``replies.enhanced``); never AUTH: an MX takes
-        no logins."""
-        session.host_name = hostname
-        out = [r for r in responses if not r.startswith("250-AUTH")]
-        out.insert(len(out) - 1, "250-PIPELINING")
-        out.insert(len(out) - 1, "250-ENHANCEDSTATUSCODES")
-        return out
-
-    async def handle_MAIL(
-        self,
-        server: SMTP,
-        session: Session,
-        envelope: Envelope,
-        address: str,
-        mail_options: list[str],
-    ) -> str:
+    def mail(self, session: Session, envelope: Envelope, address: str, options: list[str]) -> str:
+        """MAIL FROM after its syntax checks: the sender's syntax and rate; SPF starts here."""
         ip = peer_ip(session)
-        # The null reverse-path (bounces, RFC 5321 4.5.5) arrives as "<>"; aiosmtpd needs a
-        # non-empty mail_from to accept RCPT, so "<>" stays on its envelope and "" is stored.
+        # The null reverse-path (bounces, RFC 5321 4.5.5) arrives as "<>" and stays so on the
+        # envelope (it is "in a transaction"); "" is stored.
         sender = "" if address == "<>" else address
-        for opt in mail_options:
-            key, _, value = opt.partition("=")
-            if key.upper() == "SIZE" and value.isdigit() and int(value) > self.cfg.max_message_size:
-                metrics.SMTP_REJECTED.labels(reason="too-big").inc()
-                return replies.TOO_BIG
         if sender and ("@" not in sender or sender.startswith("@") or sender.endswith("@")):
             metrics.SMTP_REJECTED.labels(reason="sender-syntax").inc()
             return replies.SYNTAX_SENDER
@@ -137,26 +94,15 @@ class SmtpHandler:
             metrics.SMTP_REJECTED.labels(reason="rate-limited").inc()
             log.info("rate limited", extra=log_fields(fields={"client_ip": ip}))
             return replies.RATE_LIMITED
-        txn = _Transaction()
         if self.auth is not None:
-            txn.spf_task = asyncio.ensure_future(
-                self.auth.check_spf(ip, session.host_name or "", sender)
-            )
+            task = asyncio.ensure_future(self.auth.check_spf(ip, session.host_name or "", sender))
+            task.add_done_callback(_retrieve)
+            envelope.spf_task = task
         envelope.mail_from = address
-        envelope.mail_options.extend(mail_options)
-        envelope.mailgate = txn  # type: ignore[attr-defined]
+        envelope.mail_options.extend(options)
         return replies.SENDER_OK
 
-    async def handle_RCPT(
-        self,
-        server: SMTP,
-        session: Session,
-        envelope: Envelope,
-        address: str,
-        rcpt_options: list[str],
-    ) -> str:
-        txn: _Transaction = getattr(envelope, "mailgate", None) or _Transaction()
-        envelope.mailgate = txn  # type: ignore[attr-defined]
+    def rcpt(self, session: Session, envelope: Envelope, address: str, options: list[str]) -> str:
         if len(envelope.rcpt_tos) >= self.cfg.max_recipients:
             metrics.SMTP_REJECTED.labels(reason="too-many-recipients").inc()
             return replies.TOO_MANY_RECIPIENTS
@@ -184,18 +130,16 @@ class SmtpHandler:
         if address in envelope.rcpt_tos:
             return replies.RECIPIENT_OK  # duplicate RCPT: harmless, keep one
         envelope.rcpt_tos.append(address)
-        envelope.rcpt_options.extend(rcpt_options)
-        txn.accepted[address] = verdict
+        envelope.rcpt_options.extend(options)
+        envelope.accepted[address] = verdict
         return replies.RECIPIENT_OK
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        raw = envelope.original_content or b""
-        if isinstance(raw, str):
-            raw = raw.encode("utf-8", "surrogateescape")
+    async def data(self, session: Session, envelope: Envelope) -> str:
+        """The message has been read: check it, spool it; the reply is sent after COMMIT."""
+        raw = envelope.content or b""
         if len(raw) > self.cfg.max_message_size:
             metrics.SMTP_REJECTED.labels(reason="too-big").inc()
             return replies.TOO_BIG
-        txn: _Transaction = getattr(envelope, "mailgate", None) or _Transaction()
         ip = peer_ip(session)
         helo = session.host_name or ""
         mail_from = envelope.mail_from or ""
@@ -207,9 +151,9 @@ class SmtpHandler:
         if self.auth is not None:
             started = time.perf_counter()
             spf: AuthResult | None = None
-            if txn.spf_task is not None:
+            if envelope.spf_task is not None:
                 try:
-                    spf = await txn.spf_task
+                    spf = await envelope.spf_task
                 except Exception:
                     log.exception("spf check failed", extra=log_fields(trace_id=trace_id))
                     spf = None
@@ -240,7 +184,7 @@ class SmtpHandler:
         # One stored message per tenant: one tenant's data never reaches another's targets.
         by_tenant: dict[str, list[str]] = {}
         for rcpt in envelope.rcpt_tos:
-            acc = txn.accepted.get(rcpt)
+            acc = envelope.accepted.get(rcpt)
             tenant = acc.tenant if acc is not None else "default"
             by_tenant.setdefault(tenant, []).append(rcpt)
         received_at = time.time()
@@ -308,10 +252,14 @@ class SmtpHandler:
         record_auth_action(report.to_json())
         return report.to_json()
 
-    async def handle_RSET(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        txn = getattr(envelope, "mailgate", None)
-        if txn is not None and txn.spf_task is not None:
-            txn.spf_task.cancel()
-            with contextlib.suppress(BaseException):
-                await txn.spf_task
-        return replies.OK
+    def reset(self, envelope: Envelope) -> None:
+        """The transaction ends (RSET, HELO/EHLO, after DATA, the client gone): stop its SPF."""
+        if envelope.spf_task is not None:
+            envelope.spf_task.cancel()
+            envelope.spf_task = None
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Collect a cancelled or failed SPF task's outcome (DATA reports failures it awaits)."""
+    if not task.cancelled():
+        task.exception()

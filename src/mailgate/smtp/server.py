@@ -1,4 +1,4 @@
-"""The SMTP listener: TLS context, aiosmtpd protocol factory, graceful shutdown.
+"""The SMTP listener: TLS context, the session factory, graceful shutdown.
 
 ``SmtpServer.start`` binds the configured address (a taken port is a clear startup error);
 ``stop`` stops accepting, lets in-flight sessions finish within the grace period, then closes
@@ -10,17 +10,15 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from typing import Any
 
 from mailgate.config import SmtpConfig
 from mailgate.logs import get_logger
 from mailgate.smtp import replies
 from mailgate.smtp.connections import ConnectionCounter, ConnectionLimits, PeerHistory
 from mailgate.smtp.handler import SmtpHandler
-from mailgate.smtp.protocol import MailgateSMTP
+from mailgate.smtp.session import SessionSettings, SmtpSession
 
 log = get_logger("smtp")
-IDENT = "mailgate ESMTP"
 
 
 class StartupError(RuntimeError):
@@ -45,46 +43,38 @@ class SmtpServer:
         self.connections = ConnectionCounter()
         self.history = PeerHistory(cfg.history_ttl)
         self._server: asyncio.base_events.Server | None = None
-        self._protocols: set[MailgateSMTP] = set()
+        self._protocols: set[SmtpSession] = set()
         self._install(cfg, handler, tls_context(cfg))
 
     def _install(self, cfg: SmtpConfig, handler: SmtpHandler, tls: ssl.SSLContext | None) -> None:
         """Make ``cfg``/``handler``/``tls`` what the *next* session is built with.
 
-        A session takes its handler, TLS context and limits when it is created (``_factory``
-        passes them to its constructor, ``_Protocol`` carries the limits as class attributes),
-        so replacing them here never changes a session already in progress.
+        A session keeps the ``SessionSettings`` it was created with, so replacing them here
+        never changes a session already in progress.
         """
         self.cfg = cfg
         self.handler = handler
         self._tls = tls
         self.history.ttl = cfg.history_ttl
-        counter = self.connections
-        peer_history = self.history
-        protocols = self._protocols
-
-        class _Protocol(MailgateSMTP):
-            max_data_line = cfg.max_line_length
-            connections = counter
-            history = peer_history
-            limits = ConnectionLimits.from_config(cfg)
-            chunked_data = cfg.chunked_data
-            greet_delay = cfg.greet_delay
-            data_timeout = cfg.data_timeout
-            min_data_rate = cfg.min_data_rate
-            min_data_rate_grace = cfg.min_data_rate_grace
-            session_timeout = cfg.session_timeout
-
-            def connection_made(self, transport: asyncio.BaseTransport) -> None:
-                protocols.add(self)
-                super().connection_made(transport)
-
-            def connection_lost(self, error: Exception | None) -> None:
-                protocols.discard(self)
-                super().connection_lost(error)
-
-        _Protocol.command_size_limit = cfg.max_command_length
-        self._protocol_cls = _Protocol
+        self._settings = SessionSettings(
+            handler=handler,
+            hostname=cfg.hostname,
+            tls=tls,
+            require_tls=cfg.require_tls,
+            proxy_protocol=cfg.proxy_protocol,
+            max_message_size=cfg.max_message_size,
+            max_command_length=cfg.max_command_length,
+            max_data_line=cfg.max_line_length,
+            idle_timeout=cfg.idle_timeout,
+            greet_delay=cfg.greet_delay,
+            data_timeout=cfg.data_timeout,
+            min_data_rate=cfg.min_data_rate,
+            min_data_rate_grace=cfg.min_data_rate_grace,
+            session_timeout=cfg.session_timeout,
+            limits=ConnectionLimits.from_config(cfg),
+            connections=self.connections,
+            history=self.history,
+        )
 
     def reload(self, cfg: SmtpConfig, handler: SmtpHandler) -> None:
         """New sessions use ``cfg``, ``handler`` and a freshly loaded TLS cert/key; sessions in
@@ -105,20 +95,10 @@ class SmtpServer:
         self._install(cfg, handler, tls)
         log.info("reloaded", extra={"fields": {"tls": bool(tls)}})
 
-    def _factory(self) -> MailgateSMTP:
-        kwargs: dict[str, Any] = {
-            "data_size_limit": self.cfg.max_message_size,
-            "enable_SMTPUTF8": True,
-            "decode_data": False,
-            "hostname": self.cfg.hostname,
-            "ident": IDENT,
-            "tls_context": self._tls,
-            "require_starttls": self.cfg.require_tls,
-            "timeout": self.cfg.idle_timeout,
-        }
-        if self.cfg.proxy_protocol:
-            kwargs["proxy_protocol_timeout"] = 10
-        return self._protocol_cls(self.handler, **kwargs)
+    def _factory(self) -> SmtpSession:
+        return SmtpSession(
+            self._settings, on_open=self._protocols.add, on_close=self._protocols.discard
+        )
 
     async def start(self) -> tuple[str, int]:
         loop = asyncio.get_running_loop()
@@ -157,18 +137,10 @@ class SmtpServer:
         log.info("stopped")
 
 
-def _idle(proto: MailgateSMTP) -> bool:
+def _idle(proto: SmtpSession) -> bool:
     """No transaction in progress: nothing would be lost by closing now."""
-    env = proto.envelope
-    return env is None or env.mail_from is None
+    return not proto.in_transaction
 
 
-def _close_with_421(proto: MailgateSMTP) -> None:
-    transport = proto.transport
-    if transport is None or transport.is_closing():
-        return
-    try:
-        transport.write(replies.SHUTTING_DOWN.encode() + b"\r\n")  # type: ignore[attr-defined]
-    except (OSError, RuntimeError, AttributeError):
-        pass
-    transport.close()
+def _close_with_421(proto: SmtpSession) -> None:
+    proto.cut(replies.SHUTTING_DOWN, None)

@@ -1,0 +1,291 @@
+"""The listener's own SMTP protocol (``smtp/session.py``) on real sockets against a real store.
+
+What the protocol itself decides, beyond the replies ``test_smtp_hostile.py`` checks:
+pipelined commands and whole pipelined transactions, commands split across reads and ended by a
+bare LF, overlong command lines, unknown-command budgets, the STARTTLS plaintext-injection
+defence (CVE-2011-0411), ``require_tls``, a client that never reads its replies, a client that
+goes away in the middle of DATA, and a handler that fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.support.smtp_inproc import inproc_listener
+from tests.test_smtp_hostile import self_signed
+
+MSG = b"From: a@example.org\r\nTo: support@example.test\r\nSubject: hi\r\n\r\nhello\r\n"
+
+
+def _read_replies(f: Any, n: int) -> list[bytes]:
+    """``n`` complete replies (a multi-line reply counts once), each as its lines joined."""
+    out: list[bytes] = []
+    cur = b""
+    while len(out) < n:
+        line = f.readline()
+        if not line:
+            break
+        cur += line
+        if line[3:4] != b"-":
+            out.append(cur)
+            cur = b""
+    return out
+
+
+def _session(host: str, port: int, script: bytes, replies: int) -> list[bytes]:
+    with socket.create_connection((host, port), timeout=10) as s:
+        f = s.makefile("rb")
+        [banner] = _read_replies(f, 1)
+        assert banner.startswith(b"220 "), banner
+        s.sendall(script)
+        return _read_replies(f, replies)
+
+
+def _stored(tmp: Path) -> int:
+    import sqlite3
+
+    db = sqlite3.connect(tmp / "data" / "mailgate.sqlite")
+    try:
+        return int(db.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
+    finally:
+        db.close()
+
+
+async def test_two_whole_transactions_pipelined_in_one_write(tmp_path: Path) -> None:
+    txn = (
+        b"MAIL FROM:<a@example.org>\r\nRCPT TO:<support@example.test>\r\nDATA\r\n" + MSG + b".\r\n"
+    )
+    script = b"EHLO c.test\r\n" + txn + txn + b"QUIT\r\n"
+    async with inproc_listener(tmp_path) as (host, port, _store):
+        got = await asyncio.to_thread(_session, host, port, script, 9)
+    codes = [r[:3] for r in got]
+    assert codes == [b"250", b"250", b"250", b"354", b"250", b"250", b"250", b"354", b"250"]
+    assert got[4].startswith(b"250 2.0.0 OK: queued as msg_"), got[4]
+    assert got[8].startswith(b"250 2.0.0 OK: queued as msg_"), got[8]
+    assert got[4] != got[8]
+    assert _stored(tmp_path) == 2
+
+
+async def test_commands_split_across_reads_and_bare_lf(tmp_path: Path) -> None:
+    def run() -> list[bytes]:
+        with socket.create_connection((host, port), timeout=10) as s:
+            f = s.makefile("rb")
+            _read_replies(f, 1)
+            for piece in (b"EH", b"LO c.te", b"st\n", b"NO", b"OP\r", b"\n"):
+                s.sendall(piece)
+                time.sleep(0.02)
+            return _read_replies(f, 2)
+
+    async with inproc_listener(tmp_path) as (host, port, _store):
+        ehlo, noop = await asyncio.to_thread(run)
+    assert ehlo.startswith(b"250-mx.test\r\n") and ehlo.endswith(b"250 HELP\r\n"), ehlo
+    assert noop == b"250 2.0.0 OK\r\n"
+
+
+async def test_an_overlong_command_line_is_refused_and_the_session_goes_on(
+    tmp_path: Path,
+) -> None:
+    long_arg = b"x" * 5000
+    script = b"EHLO c.test\r\nNOOP " + long_arg + b"\r\n" + b"NOOP\r\nHELO " + long_arg + b"\r\n"
+
+    async with inproc_listener(tmp_path) as (host, port, _store):
+        got = await asyncio.to_thread(_session, host, port, script, 4)
+
+        def trickled() -> list[bytes]:
+            # a line with no end in sight, sent in pieces: discarded as it comes, one 500 at its end
+            with socket.create_connection((host, port), timeout=10) as s:
+                f = s.makefile("rb")
+                _read_replies(f, 1)
+                for _ in range(20):
+                    s.sendall(b"y" * 4096)
+                s.sendall(b"\r\nNOOP\r\n")
+                return _read_replies(f, 2)
+
+        tail = await asyncio.to_thread(trickled)
+    assert got[1].startswith(b"500 5.5.2 Command line too long"), got[1]
+    assert got[2] == b"250 2.0.0 OK\r\n"
+    assert got[3].startswith(b"500 5.5.2 Command line too long"), got[3]
+    assert tail[0].startswith(b"500 5.5.2 Command line too long"), tail
+    assert tail[1] == b"250 2.0.0 OK\r\n"
+
+
+async def test_mail_from_with_size_and_smtputf8_fits_after_ehlo(tmp_path: Path) -> None:
+    # a 512-byte command limit, and a path plus both parameters that take 36 bytes more
+    local = "a" * 64
+    domain = ".".join(["d" * 60] * 7) + ".org"
+    cmd = f"MAIL FROM:<{local}@{domain}> SIZE=12345678 SMTPUTF8 BODY=8BITMIME".encode()
+    assert 512 < len(cmd) <= 548
+    async with inproc_listener(tmp_path) as (host, port, _store):
+        got = await asyncio.to_thread(
+            _session,
+            host,
+            port,
+            b"EHLO c.test\r\n" + cmd + b"\r\nRSET\r\nHELO c\r\n" + cmd + b"\r\n",
+            5,
+        )
+    assert got[1].startswith(b"250 2.1.0 "), got[1]
+    assert got[3].startswith(b"250 mx.test"), got[3]
+    assert got[4].startswith(b"500 5.5.2 Command line too long"), got[4]  # HELO: no extension
+
+
+async def test_unknown_commands_end_the_session_after_five(tmp_path: Path) -> None:
+    script = b"EHLO c.test\r\n" + b"".join(b"BOGUS%d\r\n" % i for i in range(5)) + b"NOOP\r\n"
+
+    def run() -> tuple[list[bytes], bytes]:
+        with socket.create_connection((host, port), timeout=10) as s:
+            f = s.makefile("rb")
+            _read_replies(f, 1)
+            s.sendall(script)
+            got = _read_replies(f, 6)
+            return got, f.read()
+
+    async with inproc_listener(tmp_path) as (host, port, _store):
+        got, rest = await asyncio.to_thread(run)
+    assert all(r.startswith(b'500 5.5.2 Error: command "BOGUS') for r in got[1:5]), got
+    assert got[5].startswith(b"502 5.5.1 Too many unrecognized commands"), got[5]
+    assert rest == b""  # closed: the NOOP was never answered
+
+
+async def test_empty_line_and_commands_before_helo(tmp_path: Path) -> None:
+    script = (
+        b"\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<support@example.test>\r\nDATA\r\n"
+        b"EHLO c.test\r\nMAIL FROM:<a@example.org>\r\nMAIL FROM:<b@example.org>\r\n"
+        b"RCPT TO:<support@example.test> NOTIFY=NEVER\r\nHELP MAIL\r\nHELP NOPE\r\n"
+    )
+    async with inproc_listener(tmp_path) as (host, port, _store):
+        got = await asyncio.to_thread(_session, host, port, script, 10)
+    assert got[0].startswith(b"500 5.5.2 Error: bad syntax"), got[0]
+    for r in got[1:4]:
+        assert r.startswith(b"503 5.5.1 Error: send HELO first"), r
+    assert got[5].startswith(b"250 2.1.0 "), got[5]
+    assert got[6].startswith(b"503 5.5.1 Error: nested MAIL command"), got[6]
+    assert got[7].startswith(b"555 5.5.4 RCPT TO parameters not recognized"), got[7]
+    assert got[8] == b"250 2.0.0 Syntax: MAIL FROM: <address> [SP <mail-parameters>]\r\n"
+    assert got[9].startswith(b"501 5.5.4 Supported commands: DATA EHLO HELO HELP MAIL"), got[9]
+
+
+def _tls_client() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+async def test_plaintext_pipelined_after_starttls_is_dropped(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path / "tls", "mx.test")
+
+    def run() -> tuple[bytes, bytes, list[bytes]]:
+        with socket.create_connection((host, port), timeout=10) as raw:
+            f = raw.makefile("rb")
+            _read_replies(f, 1)
+            raw.sendall(b"EHLO c.test\r\n")
+            [ehlo] = _read_replies(f, 1)
+            # the injection: a command sent in clear together with STARTTLS
+            raw.sendall(b"STARTTLS\r\nMAIL FROM:<injected@evil.test>\r\n")
+            [ready] = _read_replies(f, 1)
+            with _tls_client().wrap_socket(raw, server_hostname="mx.test") as s:
+                tf = s.makefile("rb")
+                s.sendall(
+                    b"MAIL FROM:<a@example.org>\r\nEHLO c.test\r\nMAIL FROM:<a@example.org>\r\n"
+                )
+                return ehlo, ready, _read_replies(tf, 3)
+
+    async with inproc_listener(tmp_path, tls_cert=cert, tls_key=key) as (host, port, _store):
+        ehlo, ready, after = await asyncio.to_thread(run)
+    assert b"250-STARTTLS" in ehlo
+    assert ready.startswith(b"220 2.0.0 Ready to start TLS"), ready
+    # the injected MAIL got no reply, the EHLO was forgotten, and a new one works
+    assert after[0].startswith(b"503 5.5.1 Error: send HELO first"), after[0]
+    assert after[1].startswith(b"250-mx.test") and b"STARTTLS" not in after[1], after[1]
+    assert after[2].startswith(b"250 2.1.0 "), after[2]
+
+
+async def test_require_tls_refuses_mail_in_clear(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path / "tls", "mx.test")
+    script = b"EHLO c.test\r\nMAIL FROM:<a@example.org>\r\nNOOP\r\n"
+    async with inproc_listener(tmp_path, tls_cert=cert, tls_key=key, require_tls=True) as (
+        host,
+        port,
+        _store,
+    ):
+        got = await asyncio.to_thread(_session, host, port, script, 3)
+    assert got[1].startswith(b"530 5.7.0 Must issue a STARTTLS command first"), got[1]
+    assert got[2] == b"250 2.0.0 OK\r\n"
+
+
+async def test_a_client_that_never_reads_does_not_stop_the_others(tmp_path: Path) -> None:
+    async with inproc_listener(tmp_path) as (host, port, _store):
+        hog = socket.create_connection((host, port), timeout=10)
+        hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        hog.setblocking(False)
+        sent = 0
+        deadline = time.monotonic() + 5
+        try:
+            # NOOPs as fast as the server takes them, never reading a reply: the server's
+            # writes back up, it stops reading this client, and our sends stall
+            while time.monotonic() < deadline and sent < 64 << 20:
+                try:
+                    sent += hog.send(b"NOOP\r\n" * 2048)
+                except BlockingIOError:
+                    await asyncio.sleep(0.05)
+                    try:
+                        sent += hog.send(b"NOOP\r\n" * 2048)
+                    except BlockingIOError:
+                        break
+                await asyncio.sleep(0)
+            assert sent < 64 << 20  # the server stopped reading
+            script = (
+                b"EHLO c.test\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<support@example.test>\r\n"
+                b"DATA\r\n" + MSG + b".\r\nQUIT\r\n"
+            )
+            got = await asyncio.to_thread(_session, host, port, script, 6)
+        finally:
+            hog.close()
+    assert got[4].startswith(b"250 2.0.0 OK: queued as "), got
+    assert got[5].startswith(b"221 2.0.0 "), got
+
+
+async def test_a_client_gone_in_the_middle_of_data_leaves_nothing_behind(tmp_path: Path) -> None:
+    async with inproc_listener(tmp_path) as (host, port, _store):
+
+        def run() -> None:
+            with socket.create_connection((host, port), timeout=10) as s:
+                f = s.makefile("rb")
+                _read_replies(f, 1)
+                s.sendall(
+                    b"EHLO c.test\r\nMAIL FROM:<a@example.org>\r\n"
+                    b"RCPT TO:<support@example.test>\r\nDATA\r\n" + MSG[:30]
+                )
+                _read_replies(f, 4)
+
+        for _ in range(5):
+            await asyncio.to_thread(run)
+        script = (
+            b"EHLO c.test\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<support@example.test>\r\n"
+            b"DATA\r\n" + MSG + b".\r\n"
+        )
+        got = await asyncio.to_thread(_session, host, port, script, 5)
+        await asyncio.sleep(0.1)
+    assert got[4].startswith(b"250 2.0.0 OK: queued as "), got
+    assert _stored(tmp_path) == 1
+
+
+class _FailingSpool:
+    async def spool(self, *records: Any) -> None:
+        raise RuntimeError("disk on fire")
+
+
+async def test_a_failing_spool_is_451_and_the_session_goes_on(tmp_path: Path) -> None:
+    script = (
+        b"EHLO c.test\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<support@example.test>\r\n"
+        b"DATA\r\n" + MSG + b".\r\nNOOP\r\n"
+    )
+    async with inproc_listener(tmp_path, spool=_FailingSpool()) as (host, port, _store):
+        got = await asyncio.to_thread(_session, host, port, script, 6)
+    assert got[4].startswith(b"451 4.3.0 "), got[4]
+    assert got[5] == b"250 2.0.0 OK\r\n"
