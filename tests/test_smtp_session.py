@@ -289,3 +289,73 @@ async def test_a_failing_spool_is_451_and_the_session_goes_on(tmp_path: Path) ->
         got = await asyncio.to_thread(_session, host, port, script, 6)
     assert got[4].startswith(b"451 4.3.0 "), got[4]
     assert got[5] == b"250 2.0.0 OK\r\n"
+
+
+async def test_a_failed_tls_handshake_closes_only_that_session(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path / "tls", "mx.test")
+
+    def garbage() -> bytes:
+        with socket.create_connection((host, port), timeout=10) as s:
+            f = s.makefile("rb")
+            _read_replies(f, 1)
+            s.sendall(b"EHLO c.test\r\nSTARTTLS\r\n")
+            _read_replies(f, 2)
+            s.sendall(b"this is not a TLS client hello\r\n" * 4)
+            return f.read()  # the server closes
+
+    async with inproc_listener(tmp_path, tls_cert=cert, tls_key=key) as (host, port, _store):
+        assert await asyncio.to_thread(garbage) == b""
+        script = b"EHLO c.test\r\nNOOP\r\n"
+        got = await asyncio.to_thread(_session, host, port, script, 2)
+    assert got[1] == b"250 2.0.0 OK\r\n"
+
+
+def _proxy_v2(src: str, dst: str, sport: int, dport: int) -> bytes:
+    sig = b"\r\n\r\n\x00\r\nQUIT\n"
+    addrs = socket.inet_aton(src) + socket.inet_aton(dst) + sport.to_bytes(2, "big")
+    addrs += dport.to_bytes(2, "big")
+    return sig + bytes([0x21, 0x11]) + len(addrs).to_bytes(2, "big") + addrs
+
+
+async def test_proxy_v2_header_and_a_bad_header(tmp_path: Path) -> None:
+    script = (
+        b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<support@example.test>\r\nDATA\r\n"
+        + MSG
+        + b".\r\nQUIT\r\n"
+    )
+    async with inproc_listener(tmp_path, proxy_protocol=True) as (host, port, store):
+
+        def run(header: bytes) -> list[bytes]:
+            with socket.create_connection((host, port), timeout=10) as s:
+                s.sendall(header)
+                f = s.makefile("rb")
+                first = _read_replies(f, 1)
+                if not first:
+                    return []
+                s.sendall(script)
+                return first + _read_replies(f, 6)
+
+        got = await asyncio.to_thread(run, _proxy_v2("198.51.100.7", "10.0.0.1", 40000, 25))
+        refused = await asyncio.to_thread(run, b"PROXY NONSENSE\r\n")
+        rows = await store.list_messages()
+        row = await store.get_message_row(rows[0].id)
+    assert got[0].startswith(b"220 ") and got[5].startswith(b"250 2.0.0 OK: queued"), got
+    assert row["client_ip"] == "198.51.100.7"
+    assert refused == []  # closed without a banner
+    assert len(rows) == 1
+
+
+async def test_commands_after_an_oversized_message_are_answered(tmp_path: Path) -> None:
+    big = b"Subject: big\r\n\r\n" + b"x" * 3000 + b"\r\n"
+    script = (
+        b"EHLO c.test\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<support@example.test>\r\nDATA\r\n"
+        + big
+        + b".\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<support@example.test>\r\nDATA\r\n"
+        + MSG
+        + b".\r\n"
+    )
+    async with inproc_listener(tmp_path, max_message_size=2000) as (host, port, _store):
+        got = await asyncio.to_thread(_session, host, port, script, 9)
+    assert got[4].startswith(b"552 5.3.4 "), got[4]
+    assert got[8].startswith(b"250 2.0.0 OK: queued as "), got[8]
+    assert _stored(tmp_path) == 1

@@ -368,6 +368,9 @@ class IngestConfig:
     workers: int = 1
     batch_size: int = 64
     poll_interval: Duration = 0.2
+    worker_nice: int = 10
+    """Added to the worker processes' CPU niceness: when the cores are busy the listener (what
+    remote senders wait on) goes first and processing, durable and resumable, takes the rest."""
 
 
 @dataclass(frozen=True)
@@ -888,6 +891,8 @@ def _validate(cfg: Config, loc: _Locator) -> None:
                 )
     if cfg.ingest.workers > 16:
         bad("ingest.workers", cfg.ingest.workers, "0 (inline) to 16 worker processes")
+    if not 0 <= cfg.ingest.worker_nice <= 19:
+        bad("ingest.worker_nice", cfg.ingest.worker_nice, "0 (as the listener) to 19")
     if not 1 <= cfg.mime.max_nesting <= MAX_MIME_NESTING:
         bad("mime.max_nesting", cfg.mime.max_nesting, f"1 to {MAX_MIME_NESTING} (Postfix: 100)")
     if cfg.spam.engine != "none" and not re.match(r"^https?://[^/\s]+", cfg.spam.url):

@@ -6,6 +6,7 @@ Started by ``mailgate serve`` (see ``app.py``); not meant to be run by hand.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from mailgate.app import load_config, run_async, run_worker
@@ -26,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mailgate worker: {exc}", file=sys.stderr)
         return 2
     setup_logging(cfg.log.level, cfg.log.format)
+    if cfg.ingest.worker_nice:
+        # the listener first when cores are short: a sender waits on it, processing can lag
+        os.nice(cfg.ingest.worker_nice)
     run_async(run_worker(cfg, args.index, args.count, args.notify_fd))
     return 0
 
