@@ -88,6 +88,10 @@ def test_sizes_and_durations() -> None:
         ('[[domains]]\nname = "example.com"\n', r"domains\[0\]\.mailboxes.*catch_all = true"),
         ('[[webhooks]]\nurl = "http://127.0.0.1:9/x"\n', r"webhooks\[0\]\.secrets.*signing secret"),
         ('[store]\ndurability = "maybe"\n', r"store\.durability = 'maybe'"),
+        (
+            "[ingest]\nworker_nice = 25\n",
+            r"ingest\.worker_nice = 25: expected 0 \(as the listener\) to 19",
+        ),
         ("smtp = 3\n", r"smtp = 3: expected a table"),
         ("[smtp\n", r"invalid TOML"),
     ],
@@ -98,6 +102,16 @@ def test_bad_config_is_refused_with_key_value_and_expectation(
     p = write(tmp_path, text)
     with pytest.raises(ConfigError, match=pattern):
         load_config(p, env={})
+
+
+def test_a_removed_key_is_ignored_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    p = write(tmp_path, '[smtp]\nlisten = "127.0.0.1:2525"\nchunked_data = false\n')
+    with caplog.at_level("WARNING", logger="mailgate.config"):
+        cfg = load_config(p, env={})
+    assert cfg.smtp.listen == "127.0.0.1:2525"
+    assert any("smtp.chunked_data" in r.getMessage() for r in caplog.records), caplog.records
 
 
 def test_missing_file() -> None:

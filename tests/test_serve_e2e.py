@@ -253,6 +253,32 @@ def test_inline_and_multi_worker_modes(mailgate_server: Any, workers: int) -> No
         f"mode {workers} #{i}" for i in range(12)
     )
     assert all(r["state"] == "processed" for r in rows)
+    assert srv.proc is not None
+    kids = _children(srv.proc.pid)
+    assert len(kids) == workers
+    # ingest.worker_nice (default 10): the listener goes first when the cores are busy
+    assert all(_nice(k) == _nice(srv.proc.pid) + 10 for k in kids), [_nice(k) for k in kids]
+
+
+def _stat(pid: int) -> list[str]:
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return text[text.rindex(")") + 2 :].split()  # the fields after "pid (comm)"
+
+
+def _nice(pid: int) -> int:
+    return int(_stat(pid)[16])  # field 19 of proc(5)
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int(_stat(int(entry.name))[1]) == pid:
+                    kids.append(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                continue
+    return kids
 
 
 CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "corpus"
