@@ -359,3 +359,39 @@ async def test_commands_after_an_oversized_message_are_answered(tmp_path: Path) 
     assert got[4].startswith(b"552 5.3.4 "), got[4]
     assert got[8].startswith(b"250 2.0.0 OK: queued as "), got[8]
     assert _stored(tmp_path) == 1
+
+
+async def test_a_harvesting_client_is_cut_after_max_errors(tmp_path: Path) -> None:
+    guesses = b"".join(b"RCPT TO:<guess%d@example.test>\r\n" % i for i in range(10))
+    script = b"EHLO c.test\r\nMAIL FROM:<a@example.org>\r\n" + guesses + b"NOOP\r\n"
+
+    def run() -> tuple[list[bytes], bytes]:
+        with socket.create_connection((host, port), timeout=10) as s:
+            f = s.makefile("rb")
+            _read_replies(f, 1)
+            s.sendall(script)
+            got = _read_replies(f, 2 + 5 + 1)
+            return got, f.read()
+
+    async with inproc_listener(tmp_path, max_errors=5) as (host, port, _store):
+        got, rest = await asyncio.to_thread(run)
+    assert all(r.startswith(b"550 5.1.1 ") for r in got[2:7]), got
+    assert got[7].startswith(b"421 4.7.0 Too many errors"), got[7]
+    assert rest == b""  # closed: nothing after the 421
+
+
+async def test_a_delivery_resets_the_error_count_and_452_is_not_an_error(tmp_path: Path) -> None:
+    bad = b"RCPT TO:<nobody@example.test>\r\n"
+    txn = (
+        b"MAIL FROM:<a@example.org>\r\n" + bad + bad + b"RCPT TO:<support@example.test>\r\n"
+        b"RCPT TO:<billing@example.test>\r\nRCPT TO:<x@acme.support.example.test>\r\n"
+        b"RCPT TO:<y@acme.support.example.test>\r\nDATA\r\n" + MSG + b".\r\n"
+    )
+    # per transaction: 2 errors (550), the recipient limit answers 452 twice, then a delivery
+    script = b"EHLO c.test\r\n" + txn + txn + txn + b"NOOP\r\n"
+    async with inproc_listener(tmp_path, max_errors=3, max_recipients=2) as (host, port, _store):
+        got = await asyncio.to_thread(_session, host, port, script, 1 + 3 * 9 + 1)
+    assert got[-1] == b"250 2.0.0 OK\r\n", got[-3:]
+    assert sum(r.startswith(b"250 2.0.0 OK: queued") for r in got) == 3
+    assert sum(r.startswith(b"452 4.5.3 ") for r in got) == 6
+    assert _stored(tmp_path) == 3

@@ -162,6 +162,9 @@ class SmtpConfig:
     max_messages_per_ip_per_minute: int = 6000
     max_line_length: int = 65536
     max_command_length: int = 512
+    max_errors: int = 20
+    """Error replies a session may earn without delivering a message before it is cut (Postfix
+    ``smtpd_hard_error_limit``): a recipient-harvesting or probing client is disconnected."""
     idle_timeout: Duration = 300.0
     shutdown_grace: Duration = 10.0
     greet_delay: Duration = 1.0

@@ -42,6 +42,7 @@ STRESS_IDLE_TIMEOUT = "421 4.4.2 Idle timeout exceeded, server busy, closing con
 SESSION_TIMEOUT = "421 4.4.2 Session time limit exceeded, closing connection"
 DATA_TIMEOUT = "421 4.4.2 DATA time limit exceeded, closing connection"
 DATA_TOO_SLOW = "421 4.4.2 DATA transfer too slow, closing connection"
+TOO_MANY_ERRORS = "421 4.7.0 Too many errors, closing connection"
 EARLY_TALKER = "554 5.5.1 Protocol error: client sent data before the greeting"
 
 # Protocol laxity.

@@ -64,6 +64,7 @@ class SmtpServer:
             proxy_protocol=cfg.proxy_protocol,
             max_message_size=cfg.max_message_size,
             max_command_length=cfg.max_command_length,
+            max_errors=cfg.max_errors,
             max_data_line=cfg.max_line_length,
             idle_timeout=cfg.idle_timeout,
             greet_delay=cfg.greet_delay,

@@ -28,7 +28,9 @@ Connection economics (issue 12; Postfix ``smtpd_timeout``/``anvil``/postscreen, 
   whole DATA phase (``data_timeout``) and, after ``min_data_rate_grace``, a minimum average DATA
   rate (``min_data_rate``); the idle timeout (reset by each complete command line and each
   DATA chunk) cuts with 421 4.4.2;
-* at most ``max_data_per_network`` sessions of one network in DATA at once.
+* at most ``max_data_per_network`` sessions of one network in DATA at once;
+* ``max_errors`` error replies without a delivered message end the session (Postfix
+  ``smtpd_hard_error_limit``): recipient harvesting and probing get 421 4.7.0.
 
 DATA is read as it arrives and scanned for ``CRLF.CRLF``; dot-stuffing is removed with one
 ``replace``:
@@ -101,6 +103,7 @@ class SessionSettings:
     proxy_protocol: bool = False
     max_message_size: int = 0
     max_command_length: int = 512
+    max_errors: int = 20
     max_data_line: int = 65536
     idle_timeout: float = 300.0
     greet_delay: float = 0.0
@@ -140,6 +143,7 @@ class SmtpSession(asyncio.Protocol):
         self._paused: set[str] = set()  # why reading is paused ("pending", "writing")
         self._overlong = False  # discarding a command line longer than the limit
         self._bogus = _BOGUS_LIMIT
+        self._errors = 0  # error replies since the session's last delivered message
         self._in_data = False
         self._data = bytearray()
         self._data_error: str | None = None
@@ -426,6 +430,12 @@ class SmtpSession(asyncio.Protocol):
 
     def _reply(self, text: str) -> None:
         self._out.append(replies.enhanced(text).encode("utf-8", "surrogateescape") + b"\r\n")
+        if text[:1] in "45" and not text.startswith("452"):
+            # 452 (too many recipients) is flow control: the client sends the rest later
+            self._errors += 1
+            limit = self.settings.max_errors
+            if limit and self._errors >= limit:
+                self.cut(replies.TOO_MANY_ERRORS, "too-many-errors")
 
     def _flush(self) -> None:
         if self._out and self.transport is not None and not self.transport.is_closing():
@@ -801,8 +811,10 @@ class SmtpSession(asyncio.Protocol):
         if self._closed:
             return
         history = self.settings.history
-        if status.startswith("250") and history is not None:
-            history.delivered(self._ip())
+        if status.startswith("250"):
+            self._errors = 0  # Postfix too counts errors made without delivering mail
+            if history is not None:
+                history.delivered(self._ip())
         self._reset()
         self._reply(status)
         self._resume_commands()
