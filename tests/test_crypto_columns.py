@@ -29,14 +29,28 @@ from tests.support.delivery import envelope_for, open_store, publish
 CODEC = AesGcmCodec({1: secrets.token_bytes(32)}, 1)
 
 
+def _framing() -> str:
+    """The part every sealed text starts with (the ``mge1:`` tag and the base64 of the format
+    header): a value that is a piece of it is found there whatever the key."""
+    a, b = CODEC.seal_text("x", "a"), CODEC.seal_text("x", "b")
+    n = 0
+    while a[n] == b[n]:
+        n += 1
+    tag = len("mge1:")
+    return a[: n - (n - tag) % 4]  # whole base64 quanta only: the next mix in random bytes
+
+
+FRAMING = _framing()
+
+
 @settings(max_examples=100, deadline=None)
 @given(value=st.text())
 def test_text_columns_round_trip_and_hide_the_value(value: str) -> None:
     sealed = CODEC.seal_text("msg_1:mail_from", value)
     assert sealed.startswith("mge1:")
     assert CODEC.open_text("msg_1:mail_from", sealed) == value
-    if len(value) > 3:
-        assert value not in sealed
+    if len(value) > 3 and value not in FRAMING:
+        assert value not in sealed[len(FRAMING) :]
 
 
 def test_text_columns_are_bound_to_row_and_column() -> None:
