@@ -395,3 +395,95 @@ async def test_a_delivery_resets_the_error_count_and_452_is_not_an_error(tmp_pat
     assert sum(r.startswith(b"250 2.0.0 OK: queued") for r in got) == 3
     assert sum(r.startswith(b"452 4.5.3 ") for r in got) == 6
     assert _stored(tmp_path) == 3
+
+
+def _data_in_pieces(host: str, port: int, pieces: list[bytes], after: bytes = b"") -> list[bytes]:
+    """One message whose DATA arrives in ``pieces`` (a pause between them, so each is its own
+    read), then ``after``; the replies from MAIL on."""
+    with socket.create_connection((host, port), timeout=10) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        f = s.makefile("rb")
+        _read_replies(f, 1)
+        s.sendall(
+            b"EHLO c.test\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<support@example.test>\r\nDATA\r\n"
+        )
+        got = _read_replies(f, 4)[1:]
+        for piece in pieces:
+            s.sendall(piece)
+            time.sleep(0.05)
+        got += _read_replies(f, 1)
+        if after:
+            s.sendall(after)
+            got += _read_replies(f, after.count(b"\r\n"))
+        return got
+
+
+async def test_data_line_limit_across_and_inside_reads(tmp_path: Path) -> None:
+    head = b"Subject: l\r\n\r\n"
+    z99, z100 = b"z" * 99, b"z" * 100  # with its CR a line of 99 is 100 long: the limit
+    cases = [
+        ([head + z99[:40], z99[40:80], z99[80:] + b"\r\n.\r\n"], b"250 "),
+        ([head + z100[:40], z100[40:80], z100[80:] + b"\r\n.\r\n"], b"500 5.5.6 "),
+        ([head + b"a\r\n" + z100 + b"\r\nb\r\n.\r\n"], b"500 5.5.6 "),  # inside one read
+        ([head + b"a\r\n" + z100 * 3 + b"\r\nb\r\n" + b"c\r\n" * 40 + b".\r\n"], b"500 5.5.6 "),
+        ([head + z99 + b"\r", b"\n" + z99 + b"\r\n.\r\n"], b"250 "),  # CR | LF across reads
+        ([head + z99 + b"\r\n", b".\r\n"], b"250 "),
+        ([head + b"a\r\n" + z99 * 2 + b"\r\n", b".\r\n"], b"500 5.5.6 "),
+    ]
+    async with inproc_listener(tmp_path, max_line_length=100) as (host, port, _store):
+        for pieces, want in cases:
+            got = await asyncio.to_thread(_data_in_pieces, host, port, pieces)
+            assert got[:3] == [b"250 2.1.0 Sender OK\r\n", b"250 2.1.5 Recipient OK\r\n", got[2]]
+            assert got[3].startswith(want), (pieces, got)
+        # a long line after the dot is the next command's (limited as a command), not DATA's
+        got = await asyncio.to_thread(
+            _data_in_pieces, host, port, [head + b"ok\r\n.\r\nNOOP " + b"x" * 150 + b"\r\n"]
+        )
+        assert got[3].startswith(b"250 2.0.0 OK: queued"), got
+    assert _stored(tmp_path) == 4
+
+
+async def test_data_size_limit_is_exact(tmp_path: Path) -> None:
+    async with inproc_listener(tmp_path, max_message_size=1000) as (host, port, _store):
+        body = b"Subject: s\r\n\r\n"
+        exact = body + b"y" * (1000 - len(body) - 2) + b"\r\n"
+        assert len(exact) == 1000
+        got = await asyncio.to_thread(
+            _data_in_pieces, host, port, [exact[:500], exact[500:] + b".\r\n"]
+        )
+        assert got[3].startswith(b"250 2.0.0 OK: queued"), got
+        over = b"y" + exact
+        got = await asyncio.to_thread(
+            _data_in_pieces, host, port, [over[:500], over[500:], b".\r\n"]
+        )
+        assert got[3].startswith(b"552 5.3.4 "), got
+        # counted as it arrives, before dot-stuffing is removed (the reader bounds its memory by
+        # what it holds): 1014 bytes on the wire are too many though 764 would be stored
+        stuffed = body + b"..\r\n" * 250
+        got = await asyncio.to_thread(_data_in_pieces, host, port, [stuffed + b".\r\n"])
+        assert got[3].startswith(b"552 5.3.4 "), got
+
+
+async def test_idle_timeout_still_runs_after_a_slow_data(tmp_path: Path) -> None:
+    def run() -> tuple[list[bytes], bytes, float]:
+        pieces = [b"Subject: slow\r\n\r\n"] + [b"line\r\n"] * 4
+        with socket.create_connection((host, port), timeout=10) as s:
+            f = s.makefile("rb")
+            _read_replies(f, 1)
+            s.sendall(
+                b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<support@example.test>\r\nDATA\r\n"
+            )
+            _read_replies(f, 4)
+            for piece in pieces:  # 2 s of DATA, a chunk every 0.5 s: never idle for 1 s
+                s.sendall(piece)
+                time.sleep(0.5)
+            s.sendall(b".\r\n")
+            got = _read_replies(f, 1)
+            t0 = time.monotonic()
+            return got, f.readline(), time.monotonic() - t0
+
+    async with inproc_listener(tmp_path, idle_timeout=1.0) as (host, port, _store):
+        got, cut, waited = await asyncio.to_thread(run)
+    assert got[0].startswith(b"250 2.0.0 OK: queued"), got
+    assert cut.startswith(b"421 4.4.2 Idle timeout"), cut
+    assert 0.8 <= waited <= 2.5, waited

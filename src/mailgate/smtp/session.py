@@ -39,8 +39,9 @@ DATA is read as it arrives and scanned for ``CRLF.CRLF``; dot-stuffing is remove
   smuggling fix of aiosmtpd 1.4.5, CVE-2024-27305);
 * the terminator may span two reads; an empty body is ``.\\r\\n`` right after the 354;
 * bytes after the terminator (pipelined commands) are read as commands once DATA is answered;
-* size and line-length limits are enforced while reading, and the reply is sent only once
-  the whole DATA has been read (RFC 5321 4.2.5), discarding the excess at once.
+* size (counted on the wire, before dot-stuffing is removed) and line-length limits are
+  enforced while reading, and the reply is sent only once the whole DATA has been read
+  (RFC 5321 4.2.5), discarding the excess at once.
 """
 
 from __future__ import annotations
@@ -757,22 +758,7 @@ class SmtpSession(asyncio.Protocol):
         buf += chunk
         end = buf.find(_TERMINATOR, search_from)
         if self._data_error is None:
-            # Line lengths: only the pieces of this chunk, plus the carried-over partial line.
-            max_line = self.settings.max_data_line
-            pieces = chunk.split(b"\n")
-            if len(pieces) == 1:
-                self._data_partial += len(chunk)
-                longest = self._data_partial
-            else:
-                longest = max(
-                    self._data_partial + len(pieces[0]), max(map(len, pieces[1:-1]), default=0)
-                )
-                self._data_partial = len(pieces[-1])
-            limit = self.settings.max_message_size
-            if longest > max_line and (end < 0 or _longest_line(buf, end + 2) > max_line):
-                self._data_error = replies.LINE_TOO_LONG
-            elif limit and (end if end >= 0 else len(buf)) > limit:
-                self._data_error = replies.TOO_BIG
+            self._data_error = self._data_limits(chunk, buf, end)
         if end < 0:
             if self._data_error is not None:
                 del buf[: len(buf) - 4]  # keep only the tail that may start the terminator
@@ -799,6 +785,32 @@ class SmtpSession(asyncio.Protocol):
         self._flush()
         self._run(self._deliver())
 
+    def _data_limits(self, chunk: bytes, buf: bytearray, end: int) -> str | None:
+        """The reply DATA earns so far (a line or the message too long), or None.
+
+        Only this chunk is looked at, plus the length of the line it continues: the lines that
+        start and end inside it are only measured when the chunk is longer than a line may be.
+        """
+        max_line = self.settings.max_data_line
+        first = chunk.find(b"\n")
+        if first < 0:
+            self._data_partial += len(chunk)
+            longest = self._data_partial
+        else:
+            last = chunk.rfind(b"\n")
+            longest = self._data_partial + first
+            if last - first - 1 > max_line:
+                longest = max(longest, _longest_line(chunk[first + 1 : last], last - first - 1))
+            self._data_partial = len(chunk) - last - 1
+        # once DATA has ended, only its own lines count (not pipelined commands after the dot)
+        if longest > max_line and (end < 0 or _longest_line(buf, end + 2) > max_line):
+            return replies.LINE_TOO_LONG
+        limit = self.settings.max_message_size
+        # the message is buf[2 : end + 2] (after the virtual CRLF): ``end`` bytes once it ended
+        if limit and (end if end >= 0 else len(buf) - 2) > limit:
+            return replies.TOO_BIG
+        return None
+
     async def _deliver(self) -> None:
         envelope = self.envelope
         try:
@@ -820,8 +832,8 @@ class SmtpSession(asyncio.Protocol):
         self._resume_commands()
 
 
-def _longest_line(buf: bytearray, stop: int) -> int:
-    """Longest line (without its LF) in ``buf[:stop]``: the exact check once DATA has ended."""
+def _longest_line(buf: bytes | bytearray, stop: int) -> int:
+    """Longest line (without its LF) in ``buf[:stop]``."""
     return max(map(len, bytes(buf[:stop]).split(b"\n")), default=0)
 
 
