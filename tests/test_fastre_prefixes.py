@@ -49,3 +49,32 @@ def test_prefix_search_equals_the_original_regex() -> None:
             first, want = fast.search(text, low), orig.search(text)
             assert (first.span() if first else None) == (want.span() if want else None)
     assert with_prefixes == 3
+
+
+def test_candidates_are_every_occurrence_across_windows_and_overlaps() -> None:
+    """The one-pass candidate search (Aho-Corasick, non-overlapping matches plus the positions
+    inside each) yields every start of every literal, also where literals overlap each other
+    and where they straddle a window's edge."""
+    from mailgate.pipeline.fastre import WINDOW
+
+    rng = random.Random(11)
+    fast = CiPattern.compile(r"\b(?:abcd|cdefg|bcdx)y?", re.IGNORECASE)
+    assert fast.prefixes == ("abcd", "bcdx", "cdefg")
+    pieces = ["abcdefg", "abcdx", "cdefg", "abc", "x", " ", "bcdxbcdx", "ABCD"]
+    for size in (10, WINDOW - 3, WINDOW * 3 + 5):
+        for _ in range(20):
+            text = ""
+            while len(text) < size:
+                text += rng.choice(pieces)
+            # a literal exactly on each window edge
+            for edge in range(WINDOW, len(text), WINDOW):
+                text = text[: edge - 2] + "abcdefg" + text[edge + 5 :]
+            low = text.lower()
+            want = sorted(
+                i for lit in fast.prefixes for i in range(len(low)) if low.startswith(lit, i)
+            )
+            assert list(fast._candidates(low, 0)) == want
+            orig = re.compile(r"\b(?:abcd|cdefg|bcdx)y?", re.IGNORECASE)
+            assert [m.span() for m in fast.finditer(text, low)] == [
+                m.span() for m in orig.finditer(text)
+            ]
