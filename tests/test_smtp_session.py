@@ -487,3 +487,62 @@ async def test_idle_timeout_still_runs_after_a_slow_data(tmp_path: Path) -> None
     assert got[0].startswith(b"250 2.0.0 OK: queued"), got
     assert cut.startswith(b"421 4.4.2 Idle timeout"), cut
     assert 0.8 <= waited <= 2.5, waited
+
+
+async def test_banner_starttls_without_tls_and_odd_verbs(tmp_path: Path) -> None:
+    script = (
+        b"EHLO c.test\r\nSTARTTLS\r\n\xc3\xa9HLO x\r\n"
+        + b"Y" * 100
+        + b"\r\nQUIT now\r\nRSET x\r\nHELO\r\nEHLO\r\nVRFY\r\nVRFY <a@b.c>\r\nVRFY <@\r\nEXPN x\r\n"
+    )
+
+    def run() -> tuple[bytes, list[bytes]]:
+        with socket.create_connection((host, port), timeout=10) as s:
+            f = s.makefile("rb")
+            banner = f.readline()
+            s.sendall(script)
+            return banner, _read_replies(f, 12)
+
+    async with inproc_listener(tmp_path) as (host, port, _store):
+        banner, got = await asyncio.to_thread(run)
+    assert banner == b"220 mx.test mailgate ESMTP\r\n"
+    assert got[1] == b"454 4.7.0 TLS not available\r\n"
+    assert got[2] == b"500 5.5.2 Error: bad syntax\r\n"  # a verb that is not ASCII
+    assert got[3] == b'500 5.5.2 Error: command "' + b"Y" * 32 + b'" not recognized\r\n'
+    assert got[4] == b"501 5.5.4 Syntax: QUIT\r\n"
+    assert got[5] == b"501 5.5.4 Syntax: RSET\r\n"
+    assert got[6] == b"501 5.5.4 Syntax: HELO hostname\r\n"
+    assert got[7] == b"501 5.5.4 Syntax: EHLO hostname\r\n"
+    assert got[8] == b"501 5.5.4 Syntax: VRFY <address>\r\n"
+    assert got[9] == b"252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery\r\n"
+    assert got[10] == b"502 5.5.1 Could not VRFY that address\r\n"
+    assert got[11] == b"502 5.5.1 EXPN not implemented\r\n"
+
+
+async def test_starttls_with_an_argument_is_501(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path / "tls", "mx.test")
+    async with inproc_listener(tmp_path, tls_cert=cert, tls_key=key) as (host, port, _store):
+        got = await asyncio.to_thread(
+            _session, host, port, b"EHLO c.test\r\nSTARTTLS now\r\nNOOP\r\n", 3
+        )
+    assert got[1] == b"501 5.5.4 Syntax: STARTTLS\r\n"
+    assert got[2] == b"250 2.0.0 OK\r\n"
+
+
+async def test_commands_keep_a_session_from_idling_out(tmp_path: Path) -> None:
+    def run() -> list[bytes]:
+        with socket.create_connection((host, port), timeout=10) as s:
+            f = s.makefile("rb")
+            _read_replies(f, 1)
+            got = []
+            for _ in range(5):  # 2 s of NOOPs, one every 0.4 s, with a 1 s idle timeout
+                s.sendall(b"NOOP\r\n")
+                got += _read_replies(f, 1)
+                time.sleep(0.4)
+            got.append(f.readline())  # then silence: cut
+            return got
+
+    async with inproc_listener(tmp_path, idle_timeout=1.0) as (host, port, _store):
+        got = await asyncio.to_thread(run)
+    assert got[:5] == [b"250 2.0.0 OK\r\n"] * 5
+    assert got[5].startswith(b"421 4.4.2 Idle timeout"), got[5]
