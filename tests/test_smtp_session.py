@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mailgate import metrics
 from tests.support.smtp_inproc import inproc_listener
 from tests.test_smtp_hostile import self_signed
 
@@ -44,6 +45,12 @@ def _session(host: str, port: int, script: bytes, replies: int) -> list[bytes]:
         assert banner.startswith(b"220 "), banner
         s.sendall(script)
         return _read_replies(f, replies)
+
+
+def _rejected(reason: str) -> float:
+    """``mailgate_smtp_rejected{reason=…}`` now (the listener runs in this process)."""
+    value = metrics.REGISTRY.get_sample_value("mailgate_smtp_rejected_total", {"reason": reason})
+    return value or 0.0
 
 
 def _stored(tmp: Path) -> int:
@@ -373,8 +380,10 @@ async def test_a_harvesting_client_is_cut_after_max_errors(tmp_path: Path) -> No
             got = _read_replies(f, 2 + 5 + 1)
             return got, f.read()
 
+    cuts = _rejected("too-many-errors")
     async with inproc_listener(tmp_path, max_errors=5) as (host, port, _store):
         got, rest = await asyncio.to_thread(run)
+    assert _rejected("too-many-errors") == cuts + 1
     assert all(r.startswith(b"550 5.1.1 ") for r in got[2:7]), got
     assert got[7].startswith(b"421 4.7.0 Too many errors"), got[7]
     assert rest == b""  # closed: nothing after the 421
@@ -444,6 +453,7 @@ async def test_data_line_limit_across_and_inside_reads(tmp_path: Path) -> None:
 
 
 async def test_data_size_limit_is_exact(tmp_path: Path) -> None:
+    too_big = _rejected("too-big")
     async with inproc_listener(tmp_path, max_message_size=1000) as (host, port, _store):
         body = b"Subject: s\r\n\r\n"
         exact = body + b"y" * (1000 - len(body) - 2) + b"\r\n"
@@ -462,6 +472,7 @@ async def test_data_size_limit_is_exact(tmp_path: Path) -> None:
         stuffed = body + b"..\r\n" * 250
         got = await asyncio.to_thread(_data_in_pieces, host, port, [stuffed + b".\r\n"])
         assert got[3].startswith(b"552 5.3.4 "), got
+    assert _rejected("too-big") == too_big + 2
 
 
 async def test_idle_timeout_still_runs_after_a_slow_data(tmp_path: Path) -> None:
@@ -546,3 +557,47 @@ async def test_commands_keep_a_session_from_idling_out(tmp_path: Path) -> None:
         got = await asyncio.to_thread(run)
     assert got[:5] == [b"250 2.0.0 OK\r\n"] * 5
     assert got[5].startswith(b"421 4.4.2 Idle timeout"), got[5]
+
+
+async def test_nothing_pipelined_after_quit_is_read(tmp_path: Path) -> None:
+    script = (
+        b"EHLO c.test\r\nQUIT\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<support@example.test>\r\n"
+        b"DATA\r\n" + MSG + b".\r\n"
+    )
+
+    def run() -> bytes:
+        with socket.create_connection((host, port), timeout=10) as s:
+            f = s.makefile("rb")
+            _read_replies(f, 1)
+            s.sendall(script)
+            return f.read()
+
+    async with inproc_listener(tmp_path) as (host, port, _store):
+        rest = await asyncio.to_thread(run)
+        await asyncio.sleep(0.2)
+    assert rest.endswith(b"250 HELP\r\n221 2.0.0 Bye\r\n"), rest  # the EHLO's, then the 221
+    assert _stored(tmp_path) == 0
+
+
+async def test_an_empty_line_at_the_front_of_the_buffer(tmp_path: Path) -> None:
+    async with inproc_listener(tmp_path) as (host, port, _store):
+        got = await asyncio.to_thread(_session, host, port, b"\nNOOP\r\n\r\nNOOP\n", 4)
+    assert got == [
+        b"500 5.5.2 Error: bad syntax\r\n",
+        b"250 2.0.0 OK\r\n",
+        b"500 5.5.2 Error: bad syntax\r\n",
+        b"250 2.0.0 OK\r\n",
+    ]
+
+
+async def test_a_steady_sender_above_the_minimum_rate_is_not_cut(tmp_path: Path) -> None:
+    def run() -> list[bytes]:
+        # 1 KB every 0.1 s (10 KB/s) for 1.5 s, three times the grace, against 2 KB/s
+        pieces = [b"Subject: steady\r\n\r\n"] + [b"s" * 1022 + b"\r\n"] * 15 + [b".\r\n"]
+        return _data_in_pieces(host, port, pieces)
+
+    async with inproc_listener(
+        tmp_path, min_data_rate=2000, min_data_rate_grace=0.5, data_timeout=30.0
+    ) as (host, port, _store):
+        got = await asyncio.to_thread(run)
+    assert got[3].startswith(b"250 2.0.0 OK: queued"), got
