@@ -32,8 +32,9 @@ mutmut run --max-children "${MUTMUT_CHILDREN:-2}" \
     "mailgate.smtp.session.xǁSmtpSessionǁ_greet*" >run.log 2>&1 || true
 mutmut results --all true >results.txt 2>/dev/null || true
 echo "killed:   $(grep -c ': killed' results.txt || true)"
-echo "total:    $(grep -c ': ' results.txt || true)"
-grep -v ': killed' results.txt | while read -r name _; do
+echo "survived: $(grep -c ': survived' results.txt || true)"
+echo "timeout:  $(grep -c ': timeout' results.txt || true)"
+grep ': survived' results.txt | while read -r name _; do
     name=${name%:}
     echo "--- $name"
     mutmut show "$name" 2>/dev/null | grep -a '^[-+][^-+]' || true
