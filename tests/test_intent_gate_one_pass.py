@@ -74,3 +74,61 @@ def test_real_mail_gives_the_same_intents_through_either_gate() -> None:
                 assert f.may_contain(gate, b.limit) == one_at_a_time(f.body, gate, b.limit)
         # and a gate that is not registered is looked for the old way
         assert f.may_contain(("zz-never-registered",), 3000) is False
+
+
+def vendor_prefix_sets() -> list[tuple[str, ...]]:
+    found: list[tuple[str, ...]] = []
+    stack: list[Any] = [s.test for s in sig.SIGNALS]
+    while stack:
+        t = stack.pop()
+        if isinstance(t, (sig.Vendor, sig.Prefixed)):
+            found.append(t.prefixes)
+        stack.extend(getattr(t, "tests", ()) or ())
+        inner = getattr(t, "test", None)
+        if inner is not None:
+            stack.append(inner)
+    return found
+
+
+PREFIX_SETS = vendor_prefix_sets()
+PREFIXES = sorted({p for ps in PREFIX_SETS for p in ps})
+
+
+def naive_prefixed(headers: dict[str, list[str]], prefixes: tuple[str, ...]) -> str | None:
+    for name in headers:
+        if name.startswith(prefixes):
+            return f"header {name}"
+    return None
+
+
+names = st.one_of(
+    st.sampled_from(PREFIXES or ["x-"]),
+    st.builds(
+        lambda p, s: p + s, st.sampled_from(PREFIXES or ["x-"]), st.sampled_from(["", "id", "-x"])
+    ),
+    st.sampled_from(["received", "from", "x-mailer", "x-", "list-id", "x-zend", "zendesk"]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(header_names=st.lists(names, max_size=15))
+def test_vendor_header_families_found_in_one_pass(header_names: list[str]) -> None:
+    assert len(PREFIX_SETS) >= 10
+    assert {"\n" + p for p in PREFIXES} <= sig.HEADER_PREFIXES.known
+    headers = {n: ["v"] for n in header_names}
+    f = sig.Facts(headers=headers, subject="", body="", sender="", null_sender=False, env={})
+    for prefixes in PREFIX_SETS:
+        assert sig.prefixed_header(f, prefixes) == naive_prefixed(headers, prefixes), prefixes
+    # a family registered after this message's first search is still found
+    late = ("zz-late-" + "".join(header_names)[:20] + "-",)
+    g = sig.Facts(
+        headers={**headers, late[0] + "x": ["v"]},
+        subject="",
+        body="",
+        sender="",
+        null_sender=False,
+        env={},
+    )
+    assert g.may_have_prefix(("\n" + late[0],))  # not registered: looked for directly
+    sig.prefixed_header(g, PREFIX_SETS[0])  # this message's one pass, before `late` exists
+    assert sig.prefixed_header(g, late) == f"header {late[0]}x"  # registers it, searches again

@@ -124,6 +124,8 @@ class GateLiterals:
 
     def __init__(self) -> None:
         self.known: set[str] = set()
+        self.version = 0
+        """Bumped when a literal is added: hits found before do not cover it."""
         self._words: list[str] = []
         self._automaton: ahocorasick_rs.AhoCorasick | None = None
 
@@ -133,6 +135,7 @@ class GateLiterals:
             self.known.update(new)
             self._words.extend(new)
             self._automaton = None
+            self.version += 1
 
     def found(self, text: str) -> frozenset[str]:
         """The registered literals that occur in ``text``."""
@@ -144,6 +147,9 @@ class GateLiterals:
 
 
 GATE_LITERALS = GateLiterals()
+HEADER_PREFIXES = GateLiterals()
+"""``"\n" + prefix`` of every vendor header family (`Prefixed`, `Vendor`), found in a message's
+`Facts.header_names` in one pass instead of ~60 substring tests a message."""
 
 
 @dataclass
@@ -161,6 +167,8 @@ class Facts:
     """Signal id -> evidence (None: did not fire), as `decide` tests the rows: a row that
     reads other rows (``helpdesk-agent``) reuses them instead of testing them again."""
     _gate_hits: dict[int, frozenset[str]] = field(default_factory=dict, repr=False)
+    _prefix_hits: tuple[int, frozenset[str]] | None = field(default=None, repr=False)
+    """(`HEADER_PREFIXES.version`, the needles found in `header_names`)."""
 
     def first(self, name: str) -> str:
         values = self.headers.get(name)
@@ -181,9 +189,22 @@ class Facts:
 
     @cached_property
     def header_names(self) -> str:
-        """Every header name, each after a newline: one substring test says whether any name
-        starts with a vendor's prefix (~40 vendors test the same ~15 names per message)."""
+        """Every header name, each after a newline: ``"\n" + prefix`` occurs in it exactly
+        when a name starts with ``prefix`` (~40 vendors test the same ~15 names per message)."""
         return "".join("\n" + name for name in self.headers)
+
+    def may_have_prefix(self, needles: tuple[str, ...]) -> bool:
+        """Whether a header name starts with one of the prefixes ``needles`` spells as
+        ``"\n" + prefix`` (one pass for every vendor of a message: `HEADER_PREFIXES`)."""
+        if not HEADER_PREFIXES.known.issuperset(needles):  # not registered: look itself
+            return any(n in self.header_names for n in needles)
+        hits = self._prefix_hits
+        if hits is None or hits[0] != HEADER_PREFIXES.version:
+            hits = self._prefix_hits = (
+                HEADER_PREFIXES.version,
+                HEADER_PREFIXES.found(self.header_names),
+            )
+        return not hits[1].isdisjoint(needles)
 
     @cached_property
     def message_id(self) -> str:
@@ -230,13 +251,23 @@ class Prefixed:
 
     prefixes: tuple[str, ...]
 
+    def __post_init__(self) -> None:
+        prefix_needles(self.prefixes)
+
     def __call__(self, f: Facts) -> str | None:
         return prefixed_header(f, self.prefixes)
 
 
+@lru_cache(maxsize=256)
+def prefix_needles(prefixes: tuple[str, ...]) -> tuple[str, ...]:
+    """``"\n" + prefix`` of each prefix, registered for the one-pass search."""
+    needles = tuple("\n" + prefix for prefix in prefixes)
+    HEADER_PREFIXES.add(needles)
+    return needles
+
+
 def prefixed_header(f: Facts, prefixes: tuple[str, ...]) -> str | None:
-    names = f.header_names
-    if not any("\n" + prefix in names for prefix in prefixes):
+    if not f.may_have_prefix(prefix_needles(prefixes)):
         return None
     for name in f.headers:
         if name.startswith(prefixes):
@@ -316,6 +347,9 @@ class Vendor:
     prefixes: tuple[str, ...]
     mailer: str = ""
     msgid: str = ""
+
+    def __post_init__(self) -> None:
+        prefix_needles(self.prefixes)
 
     def __call__(self, f: Facts) -> str | None:
         found = prefixed_header(f, self.prefixes)
