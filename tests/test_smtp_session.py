@@ -601,3 +601,42 @@ async def test_a_steady_sender_above_the_minimum_rate_is_not_cut(tmp_path: Path)
     ) as (host, port, _store):
         got = await asyncio.to_thread(run)
     assert got[3].startswith(b"250 2.0.0 OK: queued"), got
+
+
+async def test_command_length_limits_are_exact(tmp_path: Path) -> None:
+    noop512 = b"NOOP " + b"x" * (512 - 5)
+    mail548 = b"MAIL FROM:<a@example.org> SIZE=1" + b" " * (548 - 32)
+    assert len(noop512) == 512 and len(mail548) == 548
+    script = (
+        b"EHLO c.test\r\n"
+        + noop512
+        + b"\r\n"
+        + noop512
+        + b"x\r\n"
+        + mail548
+        + b"x\r\n"
+        + mail548
+        + b"\r\n"
+    )
+    async with inproc_listener(tmp_path) as (host, port, _store):
+        got = await asyncio.to_thread(_session, host, port, script, 5)
+    assert got[1] == b"250 2.0.0 OK\r\n"
+    assert got[2].startswith(b"500 5.5.2 Command line too long"), got[2]
+    assert got[3].startswith(b"500 5.5.2 Command line too long"), got[3]
+    assert got[4].startswith(b"250 2.1.0 "), got[4]
+
+
+async def test_the_end_of_a_discarded_long_line_is_not_a_command(tmp_path: Path) -> None:
+    def run() -> list[bytes]:
+        with socket.create_connection((host, port), timeout=10) as s:
+            f = s.makefile("rb")
+            _read_replies(f, 1)
+            s.sendall(b"NOOP " + b"x" * 2000)  # no end yet: discarded as it comes
+            time.sleep(0.1)
+            s.sendall(b"\r\nNOOP\r\n")
+            return _read_replies(f, 2)
+
+    async with inproc_listener(tmp_path) as (host, port, _store):
+        got = await asyncio.to_thread(run)
+    assert got[0].startswith(b"500 5.5.2 Command line too long"), got
+    assert got[1] == b"250 2.0.0 OK\r\n"
