@@ -10,16 +10,26 @@ goes away in the middle of DATA, and a handler that fails.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 import socket
 import ssl
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from mailgate import metrics
+from mailgate.config import DomainConfig, SmtpConfig
+from mailgate.smtp.handler import SmtpHandler
+from mailgate.smtp.policy import RecipientPolicy
+from mailgate.smtp.server import SmtpServer
+from mailgate.store.sqlite import SqliteStore
 from tests.support.smtp_inproc import inproc_listener
 from tests.test_smtp_hostile import self_signed
 
+DOMAINS = [DomainConfig(name="example.test", mailboxes=["support"], tenant="default")]
 MSG = b"From: a@example.org\r\nTo: support@example.test\r\nSubject: hi\r\n\r\nhello\r\n"
 
 
@@ -640,3 +650,49 @@ async def test_the_end_of_a_discarded_long_line_is_not_a_command(tmp_path: Path)
         got = await asyncio.to_thread(run)
     assert got[0].startswith(b"500 5.5.2 Command line too long"), got
     assert got[1] == b"250 2.0.0 OK\r\n"
+
+
+class _BrokenRcpt(SmtpHandler):
+    def rcpt(self, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        raise KeyError("a bug")
+
+
+async def test_a_handler_bug_is_451_logged_and_the_session_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = dataclasses.replace(SmtpConfig(listen="127.0.0.1:0", hostname="mx.test"), greet_delay=0.0)
+    store = SqliteStore(tmp_path / "data")
+    await store.open()
+    server = SmtpServer(cfg, _BrokenRcpt(cfg, policy=RecipientPolicy(DOMAINS), spool=store))
+    host, port = await server.start()
+    script = b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<support@example.test>\r\nNOOP\r\n"
+    try:
+        with caplog.at_level(logging.ERROR, logger="mailgate.smtp"):
+            got = await asyncio.to_thread(_session, host, port, script, 4)
+    finally:
+        await server.stop(grace=0.5)
+        await store.close()
+    assert got[2] == b"451 4.3.0 Internal error, try again later\r\n"
+    assert got[3] == b"250 2.0.0 OK\r\n"
+    [rec] = [r for r in caplog.records if r.getMessage() == "smtp session error"]
+    assert rec.__dict__["fields"] == {"error": "KeyError"}
+
+
+async def test_an_early_talker_is_counted_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    before = _rejected("early-talker")
+
+    def run() -> bytes:
+        with socket.create_connection((host, port), timeout=10) as s:
+            s.sendall(b"EHLO too.early\r\n")
+            return s.makefile("rb").readline()
+
+    async with inproc_listener(tmp_path, greet_delay=0.3) as (host, port, _store):
+        with caplog.at_level(logging.INFO, logger="mailgate.smtp"):
+            first = await asyncio.to_thread(run)
+    assert first.startswith(b"554 5.5.1 "), first
+    assert _rejected("early-talker") == before + 1
+    [rec] = [r for r in caplog.records if r.getMessage() == "early talker refused"]
+    assert rec.__dict__["fields"]["client_ip"] == "127.0.0.1"
+    assert rec.__dict__["fields"]["waited"] == 0.3
