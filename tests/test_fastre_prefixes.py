@@ -60,7 +60,8 @@ def test_candidates_are_every_occurrence_across_windows_and_overlaps() -> None:
     rng = random.Random(11)
     fast = CiPattern.compile(r"\b(?:abcd|cdefg|bcdx)y?", re.IGNORECASE)
     assert fast.prefixes == ("abcd", "bcdx", "cdefg")
-    pieces = ["abcdefg", "abcdx", "cdefg", "abc", "x", " ", "bcdxbcdx", "ABCD"]
+    # "\udcff": a lone surrogate (what a broken charset leaves) cannot go to the automaton
+    pieces = ["abcdefg", "abcdx", "cdefg", "abc", "x", " ", "bcdxbcdx", "ABCD", "\udcffabcd"]
     for size in (10, WINDOW - 3, WINDOW * 3 + 5):
         for _ in range(20):
             text = ""
@@ -78,3 +79,12 @@ def test_candidates_are_every_occurrence_across_windows_and_overlaps() -> None:
             assert [m.span() for m in fast.finditer(text, low)] == [
                 m.span() for m in orig.finditer(text)
             ]
+
+
+def test_prefix_literals_the_automaton_cannot_take_are_found_one_by_one() -> None:
+    pattern = "(?:abc\udcff|bcde|cdefg)x"
+    fast = CiPattern.compile(pattern, re.IGNORECASE)
+    assert fast.prefixes is not None and fast.automaton is None
+    for text in ("zzABC\udcffx bcdeX cdefgx", "bcdex", "nothing here", "abc\udcffx" * 3000):
+        want = [m.span() for m in re.finditer(pattern, text, re.IGNORECASE)]
+        assert [m.span() for m in fast.finditer(text, text.lower())] == want

@@ -201,6 +201,16 @@ MIN_PREFIX = 3
 """Shortest literal worth a ``str.find`` pass (shorter ones match too often)."""
 
 
+def utf8_safe(text: str) -> bool:
+    """Whether ``text`` has no lone surrogate, so UTF-8 can carry it (ahocorasick_rs needs that:
+    given a pattern with one, it silently loses the patterns after it)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 WINDOW = 8192
 """Characters searched for a pattern's literal prefixes at a time (``CiPattern._candidates``)."""
 
@@ -243,13 +253,11 @@ class CiPattern:
             found = literal_prefixes(body, scan_flags)
             if found and len(found) > 1 and min(map(len, found)) >= MIN_PREFIX:
                 prefixes = tuple(sorted(set(found)))
-        automaton = (
-            ahocorasick_rs.AhoCorasick(
+        automaton = None
+        if prefixes and all(map(utf8_safe, prefixes)):
+            automaton = ahocorasick_rs.AhoCorasick(
                 list(prefixes), matchkind=ahocorasick_rs.MatchKind.LeftmostFirst
             )
-            if prefixes
-            else None
-        )
         return cls(original, scan, lowered, prefixes, automaton)
 
     def _candidates(self, hay: str, start: int) -> Iterator[int]:
@@ -261,7 +269,7 @@ class CiPattern:
         literals over 100 KB: ~150 → ~90 µs). Its matches do not overlap, so the positions
         inside each match are checked for a literal too: every occurrence is a candidate.
         """
-        assert self.prefixes is not None and self.automaton is not None
+        assert self.prefixes is not None
         prefixes = self.prefixes
         n = len(hay)
         longest = max(map(len, prefixes))
@@ -269,7 +277,15 @@ class CiPattern:
             width = min(WINDOW, n - lo)  # candidates start in hay[lo : lo + width]
             piece = hay[lo : lo + width + longest - 1]
             found: list[int] = []
-            for _, a, b in self.automaton.find_matches_as_indexes(piece):
+            matches = self._automaton_matches(piece)
+            if matches is None:  # one find a literal
+                matches = []
+                for lit in prefixes:
+                    at = piece.find(lit)
+                    while 0 <= at < width:
+                        found.append(at)
+                        at = piece.find(lit, at + 1)
+            for _, a, b in matches:
                 if a >= width:
                     break
                 found.append(a)
@@ -280,6 +296,17 @@ class CiPattern:
                 found = sorted(set(found))
             for at in found:
                 yield lo + at
+
+    def _automaton_matches(self, piece: str) -> list[tuple[int, int, int]] | None:
+        """The automaton's matches in ``piece``; None where it cannot look (no automaton, or
+        a lone surrogate, which a broken charset leaves in text and UTF-8 cannot carry)."""
+        if self.automaton is None:
+            return None
+        try:
+            matches: list[tuple[int, int, int]] = self.automaton.find_matches_as_indexes(piece)
+        except UnicodeEncodeError:
+            return None
+        return matches
 
     def _haystack(self, text: str, lowered: str | None) -> tuple[re.Pattern[str], str]:
         if not self.lowered:

@@ -31,7 +31,7 @@ from typing import Any
 import ahocorasick_rs
 
 from mailgate.envelope import LOOP_HEADER, Envelope
-from mailgate.pipeline.fastre import lower_pattern, required_literals
+from mailgate.pipeline.fastre import lower_pattern, required_literals, utf8_safe
 
 SUBJECT_LIMIT = 1000
 BODY_LIMIT = 3000
@@ -127,23 +127,32 @@ class GateLiterals:
         self.version = 0
         """Bumped when a literal is added: hits found before do not cover it."""
         self._words: list[str] = []
+        self._odd: list[str] = []  # literals the automaton cannot take
         self._automaton: ahocorasick_rs.AhoCorasick | None = None
 
     def add(self, literals: tuple[str, ...]) -> None:
         new = [w for w in dict.fromkeys(literals) if w and w not in self.known]
         if new:
             self.known.update(new)
-            self._words.extend(new)
+            for w in new:
+                # the automaton silently loses patterns after one it cannot encode (a lone
+                # surrogate): such a literal is looked for on its own
+                (self._words if utf8_safe(w) else self._odd).append(w)
             self._automaton = None
             self.version += 1
 
     def found(self, text: str) -> frozenset[str]:
         """The registered literals that occur in ``text``."""
+        odd = {w for w in self._odd if w in text}
         if not self._words:
-            return frozenset()
+            return frozenset(odd)
         if self._automaton is None:
             self._automaton = ahocorasick_rs.AhoCorasick(self._words)
-        return frozenset(self._automaton.find_matches_as_strings(text, overlapping=True))
+        try:
+            found = self._automaton.find_matches_as_strings(text, overlapping=True)
+        except UnicodeEncodeError:  # a lone surrogate (bytes a broken charset left): one by one
+            found = [w for w in self._words if w in text]
+        return frozenset(found).union(odd)
 
 
 GATE_LITERALS = GateLiterals()
