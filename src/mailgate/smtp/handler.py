@@ -1,8 +1,9 @@
 """The listener's decisions: policy at MAIL/RCPT, authentication and the durable spool at DATA.
 
 Thin on purpose (aiosmtpd ``handlers.py``, Mailman ``runners/lmtp.py``): no MIME parsing, no
-SQL and no protocol here (``session.py`` reads the wire and calls these). The 250 after DATA is sent only once ``Spool.spool`` has returned, i.e. after the
-COMMIT holding the bytes; any store failure answers 451 4.3.0.
+SQL and no protocol here (``session.py`` reads the wire and calls these). The 250 after DATA
+is sent only once ``Spool.spool`` has returned, i.e. after the COMMIT holding the bytes; any
+store failure answers 451 4.3.0.
 """
 
 from __future__ import annotations

@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Any
 from aiosmtpd.proxy_protocol import get_proxy
 
 from mailgate import metrics
+from mailgate.config import SmtpConfig
 from mailgate.envelope import new_id
 from mailgate.logs import get_logger, log_fields, set_log_context
 from mailgate.smtp import replies
@@ -95,23 +96,11 @@ _HELP_EXTENDED = {"MAIL": " [SP <mail-parameters>]", "RCPT": " [SP <mail-paramet
 @dataclass(frozen=True)
 class SessionSettings:
     """What a session is built with; ``server.py`` makes a new one on reload, so a session in
-    progress keeps the values it started with."""
+    progress keeps the config, handler and TLS context it started with."""
 
+    cfg: SmtpConfig
     handler: SmtpHandler
-    hostname: str
     tls: ssl.SSLContext | None = None
-    require_tls: bool = False
-    proxy_protocol: bool = False
-    max_message_size: int = 0
-    max_command_length: int = 512
-    max_errors: int = 20
-    max_data_line: int = 65536
-    idle_timeout: float = 300.0
-    greet_delay: float = 0.0
-    data_timeout: float = 600.0
-    min_data_rate: int = 0
-    min_data_rate_grace: float = 30.0
-    session_timeout: float = 1800.0
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)
     connections: ConnectionCounter | None = None
     history: PeerHistory | None = None
@@ -286,10 +275,10 @@ class SmtpSession(asyncio.Protocol):
         set_log_context(trace_id=new_id("trc")[4:])
         metrics.SMTP_SESSIONS.inc()
         self._session_timer = self.loop.call_later(
-            s.session_timeout, self.cut, replies.SESSION_TIMEOUT, "session-timeout"
+            s.cfg.session_timeout, self.cut, replies.SESSION_TIMEOUT, "session-timeout"
         )
-        self._arm_idle(s.idle_timeout)
-        if s.proxy_protocol:
+        self._arm_idle(s.cfg.idle_timeout)
+        if s.cfg.proxy_protocol:
             self._proxy_reader = asyncio.StreamReader(limit=1 << 16)
             self._run(self._read_proxy())
             return
@@ -333,7 +322,7 @@ class SmtpSession(asyncio.Protocol):
         s = self.settings
         self._active = True
         metrics.SMTP_ACTIVE.inc()
-        delay = s.greet_delay
+        delay = s.cfg.greet_delay
         if delay > 0 and s.history is not None and s.history.skips_greet_delay(self._ip()):
             delay = 0.0
         if delay > 0:
@@ -359,7 +348,7 @@ class SmtpSession(asyncio.Protocol):
             return
         if waited > 0 and s.history is not None:
             s.history.passed_greeting(self._ip())
-        self._out.append(f"220 {s.hostname} {IDENT}\r\n".encode())
+        self._out.append(f"220 {s.cfg.hostname} {IDENT}\r\n".encode())
         self._flush()
         self._waiting = False
         self._resume("pending")
@@ -377,7 +366,7 @@ class SmtpSession(asyncio.Protocol):
         self._idle_timer = None
         if self._closed:
             return
-        timeout = self.settings.idle_timeout
+        timeout = self.settings.cfg.idle_timeout
         idle = time.monotonic() - self._last_active
         if idle >= timeout - 0.005 and self._task is None:
             self.cut(replies.IDLE_TIMEOUT, "idle-timeout")
@@ -388,7 +377,7 @@ class SmtpSession(asyncio.Protocol):
         s = self.settings
         self._data_started = self.loop.time()
         self._data_bytes = 0
-        self._data_rate = s.min_data_rate > 0
+        self._data_rate = s.cfg.min_data_rate > 0
         self._data_timer = self.loop.call_at(self._next_data_check(), self._check_data)
 
     def _next_data_check(self) -> float:
@@ -398,21 +387,23 @@ class SmtpSession(asyncio.Protocol):
         """
         s = self.settings
         start = self._data_started
-        at = start + s.data_timeout
+        at = start + s.cfg.data_timeout
         if self._data_rate:
-            at = min(at, start + max(s.min_data_rate_grace, self._data_bytes / s.min_data_rate))
+            at = min(
+                at, start + max(s.cfg.min_data_rate_grace, self._data_bytes / s.cfg.min_data_rate)
+            )
         return max(at, self.loop.time() + 0.01)
 
     def _check_data(self) -> None:
         self._data_timer = None
         s = self.settings
         elapsed = self.loop.time() - self._data_started
-        if elapsed >= s.data_timeout - 0.005:
+        if elapsed >= s.cfg.data_timeout - 0.005:
             self.cut(replies.DATA_TIMEOUT, "data-timeout")
         elif (
             self._data_rate
-            and elapsed >= s.min_data_rate_grace
-            and self._data_bytes < s.min_data_rate * elapsed
+            and elapsed >= s.cfg.min_data_rate_grace
+            and self._data_bytes < s.cfg.min_data_rate * elapsed
         ):
             self.cut(replies.DATA_TOO_SLOW, "data-too-slow")
         else:
@@ -434,7 +425,7 @@ class SmtpSession(asyncio.Protocol):
         if text[:1] in "45" and not text.startswith("452"):
             # 452 (too many recipients) is flow control: the client sends the rest later
             self._errors += 1
-            limit = self.settings.max_errors
+            limit = self.settings.cfg.max_errors
             if limit and self._errors >= limit:
                 self.cut(replies.TOO_MANY_ERRORS, "too-many-errors")
 
@@ -448,7 +439,7 @@ class SmtpSession(asyncio.Protocol):
     def _process(self) -> None:
         """Answer every complete command line in the buffer, until one needs to wait."""
         buf = self._buf
-        limit = self.settings.max_command_length
+        limit = self.settings.cfg.max_command_length
         try:
             while not self._waiting and not self._closed:
                 if self._in_data:
@@ -491,14 +482,14 @@ class SmtpSession(asyncio.Protocol):
             return
         # arguments may be UTF-8 (SMTPUTF8) or stray 8-bit: surrogateescape keeps the bytes
         arg = arg_bytes.strip().decode("utf-8", "surrogateescape") if arg_bytes else ""
-        limit = self.settings.max_command_length
+        limit = self.settings.cfg.max_command_length
         if verb == "MAIL" and self.session.extended_smtp:
             limit += 36  # RFC 1870 SIZE (26) and RFC 6531 SMTPUTF8 (10) parameters
         if len(line) > limit:
             self._reply("500 Command line too long")
             return
         if (
-            self.settings.require_tls
+            self.settings.cfg.require_tls
             and self.settings.tls is not None
             and self.session.ssl is None
             and verb not in _ALLOWED_BEFORE_STARTTLS
@@ -536,7 +527,7 @@ class SmtpSession(asyncio.Protocol):
         self._reset()
         self.session.extended_smtp = False
         self.session.host_name = arg
-        self._out.append(f"250 {self.settings.hostname}\r\n".encode())  # RFC 2034: no code
+        self._out.append(f"250 {self.settings.cfg.hostname}\r\n".encode())  # RFC 2034: no code
 
     def smtp_EHLO(self, arg: str) -> None:
         """Advertise PIPELINING (RFC 2920: commands are read in order, replies are held for one
@@ -549,9 +540,9 @@ class SmtpSession(asyncio.Protocol):
         s = self.settings
         self.session.extended_smtp = True
         self.session.host_name = arg
-        lines = [s.hostname]
-        if s.max_message_size:
-            lines.append(f"SIZE {s.max_message_size}")
+        lines = [s.cfg.hostname]
+        if s.cfg.max_message_size:
+            lines.append(f"SIZE {s.cfg.max_message_size}")
         lines += ["8BITMIME", "SMTPUTF8"]
         if s.tls is not None and self.session.ssl is None:
             lines.append("STARTTLS")
@@ -580,10 +571,7 @@ class SmtpSession(asyncio.Protocol):
         if arg:
             name = arg.upper()
             if name in names:
-                text = _HELP[name]
-                if self.session.extended_smtp:
-                    text += _HELP_EXTENDED.get(name, "")
-                self._reply(f"250 Syntax: {text}")
+                self._reply(f"250 Syntax: {self._usage(name)}")
                 return
             self._reply("501 Supported commands: " + " ".join(names))
             return
@@ -603,32 +591,49 @@ class SmtpSession(asyncio.Protocol):
     def smtp_AUTH(self, arg: str) -> None:
         self._reply(replies.NO_AUTH)
 
-    def smtp_MAIL(self, arg: str) -> None:
-        if self._helo_needed():
-            return
-        extended = self.session.extended_smtp
-        syntaxerr = "501 Syntax: MAIL FROM: <address>" + (
-            " [SP <mail-parameters>]" if extended else ""
-        )
-        path = strip_keyword("FROM:", arg) if arg else None
+    def _path_arg(self, keyword: str, arg: str, syntaxerr: str) -> tuple[str, str] | None:
+        """``(address, rest)`` of ``FROM:<path> rest`` / ``TO:<path> rest``; None: answered."""
+        path = strip_keyword(keyword, arg) if arg else None
         if path is None:
             self._reply(syntaxerr)
-            return
+            return None
         address, rest = parse_path(path)
         if address is None:
             self._reply("553 5.1.3 Error: malformed address")
-            return
-        if not address or (rest and not extended):
+            return None
+        if not address or (rest and not self.session.extended_smtp):
             self._reply(syntaxerr)
+            return None
+        return address, rest or ""
+
+    def _params(self, rest: str, syntaxerr: str) -> tuple[list[str], dict[str, str | bool]] | None:
+        """The ESMTP parameters after a path (upper-cased) and as a dict; None: answered."""
+        options = rest.upper().split()
+        params = parse_params(options)
+        if params is None:
+            self._reply(syntaxerr)
+            return None
+        return options, params
+
+    def _usage(self, verb: str) -> str:
+        """``verb``'s syntax as HELP and a 501 give it (with parameters after EHLO)."""
+        extended = _HELP_EXTENDED.get(verb, "") if self.session.extended_smtp else ""
+        return _HELP[verb] + extended
+
+    def smtp_MAIL(self, arg: str) -> None:
+        if self._helo_needed():
+            return
+        syntaxerr = "501 Syntax: " + self._usage("MAIL")
+        path = self._path_arg("FROM:", arg, syntaxerr)
+        if path is None:
             return
         if self.envelope.mail_from is not None:
             self._reply("503 Error: nested MAIL command")
             return
-        options = (rest or "").upper().split()
-        params = parse_params(options)
-        if params is None:
-            self._reply(syntaxerr)
+        parsed = self._params(path[1], syntaxerr)
+        if parsed is None:
             return
+        options, params = parsed
         if params.pop("BODY", "7BIT") not in ("7BIT", "8BITMIME"):
             self._reply("501 Error: BODY can only be one of 7BIT, 8BITMIME")
             return
@@ -641,7 +646,7 @@ class SmtpSession(asyncio.Protocol):
             if not isinstance(size, str) or not size.isdigit():
                 self._reply(syntaxerr)
                 return
-            limit = self.settings.max_message_size
+            limit = self.settings.cfg.max_message_size
             if limit and int(size) > limit:
                 metrics.SMTP_REJECTED.labels(reason="too-big").inc()
                 self._reply(replies.TOO_BIG)
@@ -650,7 +655,7 @@ class SmtpSession(asyncio.Protocol):
             self._reply("555 MAIL FROM parameters not recognized or not implemented")
             return
         self.envelope.smtp_utf8 = utf8
-        self._reply(self.settings.handler.mail(self.session, self.envelope, address, options))
+        self._reply(self.settings.handler.mail(self.session, self.envelope, path[0], options))
 
     def smtp_RCPT(self, arg: str) -> None:
         if self._helo_needed():
@@ -658,30 +663,18 @@ class SmtpSession(asyncio.Protocol):
         if self.envelope.mail_from is None:
             self._reply("503 Error: need MAIL command")
             return
-        extended = self.session.extended_smtp
-        syntaxerr = "501 Syntax: RCPT TO: <address>" + (
-            " [SP <mail-parameters>]" if extended else ""
-        )
-        path = strip_keyword("TO:", arg) if arg else None
+        syntaxerr = "501 Syntax: " + self._usage("RCPT")
+        path = self._path_arg("TO:", arg, syntaxerr)
         if path is None:
-            self._reply(syntaxerr)
             return
-        address, rest = parse_path(path)
-        if address is None:
-            self._reply("553 5.1.3 Error: malformed address")
+        parsed = self._params(path[1], syntaxerr)
+        if parsed is None:
             return
-        if not address or (rest and not extended):
-            self._reply(syntaxerr)
-            return
-        options = (rest or "").upper().split()
-        params = parse_params(options)
-        if params is None:
-            self._reply(syntaxerr)
-            return
+        options, params = parsed
         if params:
             self._reply("555 RCPT TO parameters not recognized or not implemented")
             return
-        self._reply(self.settings.handler.rcpt(self.session, self.envelope, address, options))
+        self._reply(self.settings.handler.rcpt(self.session, self.envelope, path[0], options))
 
     def smtp_STARTTLS(self, arg: str) -> None:
         tls = self.settings.tls
@@ -791,7 +784,7 @@ class SmtpSession(asyncio.Protocol):
         Only this chunk is looked at, plus the length of the line it continues: the lines that
         start and end inside it are only measured when the chunk is longer than a line may be.
         """
-        max_line = self.settings.max_data_line
+        max_line = self.settings.cfg.max_line_length
         first = chunk.find(b"\n")
         if first < 0:
             self._data_partial += len(chunk)
@@ -805,7 +798,7 @@ class SmtpSession(asyncio.Protocol):
         # once DATA has ended, only its own lines count (not pipelined commands after the dot)
         if longest > max_line and (end < 0 or _longest_line(buf, end + 2) > max_line):
             return replies.LINE_TOO_LONG
-        limit = self.settings.max_message_size
+        limit = self.settings.cfg.max_message_size
         # the message is buf[2 : end + 2] (after the virtual CRLF): ``end`` bytes once it ended
         if limit and (end if end >= 0 else len(buf) - 2) > limit:
             return replies.TOO_BIG
