@@ -4,7 +4,7 @@ exactly what one ``in`` test per literal answered, on generated bodies and on re
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,15 +13,17 @@ from mailgate.mime.parse import parse_message
 from mailgate.pipeline import intent_signals as sig
 from mailgate.pipeline.stages.intent import facts_of
 
+T = TypeVar("T")
 CORPUS = Path(__file__).resolve().parent.parent / "fixtures" / "corpus"
 
 
-def body_tests() -> list[sig.Body]:
-    found: list[sig.Body] = []
+def signal_tests(kind: type[T]) -> list[T]:
+    """Every test of the signal table that is a ``kind``, nested ones included."""
+    found: list[T] = []
     stack: list[Any] = [s.test for s in sig.SIGNALS]
     while stack:
         t = stack.pop()
-        if isinstance(t, sig.Body):
+        if isinstance(t, kind):
             found.append(t)
         stack.extend(getattr(t, "tests", ()) or ())
         inner = getattr(t, "test", None)
@@ -30,7 +32,7 @@ def body_tests() -> list[sig.Body]:
     return found
 
 
-BODIES = body_tests()
+BODIES = signal_tests(sig.Body)
 GATES = [(b, sig.body_gate(b.pattern)) for b in BODIES]
 LITERALS = sorted({lit for _, g in GATES if g for lit in g})
 
@@ -76,21 +78,7 @@ def test_real_mail_gives_the_same_intents_through_either_gate() -> None:
         assert f.may_contain(("zz-never-registered",), 3000) is False
 
 
-def vendor_prefix_sets() -> list[tuple[str, ...]]:
-    found: list[tuple[str, ...]] = []
-    stack: list[Any] = [s.test for s in sig.SIGNALS]
-    while stack:
-        t = stack.pop()
-        if isinstance(t, (sig.Vendor, sig.Prefixed)):
-            found.append(t.prefixes)
-        stack.extend(getattr(t, "tests", ()) or ())
-        inner = getattr(t, "test", None)
-        if inner is not None:
-            stack.append(inner)
-    return found
-
-
-PREFIX_SETS = vendor_prefix_sets()
+PREFIX_SETS = [t.prefixes for t in [*signal_tests(sig.Vendor), *signal_tests(sig.Prefixed)]]
 PREFIXES = sorted({p for ps in PREFIX_SETS for p in ps})
 
 
