@@ -78,7 +78,9 @@ def test_real_mail_gives_the_same_intents_through_either_gate() -> None:
         assert f.may_contain(("zz-never-registered",), 3000) is False
 
 
-PREFIX_SETS = [t.prefixes for t in [*signal_tests(sig.Vendor), *signal_tests(sig.Prefixed)]]
+PREFIX_SETS = [v.prefixes for v in signal_tests(sig.Vendor)] + [
+    p.prefixes for p in signal_tests(sig.Prefixed)
+]
 PREFIXES = sorted({p for ps in PREFIX_SETS for p in ps})
 
 
