@@ -171,9 +171,16 @@ def _style(value: str, remote_images: str = "keep") -> str:
     return html.unescape(m.group(1)) if m else ""
 
 
+def _css_escape(m: re.Match[str]) -> str:
+    """A hex escape as CSS reads it: zero, a surrogate or a value past U+10FFFF is U+FFFD
+    (CSS Syntax 3, 4.3.7)."""
+    v = int(m.group(1), 16)
+    return chr(v) if 0 < v <= 0x10FFFF and not 0xD800 <= v <= 0xDFFF else "\ufffd"
+
+
 def _css_reads(style: str) -> str:
     """What a lenient (old IE) CSS reader sees: escapes decoded, comments gone, lower case."""
-    unescaped = re.sub(r"\\([0-9a-fA-F]{1,6})\s?", lambda m: chr(int(m.group(1), 16)), style)
+    unescaped = re.sub(r"\\([0-9a-fA-F]{1,6})\s?", _css_escape, style)
     unescaped = re.sub(r"\\(.)", r"\1", unescaped)
     return re.sub(r"/\*.*?\*/|\s|['\"]", "", unescaped).lower()
 
