@@ -25,7 +25,8 @@ def compact(env: dict[str, Any]) -> str:
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(),
+    # integers within 64 bits: orjson reads a longer one as a float (envelopes hold none)
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text(),
     lambda inner: (
         st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
     ),
@@ -156,3 +157,59 @@ def test_check_config_warns_while_encryption_is_off(
     assert crypto.codec_for(on).enabled and not crypto.codec_for(Config(), env={}).enabled
     monkeypatch.setenv(crypto.ENV_KEY, crypto.new_kek_text())
     assert not [w for w in config_warnings(Config()) if w.startswith("store.encryption")]
+
+
+TRICKY = ['","', '"}', '"replyText":[1,2],', "\\", '\\"', '"', "x\\\\", "\u2028", "\x00\x1f"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lead=st.text(alphabet=" \t\r\n\x0b\x0c\u3000", max_size=4),
+    reply=st.lists(st.text(max_size=40) | st.sampled_from(TRICKY), min_size=1, max_size=30),
+    tail=st.text(max_size=20) | st.sampled_from(TRICKY),
+    same=st.sampled_from(["part", "other", "none"]),
+    extra=json_values,
+)
+def test_reply_text_inside_text_is_stored_once(
+    lead: str, reply: list[str], tail: str, same: str, extra: Any
+) -> None:
+    """When replyText is what reply_text keeps of an unquoted or top-posted text, the stored
+    JSON carries it once, as offsets into the text, and both codecs give back the same
+    envelope, whatever the texts hold (quotes, backslashes, escapes, the marker's own spelling)."""
+    reply_text = ("R" + "".join(reply)).ljust(13, ".") * 40  # past the folding threshold
+    text = lead + reply_text + tail
+    env = {
+        "id": "msg_1",
+        "text": text,
+        "replyText": {"part": reply_text, "other": reply_text + "!", "none": None}[same],
+        "reply": {"text": text, "replyText": [0, 1]},  # nested look-alikes are left alone
+        "entities": extra,
+    }
+    folded = crypto.fold_reply(env)
+    plain, none = crypto.NULL_CODEC.seal_envelope("msg_1", env)
+    assert none is None
+    if same == "part":
+        assert isinstance(folded["replyText"], list) and list(folded)[:2] == ["replyText", "text"]
+        assert len(plain) < len(compact(env)) - len(compact(reply_text)) + 20
+    else:
+        assert folded is env
+    assert json.loads(crypto.NULL_CODEC.open_envelope_json("msg_1", plain)) == env
+    # a store that had no key yet, read after one is configured
+    assert CODEC.open_envelope("msg_1", plain) == env
+    sealed_text, sealed = CODEC.seal_envelope("msg_1", env)
+    assert json.loads(CODEC.open_envelope_json("msg_1", sealed_text, sealed)) == env
+
+
+def test_folded_envelope_survives_sqlite_json_set() -> None:
+    """The store updates ``$.reply`` with SQLite's json_set (sqlite_replies): the folded form's
+    head is untouched, so the text still unfolds."""
+    import sqlite3
+
+    text = 'a "b" \\' * 200
+    env = {"text": "\n" + text + "\n-- \nPat", "replyText": text, "reply": None, "id": "m"}
+    stored, _ = crypto.NULL_CODEC.seal_envelope("m", env)
+    conn = sqlite3.connect(":memory:")
+    for path, value in (("$.reply", '{"text":"x"}'), ("$.added", "[1]")):
+        (stored,) = conn.execute("SELECT json_set(?, ?, json(?))", (stored, path, value)).fetchone()
+    out = json.loads(crypto.NULL_CODEC.open_envelope_json("m", stored))
+    assert out == {**env, "reply": {"text": "x"}, "added": [1]}

@@ -47,7 +47,8 @@ def dumps_utf8(value: Any) -> bytes:
 
 def loads(text: str | bytes) -> Any:
     """Parse JSON text; what orjson refuses (a lone surrogate in a str) goes to the stdlib, so
-    errors are ``json.JSONDecodeError`` (orjson's is a subclass) as before."""
+    errors are ``json.JSONDecodeError`` (orjson's is a subclass) as before. An integer beyond
+    64 bits is read as a float (orjson's rule); what mailgate stores holds none."""
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
