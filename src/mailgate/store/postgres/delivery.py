@@ -133,7 +133,7 @@ class PgDeliveryMixin(PgBase):
             " AND (o.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM outbox p"
             "  WHERE p.target = o.target AND p.ordering_key = o.ordering_key"
             "  AND p.state = 'pending' AND p.id < o.id))"
-            " ORDER BY o.id LIMIT $3 FOR UPDATE OF o SKIP LOCKED),"
+            " ORDER BY o.next_attempt_at, o.id LIMIT $3 FOR UPDATE OF o SKIP LOCKED),"
             " u AS (UPDATE outbox o SET locked_until = $4, lock_owner = $5 FROM c"
             "  WHERE o.id = c.id RETURNING o.*)"
             " SELECT u.id, u.event_id, e.type, e.msg_id, e.tenant, u.target, u.ordering_key,"
