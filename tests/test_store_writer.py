@@ -94,3 +94,109 @@ async def test_store_default_is_fsync_and_lock_file_is_private(tmp_path: Path) -
         assert await store.ping()
     mode = (tmp_path / "data" / "mailgate.sqlite-writelock").stat().st_mode & 0o777
     assert mode & 0o077 == 0
+
+
+def _commits(w: Writer) -> list[str]:
+    """The COMMITs the writer's connection runs (its trace), for counting transactions."""
+    seen: list[str] = []
+    assert w._conn is not None
+    w._conn.set_trace_callback(lambda sql: seen.append(sql) if sql == "COMMIT" else None)
+    return seen
+
+
+@pytest.mark.parametrize("urgent_waits", [False, True])
+async def test_a_batch_stops_early_for_an_urgent_commit_of_another_process(
+    tmp_path: Path, urgent_waits: bool
+) -> None:
+    """Five queued worker writes go in one transaction, unless another process's spool commit
+    holds the gate: then each write commits on its own, so the spool waits for one write's
+    work, not five; none is lost or run twice."""
+    import fcntl
+    import os
+
+    path = tmp_path / "db.sqlite"
+    _table(path)
+    w = Writer(path, synchronous="FULL")
+    w.start()
+    commits = _commits(w)
+    lock = os.open(f"{path}-writelock", os.O_RDWR)
+    gate = os.open(f"{path}-writegate", os.O_RDWR)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # hold the writer at the lock while the five queue up
+        if urgent_waits:
+            fcntl.flock(gate, fcntl.LOCK_SH)  # what SqliteStore.spool's batch holds
+        runs = [
+            asyncio.ensure_future(
+                w.run(lambda c, i=i: c.execute("INSERT INTO t (who) VALUES (?)", (f"r{i}",)))
+            )
+            for i in range(5)
+        ]
+        await asyncio.sleep(0.05)
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        await asyncio.wait_for(asyncio.gather(*runs), 10)
+    finally:
+        fcntl.flock(gate, fcntl.LOCK_UN)
+        os.close(lock)
+        os.close(gate)
+        w.stop()
+    # the first request may have started its batch alone before the others queued
+    assert len(commits) == 5 if urgent_waits else len(commits) <= 2
+    with sqlite3.connect(path) as conn:
+        got = sorted(r[0] for r in conn.execute("SELECT who FROM t"))
+    assert got == [f"r{i}" for i in range(5)]
+
+
+async def test_urgent_writes_hold_the_gate_only_while_they_commit(tmp_path: Path) -> None:
+    import fcntl
+    import os
+
+    path = tmp_path / "db.sqlite"
+    _table(path)
+    w = Writer(path, synchronous="FULL")
+    w.start()
+    gate = os.open(f"{path}-writegate", os.O_RDWR | os.O_CREAT)
+    try:
+
+        def held(conn: sqlite3.Connection) -> bool:
+            try:
+                fcntl.flock(gate, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(gate, fcntl.LOCK_UN)
+            return False
+
+        assert await w.run(held, urgent=True)
+        assert not await w.run(held)
+        fcntl.flock(gate, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released after the commit
+    finally:
+        os.close(gate)
+        w.stop()
+
+
+async def test_checkpoints_run_between_batches_not_inside_a_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite's automatic checkpoint is off on writer connections (it ran inside the COMMIT,
+    under the write lock); the writer copies the WAL into the database between batches."""
+    from mailgate.store import writer
+
+    path = tmp_path / "db.sqlite"
+    _table(path)
+    monkeypatch.setattr(writer, "CHECKPOINT_EVERY", 3600.0)
+    w = Writer(path, synchronous="NORMAL")
+    w.start()
+    try:
+        assert await w.run(lambda c: c.execute("PRAGMA wal_autocheckpoint").fetchone()[0]) == 0
+        blob = b"x" * 200_000
+        for _ in range(30):  # ~1500 pages: past the 1000 at which SQLite would checkpoint
+            await w.run(lambda c: c.execute("INSERT INTO t (who) VALUES (?)", (blob,)))
+        assert path.stat().st_size < 1_000_000  # still in the WAL
+        monkeypatch.setattr(writer, "CHECKPOINT_EVERY", 0.0)
+        await w.run(lambda c: c.execute("INSERT INTO t (who) VALUES ('last')"))
+        for _ in range(100):
+            if path.stat().st_size > 6_000_000:
+                break
+            await asyncio.sleep(0.01)
+        assert path.stat().st_size > 6_000_000  # copied into the database
+    finally:
+        w.stop()

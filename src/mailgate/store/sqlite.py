@@ -143,7 +143,7 @@ class SqliteStore(
             )
             conn.executemany("INSERT INTO message_raw (id, raw) VALUES (?, ?)", raws)
 
-        await self._writer.run(write)
+        await self._writer.run(write, urgent=True)
 
     # ------------------------------------------------------------------ ingest side
 
