@@ -14,8 +14,9 @@ Servers (each started here, on 127.0.0.1 only, and stopped at the end):
 * ``bare``: bare aiosmtpd (``bench/reference_null.py``), the Python protocol ceiling;
 * ``mailgate``: ``mailgate serve`` with the default config (durability, workers), auth off,
   and a webhook target: *delivered* counts webhooks received by a keep-alive HTTP receiver in
-  this process; ``mailgate_normal`` / ``mailgate_w2`` / ``mailgate_nohook`` are variants
-  (``durability = "normal"``, ``ingest.workers = 2``, no webhook: delivered = processed rows);
+  this process; ``mailgate_normal`` / ``mailgate_w1`` / ``mailgate_w2`` / ``mailgate_nohook``
+  are variants (``durability = "normal"``; one worker; two workers taking the oldest mail
+  alike, ``backlog_per_worker = 0``; no webhook: delivered = processed rows);
   ``mailgate_uvloop`` runs serve under ``--uvloop-python`` (serve uses uvloop when importable).
 
 Every cell (4 KB and 100 KB, 1 and 20 sessions, one connection per message, Postfix's
@@ -328,7 +329,10 @@ def main() -> None:
         "mailgate": lambda: Mailgate(py, recv_port),
         "mailgate_normal": lambda: Mailgate(py, recv_port, extra='durability = "normal"\n'),
         "mailgate_fsync": lambda: Mailgate(py, recv_port, extra='durability = "fsync"\n'),
-        "mailgate_w2": lambda: Mailgate(py, recv_port, extra="[ingest]\nworkers = 2\n"),
+        "mailgate_w1": lambda: Mailgate(py, recv_port, extra="[ingest]\nworkers = 1\n"),
+        "mailgate_w2": lambda: Mailgate(
+            py, recv_port, extra="[ingest]\nworkers = 2\nbacklog_per_worker = 0\n"
+        ),
         "mailgate_uvloop": lambda: Mailgate(args.uvloop_python or py, recv_port),
         "mailgate_nohook": lambda: Mailgate(py, recv_port, hook=False),
         "postfix": Postfix,

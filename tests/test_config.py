@@ -234,7 +234,7 @@ def test_check_config_says_what_zero_means_and_counts_rules_file_rules(tmp_path:
     report = json.loads(_check(str(p), "--json")[1])
     assert report["rules"] == 3 and report["rules_file"] == "rules.toml"
     assert report["limits"]["smtp.max_connections_per_ip"] == "0 (no limit)"
-    assert report["limits"]["ingest.workers"] == "1"
+    assert report["limits"]["ingest.workers"] == "2"
 
 
 def test_check_config_prints_config_warnings(tmp_path: Path) -> None:

@@ -135,3 +135,36 @@ async def test_huge_text_is_delivered_truncated_not_quarantined(tmp_path: Path) 
     env = row["envelope"]
     assert env["quarantine"] is None
     assert any(e["code"] == "limit.text" for e in env["parseErrors"])
+
+
+async def test_a_backlog_worker_takes_only_what_waits_beyond_its_share(tmp_path: Path) -> None:
+    """``ingest.backlog_per_worker``: worker 1 (skip = 1 x the share) leaves a trickle to worker
+    0, is not woken by each message, and takes what waits beyond the share."""
+    cfg = load_config(None, env={"MAILGATE_DATA_DIR": str(tmp_path)})
+    store = SqliteStore(tmp_path)
+    await store.open()
+    try:
+
+        def worker(skip: int) -> IngestWorker:
+            return IngestWorker(
+                store,
+                PipelineRunner(cfg, store),
+                parse=parse_message,
+                blob_sink=BlobStore(tmp_path / "attachments").put,
+                batch_size=10,
+                skip=skip,
+            )
+
+        first, extra = worker(0), worker(3)
+        recs = [record(raw(f"m{i}", msgid=f"<m{i}@example.org>")) for i in range(5)]
+        await store.spool(*recs[:3])
+        extra.wake()
+        assert not extra._wake.is_set()  # polls instead
+        assert await extra.run_once() == 0  # three waiting: worker 0's share
+        await store.spool(*recs[3:])
+        assert await extra.run_once() == 2  # the two beyond the share
+        assert await first.run_once() == 3
+        states = {r.id: (await store.get_message_row(r.id))["state"] for r in recs}
+        assert set(states.values()) == {"processed"}
+    finally:
+        await store.close()

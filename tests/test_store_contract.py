@@ -83,6 +83,22 @@ def envelope(msg_id: str, tenant: str = "default") -> dict[str, Any]:
 # ---------------------------------------------------------------------------- spool and claims
 
 
+async def test_a_backlog_worker_skips_the_oldest_free_messages(nodes: Nodes) -> None:
+    """``skip``: an extra worker takes only what waits beyond the first ``skip`` free messages
+    (``ingest.backlog_per_worker``); leased messages do not count."""
+    async with nodes(1) as (store,):
+        recs = [record(i) for i in range(6)]
+        await store.spool(*recs)
+        extra, first = lease_owner("node0"), lease_owner("node0")
+        assert await store.claim_spooled(10, owner=extra, skip=6) == []  # no backlog beyond 6
+        got = await store.claim_spooled(2, owner=extra, skip=3)
+        assert [m.id for m in got] == [recs[3].id, recs[4].id]
+        assert [m.id for m in await store.claim_spooled(10, owner=first)] == [
+            r.id for r in (recs[0], recs[1], recs[2], recs[5])
+        ]
+        assert await store.claim_spooled(10, owner=extra, skip=1) == []  # all leased
+
+
 async def test_spool_claim_complete_once(nodes: Nodes) -> None:
     async with nodes(1) as (store,):
         recs = [record(i) for i in range(5)]

@@ -318,6 +318,7 @@ class WorkerRuntime:
             lease=self.cfg.store.lease,
             on_processed=notify,
             auth=self.auth,
+            skip=self.index * self.cfg.ingest.backlog_per_worker,
         )
         for service in self._services:
             await service.start()

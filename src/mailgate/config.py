@@ -368,7 +368,12 @@ class MimeConfig:
 
 @dataclass(frozen=True)
 class IngestConfig:
-    workers: int = 1
+    workers: int = 2
+    backlog_per_worker: int = 100
+    """Workers after the first take only mail waiting beyond this many messages per worker
+    before them (worker *i* skips ``i * backlog_per_worker``) and look every ``poll_interval``
+    instead of on each message: a trickle keeps one worker and leaves the cores to the
+    listener, a backlog brings in the rest. 0: every worker takes the oldest mail alike."""
     batch_size: int = 64
     poll_interval: Duration = 0.2
     worker_nice: int = 10
@@ -894,6 +899,8 @@ def _validate(cfg: Config, loc: _Locator) -> None:
                 )
     if cfg.ingest.workers > 16:
         bad("ingest.workers", cfg.ingest.workers, "0 (inline) to 16 worker processes")
+    if cfg.ingest.backlog_per_worker < 0:
+        bad("ingest.backlog_per_worker", cfg.ingest.backlog_per_worker, "0 or more messages")
     if not 0 <= cfg.ingest.worker_nice <= 19:
         bad("ingest.worker_nice", cfg.ingest.worker_nice, "0 (as the listener) to 19")
     if not 1 <= cfg.mime.max_nesting <= MAX_MIME_NESTING:

@@ -170,6 +170,7 @@ class IngestWorker:
         node: str | None = None,
         on_processed: Callable[[], None] | None = None,
         auth: Any = None,
+        skip: int = 0,
     ) -> None:
         self.store = store
         self.processor = processor
@@ -183,12 +184,15 @@ class IngestWorker:
         self.lease = lease
         self.on_processed = on_processed
         self.auth = auth
+        self.skip = skip
         self._wake = asyncio.Event()
         self.backoff = LoopBackoff(log, "ingest", expected=(StoreError,))
 
     def wake(self) -> None:
-        """New mail was spooled: look now instead of at the next poll."""
-        self._wake.set()
+        """New mail was spooled: look now instead of at the next poll. A worker that takes
+        only a backlog (``skip``) is not woken by each message: it looks every poll."""
+        if not self.skip:
+            self._wake.set()
 
     async def run_once(self) -> int:
         """Process one batch; returns how many messages were handled.
@@ -201,7 +205,9 @@ class IngestWorker:
         to. Other dedup races (same content hash) are caught inside the commit by the dedup
         index and retried. Commits land in submission order (one writer, FIFO).
         """
-        batch = await self.store.claim_spooled(self.batch_size, owner=self.owner, lease=self.lease)
+        batch = await self.store.claim_spooled(
+            self.batch_size, owner=self.owner, lease=self.lease, skip=self.skip
+        )
         if self.auth is not None and any(m.auth and m.auth.get("deferred") for m in batch):
             # Concurrently: a slow DNS answer for one sender must not hold up the batch.
             batch = list(await asyncio.gather(*(self._authenticate(m) for m in batch)))

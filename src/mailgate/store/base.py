@@ -92,7 +92,7 @@ class Spool(Protocol):
 
 class MessageStore(Protocol):
     async def claim_spooled(
-        self, limit: int, *, owner: str, lease: float = 60.0
+        self, limit: int, *, owner: str, lease: float = 60.0, skip: int = 0
     ) -> list[SpooledMessage]:
         """Up to ``limit`` spooled messages no live lease holds, oldest first, leased to
         ``owner`` for ``lease`` seconds (see ``store.ports``: any worker of any node)."""

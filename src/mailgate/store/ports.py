@@ -104,10 +104,11 @@ class SpoolClaims(Protocol):
     """Spooled messages claimed with leases (any number of workers on any number of nodes)."""
 
     async def claim_spooled(
-        self, limit: int, *, owner: str, lease: float = DEFAULT_SPOOL_LEASE
+        self, limit: int, *, owner: str, lease: float = DEFAULT_SPOOL_LEASE, skip: int = 0
     ) -> list[SpooledMessage]:
         """Up to ``limit`` spooled messages nobody holds (or whose lease expired), oldest
-        first, leased to ``owner``. A row is claimed by one owner at a time."""
+        first, leased to ``owner``. A row is claimed by one owner at a time. ``skip``: leave
+        the ``skip`` oldest such messages to others (an extra worker takes only a backlog)."""
 
     async def release_spool_leases(self, owner: str) -> int:
         """Give back every spooled message ``owner`` holds (shutdown, or a dead predecessor)."""

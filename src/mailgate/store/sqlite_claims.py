@@ -18,7 +18,7 @@ from mailgate.store.sqlite_crypto import open_claimed
 
 class SpoolClaimsMixin(SqliteBase):
     async def claim_spooled(
-        self, limit: int, *, owner: str, lease: float = DEFAULT_SPOOL_LEASE
+        self, limit: int, *, owner: str, lease: float = DEFAULT_SPOOL_LEASE, skip: int = 0
     ) -> list[SpooledMessage]:
         """See `SpoolClaims.claim_spooled`: the oldest free rows, leased in one transaction."""
 
@@ -28,8 +28,8 @@ class SpoolClaimsMixin(SqliteBase):
                 r[0]
                 for r in conn.execute(
                     "SELECT seq FROM messages WHERE state = 'spooled'"
-                    " AND (lease_until IS NULL OR lease_until < ?) ORDER BY seq LIMIT ?",
-                    (now, limit),
+                    " AND (lease_until IS NULL OR lease_until < ?) ORDER BY seq LIMIT ? OFFSET ?",
+                    (now, limit, skip),
                 )
             ]
             if not seqs:

@@ -281,13 +281,13 @@ class PostgresStore(
     # ------------------------------------------------------------------ claims
 
     async def claim_spooled(
-        self, limit: int, *, owner: str, lease: float = DEFAULT_SPOOL_LEASE
+        self, limit: int, *, owner: str, lease: float = DEFAULT_SPOOL_LEASE, skip: int = 0
     ) -> list[SpooledMessage]:
         """See `SpoolClaims.claim_spooled`."""
         now = time.time()
         rows = await self._fetch(
             "WITH c AS (SELECT seq FROM messages WHERE state = 'spooled'"
-            " AND (lease_until IS NULL OR lease_until < $1) ORDER BY seq LIMIT $2"
+            " AND (lease_until IS NULL OR lease_until < $1) ORDER BY seq LIMIT $2 OFFSET $5"
             " FOR UPDATE SKIP LOCKED)"
             " UPDATE messages m SET lease_owner = $3, lease_until = $4 FROM c, message_raw r"
             f" WHERE m.seq = c.seq AND r.id = m.id RETURNING m.seq, {_SPOOLED_COLUMNS}, r.raw,"
@@ -296,6 +296,7 @@ class PostgresStore(
             limit,
             owner,
             now + lease,
+            skip,
             fast=True,
         )
         rows = sorted(rows, key=lambda r: r["seq"])
