@@ -335,7 +335,10 @@ def unfold_reply(stored: str) -> str:
     content = close + len(',"text":"') + 1
     if close < 0 or stored[close + 1 : content] != ',"text":"':
         return stored
-    start, length = (int(n) for n in stored[len(_FOLDED_HEAD) : close].split(","))
+    try:
+        start, length = (int(n) for n in stored[len(_FOLDED_HEAD) : close].split(","))
+    except ValueError:
+        return stored  # not what fold_reply wrote: handed on as it is
     # '{"replyText":[s,n],"text":"T…",…' -> '{"replyText":"T[s:s+n]","text":"T…",…'
     part = stored[content + start : content + start + length]
     return f'{{"replyText":"{part}"{stored[close + 1 :]}'
