@@ -822,6 +822,10 @@ def _log_warnings(cfg: Config) -> None:
 
 async def run_worker(cfg: Config, index: int, count: int, notify_fd: int | None) -> None:
     """The worker process body (``python -m mailgate.worker``)."""
+    # As in ``serve``: the writer thread, the store's reader thread and the event loop share the
+    # GIL, and with the default 5 ms switch interval a commit's hand-over (and every statement
+    # of it) could wait behind the loop parsing the next message.
+    sys.setswitchinterval(0.0005)
     runtime = WorkerRuntime(cfg, index=index, count=count)
     loop = asyncio.get_running_loop()
     stop = runtime.stop_event
