@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mailgate.config import StoreConfig
+from mailgate.store.base import StoreError
 from mailgate.store.sqlite import SqliteStore
 from mailgate.store.writer import Writer, connect
 
@@ -200,3 +202,74 @@ async def test_checkpoints_run_between_batches_not_inside_a_commit(
         assert path.stat().st_size > 6_000_000  # copied into the database
     finally:
         w.stop()
+
+
+async def test_inline_writer_commits_one_loop_turn_in_one_transaction(tmp_path: Path) -> None:
+    """A worker process's writer (``inline=True``) runs on its event loop: the writes submitted
+    in one loop turn share one transaction, a failing one is rolled back alone, and the others
+    are committed before their callers resume."""
+    path = tmp_path / "db.sqlite"
+    _table(path)
+    w = Writer(path, synchronous="FULL", inline=True)
+    w.start()
+    commits = _commits(w)
+    try:
+
+        def insert(who: str) -> Any:
+            def fn(c: sqlite3.Connection) -> int:
+                if who == "bad":
+                    c.execute("INSERT INTO t (who) VALUES ('rolled back')")
+                    raise ValueError("this write fails")
+                return int(c.execute("INSERT INTO t (who) VALUES (?)", (who,)).lastrowid or 0)
+
+            return fn
+
+        got = await asyncio.gather(
+            *(w.run(insert(f"r{i}"), durable=False) for i in range(5)),
+            w.run(insert("bad")),
+            return_exceptions=True,
+        )
+        assert [type(g) for g in got] == [int] * 5 + [ValueError]
+        assert len(commits) == 1
+        assert w.run_sync(lambda c: c.execute("SELECT COUNT(*) FROM t").fetchone()[0]) == 5
+        pending = asyncio.ensure_future(w.run(insert("at stop")))
+        await asyncio.sleep(0)  # queued, not yet flushed
+        w.stop()  # commits what is pending before it closes
+        assert await pending
+        with pytest.raises(StoreError):
+            await w.run(insert("after stop"))
+    finally:
+        w.stop()
+    with sqlite3.connect(path) as conn:
+        names = sorted(r[0] for r in conn.execute("SELECT who FROM t"))
+    assert names == ["at stop", "r0", "r1", "r2", "r3", "r4"]
+
+
+@pytest.mark.parametrize("durable", [True, False])
+async def test_an_inline_and_a_threaded_writer_interleave(tmp_path: Path, durable: bool) -> None:
+    """The front's threaded writer and a worker's inline one on one database (zero busy
+    timeout): the lock file serializes them as it does two threaded writers."""
+    path = tmp_path / "db.sqlite"
+    _table(path)
+    writers = [Writer(path, synchronous="FULL"), Writer(path, synchronous="FULL", inline=True)]
+    for w in writers:
+        w.start()
+    try:
+        for w in writers:
+            await w.run(lambda c: c.execute("PRAGMA busy_timeout = 0"))
+
+        def insert(who: str) -> Any:
+            return lambda c: c.execute("INSERT INTO t (who) VALUES (?)", (who,))
+
+        await asyncio.gather(
+            *(
+                writers[i % 2].run(insert(f"w{i % 2}"), durable=durable, urgent=i % 2 == 0)
+                for i in range(200)
+            )
+        )
+    finally:
+        for w in writers:
+            w.stop()
+    with sqlite3.connect(path) as conn:
+        rows = dict(conn.execute("SELECT who, COUNT(*) FROM t GROUP BY who").fetchall())
+    assert rows == {"w0": 100, "w1": 100}

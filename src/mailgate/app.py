@@ -104,8 +104,11 @@ def build_purger(cfg: Config, store: object) -> Purger | None:
     return Purger(governance, cfg.retention)
 
 
-def build_store(cfg: Config) -> Store:
-    """The configured backend: the one place that names one (``[store] backend``)."""
+def build_store(cfg: Config, *, worker: bool = False) -> Store:
+    """The configured backend: the one place that names one (``[store] backend``).
+
+    ``worker``: for an ingest worker process, whose SQLite writes commit on its event loop
+    (``Writer(inline=True)``) instead of handing each batch to a writer thread and back."""
     if cfg.store.backend == "postgresql":
         from mailgate.store.postgres import PostgresStore
 
@@ -121,6 +124,7 @@ def build_store(cfg: Config) -> Store:
         group_commit_window=cfg.store.group_commit_window,
         max_batch=cfg.store.max_batch,
         migrate=cfg.store.migrate,
+        inline_writer=worker,
     )
     store.codec = codec_for(cfg)  # encryption at rest when a key is configured (issue 15)
     return store
@@ -265,7 +269,7 @@ class WorkerRuntime:
         self.index = index
         self.count = count
         self._own_store = store is None
-        self.store = store or build_store(cfg)
+        self.store = store or build_store(cfg, worker=True)
         self.blobs = BlobStore(Path(cfg.store.data_dir) / "attachments", codec=codec_of(self.store))
         self.ingest: IngestWorker | None = None
         self.auth: Any = None

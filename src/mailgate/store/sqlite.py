@@ -59,13 +59,18 @@ class SqliteStore(
         group_commit_window: float = 0.0,
         max_batch: int = 256,
         migrate: bool = True,
+        inline_writer: bool = False,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.auto_migrate = migrate
         self.path = self.data_dir / DB_NAME
         self.synchronous = "FULL" if durability == "fsync" else "NORMAL"
         self._writer = Writer(
-            self.path, synchronous=self.synchronous, window=group_commit_window, max_batch=max_batch
+            self.path,
+            synchronous=self.synchronous,
+            window=group_commit_window,
+            max_batch=max_batch,
+            inline=inline_writer,
         )
         self._reader = None
         self.notifier = SqliteNotifier()
