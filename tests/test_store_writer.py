@@ -273,3 +273,24 @@ async def test_an_inline_and_a_threaded_writer_interleave(tmp_path: Path, durabl
     with sqlite3.connect(path) as conn:
         rows = dict(conn.execute("SELECT who, COUNT(*) FROM t GROUP BY who").fetchall())
     assert rows == {"w0": 100, "w1": 100}
+
+
+async def test_inline_writer_fails_its_callers_when_the_lock_breaks(tmp_path: Path) -> None:
+    """A batch that cannot even take the lock file fails its callers (they do not wait for
+    ever), and the writer goes on once the lock works again."""
+    path = tmp_path / "db.sqlite"
+    _table(path)
+    w = Writer(path, synchronous="NORMAL", inline=True)
+    w.start()
+    saved = w._lock_fd
+    try:
+        w._lock_fd = -1  # flock(-1): EBADF
+        with pytest.raises(StoreError, match="commit failed"):
+            await asyncio.wait_for(w.run(lambda c: c.execute("INSERT INTO t VALUES (1, 'x')")), 5)
+        w._lock_fd = saved
+        await asyncio.wait_for(w.run(lambda c: c.execute("INSERT INTO t VALUES (2, 'y')")), 5)
+    finally:
+        w._lock_fd = saved
+        w.stop()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT id FROM t").fetchall() == [(2,)]

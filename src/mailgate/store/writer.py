@@ -184,8 +184,9 @@ class Writer:
                 if self._flush_handle is not None:
                     self._flush_handle.cancel()
                     self._flush_handle = None
-                while self._pending:
-                    self._flush()
+                while self._pending:  # what callers still wait on is committed first
+                    batch, self._pending = self._pending, []
+                    self._pending[:0] = self._write_or_fail(batch)
                 self._open = False
                 self._close()
             return
@@ -242,11 +243,20 @@ class Writer:
         """Commit the requests of this event-loop turn (inline mode)."""
         self._flush_handle = None
         batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
-        rest = self._write(batch) if batch else []
+        rest = self._write_or_fail(batch) if batch else []
         if rest or self._pending:
             self._pending[:0] = rest
             if self._open:
                 self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+
+    def _write_or_fail(self, batch: list[Any]) -> list[Any]:
+        """``_write``; if it breaks (the lock file gone, say), the batch's callers get the
+        error instead of waiting for ever."""
+        try:
+            return self._write(batch)
+        except Exception as exc:
+            self._fail_all(batch, exc, direct=True)
+            return []
 
     def _write(self, batch: list[Any]) -> list[Any]:
         """One batch on the calling thread: the gate, the lock, the transaction."""
