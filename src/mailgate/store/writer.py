@@ -35,13 +35,14 @@ commit waits for its fsync, which is what lets concurrent DATA commands share on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -263,20 +264,29 @@ class Writer:
         assert self._conn is not None
         with self._mutex:
             urgent = any(item.urgent for item in batch)
-            if urgent:
-                fcntl.flock(self._gate_fd, fcntl.LOCK_SH)
-            else:
-                self._yield_to_urgent()
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-            try:
+            with self._turn(urgent):
                 rest = self._commit_batch(self._conn, batch, yielding=not urgent, direct=True)
-            finally:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-                if urgent:
-                    fcntl.flock(self._gate_fd, fcntl.LOCK_UN)
-                    self._last_urgent = time.monotonic()
             self._maybe_checkpoint(self._conn)
         return rest
+
+    @contextlib.contextmanager
+    def _turn(self, urgent: bool) -> Iterator[None]:
+        """This process's turn to write: the gate (held shared by an urgent batch while it waits
+        and commits, waited for by the others) and then the write lock."""
+        if urgent:
+            fcntl.flock(self._gate_fd, fcntl.LOCK_SH)
+        else:
+            self._yield_to_urgent()
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        finally:
+            if urgent:
+                fcntl.flock(self._gate_fd, fcntl.LOCK_UN)
+                self._last_urgent = time.monotonic()
 
     # ------------------------------------------------------------------ writer thread
 
@@ -314,42 +324,35 @@ class Writer:
                     break
                 batch = [first]
             urgent = first.urgent
-            if urgent:
-                fcntl.flock(self._gate_fd, fcntl.LOCK_SH)
-            else:
-                self._yield_to_urgent()
-            # the cross-process write lock (see the module docstring); waiting here lets more
-            # requests queue up for this same transaction
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-            if self.window > 0:
-                deadline = time.monotonic() + self.window
-                while len(batch) < self.max_batch:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    try:
-                        batch.append(self._queue.get(timeout=remaining))
-                    except queue.Empty:
-                        break
-            while len(batch) < self.max_batch:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            stop = any(item is _STOP for item in batch)
-            work = [item for item in batch if item is not _STOP]
-            try:
+            # the gate and the cross-process write lock (see the module docstring); waiting
+            # here lets more requests queue up for this same transaction
+            with self._turn(urgent):
+                batch, stop = self._gather(batch)
+                work = [item for item in batch if item is not _STOP]
                 carry = self._commit_batch(conn, work, yielding=not (urgent or stop))
-            finally:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-                if urgent:
-                    fcntl.flock(self._gate_fd, fcntl.LOCK_UN)
             if stop:
                 break
-            if urgent:
-                self._last_urgent = time.monotonic()
             self._maybe_checkpoint(conn)
         self._close()
+
+    def _gather(self, batch: list[Any]) -> tuple[list[Any], bool]:
+        """``batch`` and what else is queued (within ``window``); whether a stop is among it."""
+        if self.window > 0:
+            deadline = time.monotonic() + self.window
+            while len(batch) < self.max_batch:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(self._queue.get(timeout=remaining))
+                except queue.Empty:
+                    break
+        while len(batch) < self.max_batch:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch, any(item is _STOP for item in batch)
 
     def _maybe_checkpoint(self, conn: sqlite3.Connection) -> None:
         """Copy the WAL into the database now and then, between batches and without the write
