@@ -60,14 +60,16 @@ async def test_normal_durability_never_switches_to_full(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("durable", [True, False])
+@pytest.mark.parametrize("inline", [False, True])
 async def test_two_writers_on_one_database_interleave_without_busy_errors(
-    tmp_path: Path, durable: bool
+    tmp_path: Path, durable: bool, inline: bool
 ) -> None:
     """Two writers (as the front and a worker process are) with a zero busy timeout: the lock
-    file serializes them, so SQLite's lock is always free when a transaction begins."""
+    file serializes them, so SQLite's lock is always free when a transaction begins. With
+    ``inline``, the second is a worker's inline writer and the first commits spools (urgent)."""
     path = tmp_path / "db.sqlite"
     _table(path)
-    writers = [Writer(path, synchronous="FULL"), Writer(path, synchronous="FULL")]
+    writers = [Writer(path, synchronous="FULL"), Writer(path, synchronous="FULL", inline=inline)]
     for w in writers:
         w.start()
     try:
@@ -78,7 +80,12 @@ async def test_two_writers_on_one_database_interleave_without_busy_errors(
             return lambda c: c.execute("INSERT INTO t (who) VALUES (?)", (who,))
 
         await asyncio.gather(
-            *(writers[i % 2].run(insert(f"w{i % 2}"), durable=durable) for i in range(200))
+            *(
+                writers[i % 2].run(
+                    insert(f"w{i % 2}"), durable=durable, urgent=inline and i % 2 == 0
+                )
+                for i in range(200)
+            )
         )
     finally:
         for w in writers:
@@ -243,36 +250,6 @@ async def test_inline_writer_commits_one_loop_turn_in_one_transaction(tmp_path: 
     with sqlite3.connect(path) as conn:
         names = sorted(r[0] for r in conn.execute("SELECT who FROM t"))
     assert names == ["at stop", "r0", "r1", "r2", "r3", "r4"]
-
-
-@pytest.mark.parametrize("durable", [True, False])
-async def test_an_inline_and_a_threaded_writer_interleave(tmp_path: Path, durable: bool) -> None:
-    """The front's threaded writer and a worker's inline one on one database (zero busy
-    timeout): the lock file serializes them as it does two threaded writers."""
-    path = tmp_path / "db.sqlite"
-    _table(path)
-    writers = [Writer(path, synchronous="FULL"), Writer(path, synchronous="FULL", inline=True)]
-    for w in writers:
-        w.start()
-    try:
-        for w in writers:
-            await w.run(lambda c: c.execute("PRAGMA busy_timeout = 0"))
-
-        def insert(who: str) -> Any:
-            return lambda c: c.execute("INSERT INTO t (who) VALUES (?)", (who,))
-
-        await asyncio.gather(
-            *(
-                writers[i % 2].run(insert(f"w{i % 2}"), durable=durable, urgent=i % 2 == 0)
-                for i in range(200)
-            )
-        )
-    finally:
-        for w in writers:
-            w.stop()
-    with sqlite3.connect(path) as conn:
-        rows = dict(conn.execute("SELECT who, COUNT(*) FROM t GROUP BY who").fetchall())
-    assert rows == {"w0": 100, "w1": 100}
 
 
 async def test_inline_writer_fails_its_callers_when_the_lock_breaks(tmp_path: Path) -> None:
