@@ -250,9 +250,8 @@ async def test_db_check_reports_a_tampered_envelope_or_address_column(tmp_path: 
             (sealed,) = conn.execute(
                 "SELECT sealed FROM messages WHERE id = ?", (bad_env,)
             ).fetchone()
-            conn.execute(
-                "UPDATE messages SET sealed = ? WHERE id = ?", (sealed[:-1] + b"x", bad_env)
-            )
+            flipped = sealed[:-1] + bytes([sealed[-1] ^ 1])  # always differs from the original
+            conn.execute("UPDATE messages SET sealed = ? WHERE id = ?", (flipped, bad_env))
             (mail_from,) = conn.execute(
                 "SELECT mail_from FROM messages WHERE id = ?", (bad_col,)
             ).fetchone()
