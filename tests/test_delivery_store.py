@@ -195,3 +195,25 @@ async def test_publish_survives_undecodable_attachment_names(tmp_path: Path) -> 
         await store._write(lambda conn: apply_intents(conn, msg_id, env, [intent]))
         rec = await store.get_attachment("att_2")
         assert rec.msg_id == msg_id and rec.filename == "bad?.pdf"
+
+
+async def test_change_counter_moves_with_every_commit_of_any_connection(tmp_path: Path) -> None:
+    """The webhook dispatcher polls ``change_counter`` (on the store's lookup connection, no
+    thread hop) to see events published by other processes: it must move when this store's
+    writer commits and when another connection does, and stay put otherwise."""
+    import sqlite3
+
+    async with open_store(tmp_path) as store:
+        first = await store.change_counter()
+        assert await store.change_counter() == first
+        await publish(store, targets=("a",))
+        second = await store.change_counter()
+        assert second != first
+        other = sqlite3.connect(store.path, isolation_level=None)
+        other.execute("UPDATE outbox SET attempts = attempts WHERE 0 = 1")  # no change: no commit
+        assert await store.change_counter() == second
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("INSERT INTO webhook_targets (name, disabled_at) VALUES ('x', 1)")
+        other.execute("COMMIT")
+        other.close()
+        assert await store.change_counter() != second

@@ -103,7 +103,7 @@ class SqliteStore(
         await self._reader.execute_fetchall("PRAGMA busy_timeout = 10000")
 
     async def close(self) -> None:
-        self.close_pipeline_reader()
+        self.close_lookup_reader()
         if self._reader is not None:
             await self._reader.close()
             self._reader = None

@@ -20,7 +20,7 @@ import aiosqlite
 from mailgate import jsontext
 from mailgate.store.base import Intent, StoreError
 from mailgate.store.crypto import NULL_CODEC, NullCodec
-from mailgate.store.writer import Writer
+from mailgate.store.writer import Writer, connect
 
 IntentT = TypeVar("IntentT", bound=Intent)
 Applier = Callable[[sqlite3.Connection, str, dict[str, Any], Any], None]
@@ -147,6 +147,7 @@ class SqliteBase:
     codec: NullCodec = NULL_CODEC  # encryption at rest (store.crypto); set by app.build_store
     _writer: Writer
     _reader: aiosqlite.Connection | None
+    _fast_reader: sqlite3.Connection | None = None
 
     async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         if self._reader is None:
@@ -160,6 +161,29 @@ class SqliteBase:
     async def _read_one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
         rows = await self._read(sql, params)
         return rows[0] if rows else None
+
+    def _lookup(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """A point query on the caller's thread, through a private read-only connection.
+
+        For queries that take microseconds (a primary key, ``PRAGMA data_version``): a hop to
+        aiosqlite's thread and back costs more than the query, in CPU and in latency. Never for
+        a query whose cost grows with the data: it would stall the event loop."""
+        if self._reader is None:
+            raise StoreError("store is closed")
+        conn = self._fast_reader
+        if conn is None:
+            conn = connect(self.path, synchronous="NORMAL", readonly=True)
+            self._fast_reader = conn
+        try:
+            return conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"lookup failed: {exc}") from exc
+
+    def close_lookup_reader(self) -> None:
+        """Close the `_lookup` connection (the store's ``close()`` calls it)."""
+        if self._fast_reader is not None:
+            self._fast_reader.close()
+            self._fast_reader = None
 
     async def _write(self, fn: Callable[[sqlite3.Connection], Any], *, durable: bool = True) -> Any:
         """``fn`` in the writer's next transaction; ``durable=False``: see ``Writer.run``."""

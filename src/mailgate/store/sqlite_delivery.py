@@ -313,8 +313,8 @@ class DeliveryStoreMixin(SqliteBase):
         return [r[0] for r in rows]
 
     async def change_counter(self) -> int:
-        row = await self._read_one("PRAGMA data_version")
-        return int(row[0]) if row is not None else 0
+        rows = self._lookup("PRAGMA data_version")  # polled often: no thread hop
+        return int(rows[0][0]) if rows else 0
 
     async def next_due_at(self, targets: list[str]) -> float | None:
         if not targets:

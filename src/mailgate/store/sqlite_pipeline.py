@@ -6,11 +6,9 @@ Owns the dedup index, the thread index, the quarantine table and the operator au
 idempotent, and the dedup applier enforces "the first message wins" even when two worker
 processes raced past the lookup (`DedupConflict`).
 
-The lookups the pipeline makes on every message are point queries on primary keys. They go
-through a private read-only ``sqlite3`` connection instead of aiosqlite: a key lookup takes
-microseconds, far less than a hop to aiosqlite's thread, and the pipeline's cost per message
-is budgeted against the parser's (``bench/pipeline_bench.py``). WAL lets this reader run beside
-the writer.
+The lookups the pipeline makes on every message are point queries on primary keys: they use
+``SqliteBase._lookup`` (no hop to aiosqlite's thread), and the pipeline's cost per message is
+budgeted against the parser's (``bench/pipeline_bench.py``).
 """
 
 from __future__ import annotations
@@ -44,7 +42,6 @@ from mailgate.store.pipeline_logic import (
 )
 from mailgate.store.sqlite_base import SqliteBase, applies, dumps
 from mailgate.store.sqlite_crypto import apply_sealed, index_intents, sealed_subject
-from mailgate.store.writer import connect
 
 # ---------------------------------------------------------------------------- appliers
 
@@ -198,28 +195,6 @@ class PipelineStoreMixin(SqliteBase):
     """The pipeline part of `SqliteStore`: the `PipelinePorts` lookups and operator actions."""
 
     data_dir: Path
-    _fast_reader: sqlite3.Connection | None = None
-
-    # ------------------------------------------------------------------ fast reads
-
-    def _lookup(self, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
-        if self._reader is None:
-            raise StoreError("store is closed")
-        conn = self._fast_reader
-        if conn is None:
-            conn = connect(self.path, synchronous="NORMAL", readonly=True)
-            self._fast_reader = conn
-        try:
-            return conn.execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
-            raise StoreError(f"pipeline lookup failed: {exc}") from exc
-
-    def close_pipeline_reader(self) -> None:
-        """Close the lookup connection (``close()`` of the store calls it when wired in)."""
-        if self._fast_reader is not None:
-            self._fast_reader.close()
-            self._fast_reader = None
-
     # ------------------------------------------------------------------ PipelinePorts
 
     async def find_duplicate(self, tenant: str, key: str, since: float) -> DedupHit | None:
