@@ -271,3 +271,39 @@ async def test_inline_writer_fails_its_callers_when_the_lock_breaks(tmp_path: Pa
         w.stop()
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT id FROM t").fetchall() == [(2,)]
+
+
+def _temp_files() -> list[str]:
+    """SQLite's temp files this process holds open (unlinked at creation: ``… (deleted)``)."""
+    out = []
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = str(fd.readlink())
+        except OSError:
+            continue
+        if "etilqs_" in target:
+            out.append(target)
+    return out
+
+
+@pytest.mark.parametrize("memory", [True, False])
+def test_savepoint_journals_of_the_writer_stay_in_memory(tmp_path: Path, memory: bool) -> None:
+    """Every write runs in a savepoint (``SAVEPOINT w``); rewriting more than 64 KiB of existing
+    pages inside one made SQLite spill the savepoint's journal to a temp file and write each
+    page to it with its own system call. The writer's connections keep it in memory; a
+    connection left at the default (the control) spills, which shows the test can see it."""
+    path = tmp_path / "db.sqlite"
+    conn = connect(path, synchronous="FULL")
+    if not memory:
+        conn.execute("PRAGMA temp_store = DEFAULT")
+    conn.execute("CREATE TABLE big (id INTEGER PRIMARY KEY, v BLOB)")
+    conn.executemany("INSERT INTO big (v) VALUES (randomblob(4000))", [()] * 100)
+    before = _temp_files()
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("SAVEPOINT w")
+    conn.execute("UPDATE big SET v = randomblob(4000)")  # ~100 existing pages: ~400 KB
+    spilled = [f for f in _temp_files() if f not in before]
+    conn.execute("RELEASE w")
+    conn.execute("COMMIT")
+    conn.close()
+    assert (spilled == []) is memory, spilled

@@ -392,6 +392,7 @@ class RetentionMixin(SqliteBase):
         conn = connect(self.path, synchronous=self.synchronous)
         try:
             conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            conn.execute("PRAGMA temp_store = FILE")  # VACUUM's copy of the database: not in RAM
             conn.execute("VACUUM")
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
