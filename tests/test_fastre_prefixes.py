@@ -88,3 +88,46 @@ def test_prefix_literals_the_automaton_cannot_take_are_found_one_by_one() -> Non
     for text in ("zzABC\udcffx bcdeX cdefgx", "bcdex", "nothing here", "abc\udcffx" * 3000):
         want = [m.span() for m in re.finditer(pattern, text, re.IGNORECASE)]
         assert [m.span() for m in fast.finditer(text, text.lower())] == want
+
+
+def test_skipping_to_the_next_literal_finds_what_re_finds_in_long_texts() -> None:
+    """A pattern with one literal prefix is searched by ``re`` from where the byte automaton
+    (the gate) says a literal next occurs: across the doubling windows, with literals on their
+    edges, in ASCII text and where a window holds other characters (the gate cannot look and
+    the regex scans on from there)."""
+    from mailgate.pipeline.fastre import FIRST_WINDOW
+
+    rng = random.Random(5)
+    patterns = [
+        (r"\bPO[- ]?\d{3,10}\b", 0),
+        (r"(?<![A-Za-z0-9])T-\d{1,10}\b", 0),
+        (r"\bref:\s*\d+", re.IGNORECASE),
+    ]
+    edges = [FIRST_WINDOW * (2**k - 1) for k in range(1, 8)]  # where windows start
+    pieces = ["lorem ", "PO-123 ", "XPO-1234 ", "T-5", "aT-77 ", "Ref: 9 ", "ref:", "é", "\n", "P"]
+    for pattern, flags in patterns:
+        fast = CiPattern.compile(pattern, flags)
+        slow = re.compile(pattern, flags)
+        assert fast.gate is not None and fast.prefixes is None, pattern
+        for size in (30, FIRST_WINDOW + 7, 40_000, 120_000):
+            for ascii_only in (True, False):
+                text = ""
+                while len(text) < size:
+                    piece = rng.choice(pieces) if rng.random() < 0.02 else "lorem ipsum "
+                    if ascii_only and not piece.isascii():
+                        continue
+                    text += piece
+                for edge in edges:  # a literal straddling or starting on a window's edge
+                    if edge + 8 < len(text):
+                        at = edge - rng.randint(0, 2)
+                        text = text[:at] + " PO-4711 T-12 ref: 3 " + text[at + 21 :]
+                low = text.lower()
+                want = [m.span() for m in slow.finditer(text)]
+                assert [m.span() for m in fast.finditer(text, low)] == want, pattern
+                first = fast.search(text, low)
+                assert (first and first.span()) == (want[0] if want else None), pattern
+    # nothing to find: the gate skips the whole body
+    fast = CiPattern.compile(r"\bPO-\d+", 0)
+    assert fast._next_literal("x" * 100_000, 0) == 100_000
+    assert fast._next_literal("x" * 100_000 + "PO-1", 5) == 100_000
+    assert fast.search("x" * 100_000) is None
