@@ -113,11 +113,12 @@ def _text(value: Any) -> str | None:
     return str(value).encode("utf-8", "replace").decode("utf-8")
 
 
-def _bump(conn: sqlite3.Connection, name: str, labels: str, by: float = 1.0) -> None:
-    conn.execute(
+def _bump(conn: sqlite3.Connection, bumps: list[tuple[str, str, float]]) -> None:
+    """Add each ``(name, labels, by)`` to its counter (one statement, run for every bump)."""
+    conn.executemany(
         "INSERT INTO delivery_metrics (name, labels, value) VALUES (?, ?, ?)"
         " ON CONFLICT(name, labels) DO UPDATE SET value = value + excluded.value",
-        (name, labels, by),
+        bumps,
     )
 
 
@@ -216,8 +217,7 @@ class DeliveryStoreMixin(SqliteBase):
 
         def write(conn: sqlite3.Connection) -> None:
             if result.outcome != "released":
-                for name, labels, by in metric_bumps(item, result, now):
-                    _bump(conn, name, labels, by)
+                _bump(conn, metric_bumps(item, result, now))
             if result.outcome not in ("skipped", "released"):
                 conn.execute(
                     "INSERT INTO delivery_attempts (outbox_id, attempt, at, status, latency, error,"
