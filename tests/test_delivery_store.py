@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from mailgate.store.delivery import AttemptOutcome, PublishIntent, event_id_for
 from mailgate.store.sqlite_base import apply_intents
 from tests.support.delivery import envelope_for, open_store, publish
@@ -217,3 +219,51 @@ async def test_change_counter_moves_with_every_commit_of_any_connection(tmp_path
         other.execute("COMMIT")
         other.close()
         assert await store.change_counter() != second
+
+
+async def test_dead_letter_and_thread_order_indexes_hold_only_their_rows(tmp_path: Path) -> None:
+    """``outbox_dead`` holds dead rows and ``outbox_order`` pending ones (migration 010): a
+    delivered webhook leaves both, and the queries that need them still find and use them."""
+    import sqlite3
+
+    async with open_store(tmp_path) as store:
+        delivered = await publish(store, targets=("a",), thread="thr_1")
+        dead = await publish(store, targets=("a",), thread="thr_1")
+        waiting = await publish(store, targets=("a",), thread="thr_1")
+        (first,) = await store.claim_outbox("a", 10, owner="n1", lease=30)
+        assert first.msg_id == delivered  # the later rows of thr_1 wait for it
+        await store.finish_attempt(first, AttemptOutcome("delivered", status=200), owner="n1")
+        (second,) = await store.claim_outbox("a", 10, owner="n1", lease=30)
+        assert second.msg_id == dead
+        await store.finish_attempt(second, AttemptOutcome("dead", status=400), owner="n1")
+        (third,) = await store.claim_outbox("a", 10, owner="n1", lease=30)
+        assert third.msg_id == waiting
+        assert [d.msg_id for d in await store.dlq_list(limit=10)] == [dead]
+
+    conn = sqlite3.connect(tmp_path / "mailgate.sqlite")
+    try:
+        in_dead = conn.execute(
+            "SELECT state FROM outbox INDEXED BY outbox_dead WHERE state = 'dead'"
+        ).fetchall()
+        in_order = conn.execute(
+            "SELECT state FROM outbox INDEXED BY outbox_order"
+            " WHERE target = 'a' AND ordering_key = 'thr_1' AND state = 'pending'"
+        ).fetchall()
+        assert [r[0] for r in in_dead] == ["dead"]
+        assert [r[0] for r in in_order] == ["pending"]
+        # partial: neither can answer for the delivered row (a full index could)
+        for index, where in (
+            ("outbox_dead", "state = 'delivered'"),
+            ("outbox_order", "target = 'a' AND state = 'delivered'"),
+        ):
+            with pytest.raises(sqlite3.OperationalError, match="no query solution"):
+                conn.execute(f"SELECT COUNT(*) FROM outbox INDEXED BY {index} WHERE {where}")
+        plan = " ".join(
+            r[3]
+            for r in conn.execute(
+                "EXPLAIN QUERY PLAN SELECT id FROM outbox WHERE state = 'dead' ORDER BY dead_at"
+            )
+        )
+        assert "outbox_dead" in plan
+    finally:
+        conn.close()
