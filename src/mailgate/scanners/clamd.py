@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import struct
 import time
 
@@ -110,25 +111,39 @@ class ClamdClient:
     async def _reply(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter, sent: bool
     ) -> bytes:
-        """clamd's NUL-terminated answer (what it managed to say, if it closed early)."""
-        if sent:
-            try:
-                await writer.drain()
-            except OSError:
-                # clamd closes the stream early when StreamMaxLength is exceeded; its reason
-                # is still waiting in our receive buffer.
-                sent = False
+        """clamd's NUL-terminated answer (what it managed to say, if it closed early).
+
+        Past StreamMaxLength clamd answers and closes with our chunks unread, so a send fails
+        with a reset, and asyncio then closes the socket without reading what arrived: the
+        answer sat unread in the kernel (under load, a third of such scans came back
+        "unavailable" instead of "too-large"). So the answer is awaited while the payload
+        goes out (a read started after the reset raises it even with the answer buffered),
+        and a duplicate of the socket's descriptor (`_spare`) reads what is left after it."""
+        spare = _spare(writer) if sent else None
+        reading = asyncio.ensure_future(reader.readuntil(b"\0"))
         try:
-            reply = await reader.readuntil(b"\0")
+            if sent:
+                try:
+                    await writer.drain()
+                except OSError:
+                    sent = False  # clamd stopped reading; its reason is on the way
+            reply = await reading
         except asyncio.IncompleteReadError as exc:
             reply = exc.partial
         except asyncio.LimitOverrunError:
             raise ScanError(ENGINE, "protocol", "reply too long") from None
         except OSError as exc:
             if not sent:
-                reply = b""
+                reply = _salvage(spare)
             else:
                 raise ScanError(ENGINE, "unavailable", f"connection lost: {exc}") from None
+        finally:
+            if not reading.done():
+                reading.cancel()
+            elif not reading.cancelled():
+                reading.exception()  # retrieved: no "never retrieved" warning
+            if spare is not None:
+                spare.close()
         if not sent and _TOO_LARGE.encode() not in reply:
             text = reply.rstrip(b"\0").decode("utf-8", "replace").strip()
             raise ScanError(ENGINE, "unavailable", f"clamd stopped reading: {text[:200]}")
@@ -269,6 +284,31 @@ class ClamdClient:
     async def version(self) -> str:
         async with asyncio.timeout(self.timeout):
             return await self._command(b"VERSION", None)
+
+
+def _spare(writer: asyncio.StreamWriter) -> socket.socket | None:
+    """A second descriptor of the connection's socket: it outlives asyncio closing its own."""
+    sock = writer.get_extra_info("socket")
+    try:
+        return sock.dup() if sock is not None else None
+    except OSError:
+        return None
+
+
+def _salvage(spare: socket.socket | None) -> bytes:
+    """What clamd said before it reset the connection, still queued in the kernel (a reset
+    does not discard received data); b"" when nothing is there."""
+    if spare is None:
+        return b""
+    spare.setblocking(False)
+    got = b""
+    with contextlib.suppress(OSError):
+        while len(got) < MAX_REPLY and not got.endswith(b"\0"):
+            data = spare.recv(MAX_REPLY)
+            if not data:
+                break
+            got += data
+    return got
 
 
 def _text(reply: bytes) -> str:
