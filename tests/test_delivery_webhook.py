@@ -338,6 +338,76 @@ async def test_events_committed_by_another_process_leave_without_a_full_poll(
         assert req.header("webhook-id") == event_id_for(msg_id)
 
 
+async def test_a_backlog_worker_wakes_for_its_own_events_only(
+    tmp_path: Path, rx: HttpReceiver
+) -> None:
+    """Workers after the first (``follow_others=False``) do not watch other processes'
+    commits: an event published elsewhere waits for the first worker (or a full poll), and
+    the backlog worker's own processed mail (``notify``, its ingest worker's hook) leaves now."""
+    from mailgate.store.sqlite_delivery import remove_outbox_waker
+
+    cfg = fast_delivery(poll_interval=3600.0)  # a full poll would never come in this test
+    async with open_store(tmp_path) as store:
+        async with running_worker(
+            store, [hook(rx.url())], cfg, tmp_path, follow_others=False
+        ) as worker:
+            await asyncio.sleep(0.1)  # the dispatcher is idle now
+            remove_outbox_waker(worker._waker)  # as if published by another process
+            msg_id = await publish(store)
+            await asyncio.sleep(0.5)  # ten change checks of a following worker
+            assert rx.requests == []
+            worker.notify()
+            (req,) = await rx.wait_for(1, timeout=10)
+        assert req.header("webhook-id") == event_id_for(msg_id)
+
+
+async def test_two_workers_share_deliveries_in_per_thread_order(
+    tmp_path: Path, rx: HttpReceiver
+) -> None:
+    """Every ingest worker process runs a webhook worker on the one store: each event is
+    delivered once, by either, and a thread's events still arrive in order (an earlier row of
+    the thread holds the later ones back while it is pending anywhere)."""
+    rng = random.Random(3)
+
+    async def jittery(request: web.Request, body: bytes) -> Reply:
+        if rng.random() < 0.2:
+            return Reply(503)
+        return Reply(200, delay=rng.random() * 0.02)
+
+    rx.handler = jittery
+    cfg = fast_delivery(retry_schedule="0s, 20ms*50")
+    async with open_store(tmp_path) as one, open_store(tmp_path) as two:
+        sent: dict[str, list[str]] = {}
+        for i in range(12):
+            for t in ("thr_a", "thr_b", "thr_c"):
+                msg_id = await publish(one, thread=t, subject=f"{t} #{i}")
+                sent.setdefault(t, []).append(event_id_for(msg_id))
+        # one target ("hook"), reached on a path per worker to tell who delivered what
+        async with (
+            running_worker(
+                one, [hook(rx.url("/a"), max_concurrency=4)], cfg, tmp_path, node="a"
+            ) as first,
+            running_worker(
+                two,
+                [hook(rx.url("/b"), max_concurrency=4)],
+                cfg,
+                tmp_path,
+                node="b",
+                follow_others=False,
+            ) as other,
+        ):
+            assert first.owner != other.owner
+            other.notify()  # as after mail it processed itself
+            await rx.wait_for(36, where=lambda r: r.status == 200, timeout=30)
+            await wait_until(lambda: _settled(one))
+    ok = rx.successful()
+    assert {r.path for r in ok} == {"/a", "/b"}  # both delivered
+    delivered = [(r.json()["thread"]["id"], r.header("webhook-id")) for r in ok]
+    assert sorted(e for _, e in delivered) == sorted(e for ids in sent.values() for e in ids)
+    for thread, ids in sent.items():
+        assert [e for t, e in delivered if t == thread] == ids
+
+
 async def test_a_worker_without_targets_starts_and_stops(tmp_path: Path) -> None:
     async with open_store(tmp_path) as store:
         await publish(store, targets=())

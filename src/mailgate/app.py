@@ -288,28 +288,31 @@ class WorkerRuntime:
         self._services.append(stages)
         processor = build_processor(self.cfg, self.store, stages.stages, prefetch=stages)
         self.auth = build_auth(self.cfg)
-        webhook = None
-        if self.index == 0:
-            # Deliveries and replies run once (in the first worker), not once per partition.
-            from mailgate.delivery.webhook import WebhookWorker
+        from mailgate.delivery.webhook import WebhookWorker
 
-            webhook = WebhookWorker(
-                self.store, self.cfg.webhooks, self.cfg.delivery, build_url_signer(self.cfg)
-            )
-            self._services.append(webhook)
+        # Every worker delivers webhooks: claims are leased rows, per-thread order holds across
+        # processes (an earlier pending row of a thread holds back the later ones, in flight or
+        # not), and each worker is woken by the messages it processed itself, so deliveries
+        # spread over the processes that have the work (issue 16); only the first also wakes
+        # for events published elsewhere (a backlog worker idles while it has no backlog). Its
+        # metrics publisher also carries the process's parse, auth and pipeline metrics.
+        webhook = WebhookWorker(
+            self.store,
+            self.cfg.webhooks,
+            self.cfg.delivery,
+            build_url_signer(self.cfg),
+            follow_others=self.index == 0,
+        )
+        self._services.append(webhook)
+        if self.index == 0:
+            # Replies and retention run once (in the first worker), not once per partition.
             reply_sender = _build_reply_sender(self.cfg, self.store)
             if reply_sender is not None:
                 self._services.append(reply_sender)
             purger = build_purger(self.cfg, self.store)  # [retention] (issue 15)
             if purger is not None:
                 self._services.append(purger)
-        else:
-            # Worker 0's webhook worker publishes its metrics; the others publish their own.
-            from mailgate.delivery.process_metrics import MetricsPublisher
-            from mailgate.metrics import REGISTRY
-
-            self._services.append(MetricsPublisher(self.store, REGISTRY))
-        notify = getattr(webhook, "notify", None)
+        notify = webhook.notify
         self.ingest = IngestWorker(
             self.store,
             processor,

@@ -125,10 +125,15 @@ def hook(
 
 @contextlib.asynccontextmanager
 async def running_worker(
-    store: SqliteStore, webhooks: list[WebhookConfig], cfg: DeliveryConfig, data_dir: Path
+    store: SqliteStore,
+    webhooks: list[WebhookConfig],
+    cfg: DeliveryConfig,
+    data_dir: Path,
+    **kw: Any,
 ) -> AsyncIterator[WebhookWorker]:
+    """A started `WebhookWorker` (``kw``: its keyword options, e.g. ``node``), stopped after."""
     urls = AttachmentUrlSigner(ApiConfig(public_url="http://127.0.0.1:1"), data_dir)
-    worker = WebhookWorker(store, webhooks, cfg, urls)
+    worker = WebhookWorker(store, webhooks, cfg, urls, **kw)
     await worker.start()
     try:
         yield worker

@@ -100,10 +100,15 @@ class WebhookWorker:
         urls: EnvelopeSigner,
         *,
         node: str | None = None,
+        follow_others: bool = True,
     ) -> None:
         self.store = store
         self.cfg = cfg
         self.urls = urls
+        self.follow_others = follow_others
+        """Also wake for events other processes publish (``change_counter``), not only for
+        this process's own and every ``poll_interval``: the first ingest worker does; backlog
+        workers deliver what they processed themselves, and stay idle while there is none."""
         self.schedule = RetrySchedule.parse(cfg.retry_schedule, jitter=cfg.jitter)
         self.targets: dict[str, _Target] = {}
         for w in webhooks:
@@ -271,7 +276,8 @@ class WebhookWorker:
             self._wake.clear()
             version: int | None = None
             try:
-                version = await self.store.change_counter()
+                if self.follow_others:
+                    version = await self.store.change_counter()
                 claimed = await self._claim_round()
                 self._backoff.succeeded()
                 if claimed:
