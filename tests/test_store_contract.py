@@ -180,6 +180,25 @@ async def _processed(store: Store, rec: SpoolRecord, *intents: Any) -> None:
     await store.complete(rec.id, envelope(rec.id), list(intents), state="processed")
 
 
+async def test_a_backlog_worker_delivers_only_beyond_the_first_due_rows(nodes: Nodes) -> None:
+    """``claim_outbox(skip=…)``: a backlog worker's webhook dispatcher leaves the first
+    ``skip`` due deliveries to the first worker; rows held back by their thread's order and
+    leased rows are not due and do not count."""
+    async with nodes(1) as (store,):
+        recs = [record(i) for i in range(6)]
+        for i, rec in enumerate(recs):  # r0, r1 of one thread: r1 waits behind r0
+            thread = "thr_0" if i < 2 else f"thr_{i}"
+            await _processed(store, rec, PublishIntent(targets=("hook",), ordering_key=thread))
+        extra, first = lease_owner("node0"), lease_owner("node0")
+        due = [recs[0], recs[2], recs[3], recs[4], recs[5]]  # r1 is held back
+        assert await store.claim_outbox("hook", 10, owner=extra, lease=30, skip=5) == []
+        got = await store.claim_outbox("hook", 2, owner=extra, lease=30, skip=3)
+        assert [i.msg_id for i in got] == [due[3].id, due[4].id]
+        rest = await store.claim_outbox("hook", 10, owner=first, lease=30)
+        assert [i.msg_id for i in rest] == [r.id for r in due[:3]]
+        assert await store.claim_outbox("hook", 10, owner=extra, lease=30, skip=0) == []
+
+
 async def test_events_leave_once_per_lease_and_in_thread_order(nodes: Nodes) -> None:
     async with nodes(2) as (a, b):
         woke = asyncio.Event()

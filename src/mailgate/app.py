@@ -293,15 +293,18 @@ class WorkerRuntime:
         # Every worker delivers webhooks: claims are leased rows, per-thread order holds across
         # processes (an earlier pending row of a thread holds back the later ones, in flight or
         # not), and each worker is woken by the messages it processed itself, so deliveries
-        # spread over the processes that have the work (issue 16); only the first also wakes
-        # for events published elsewhere (a backlog worker idles while it has no backlog). Its
-        # metrics publisher also carries the process's parse, auth and pipeline metrics.
+        # spread over the processes that have the work (issue 16). As with the spool, a
+        # backlog worker leaves the first `backlog_per_worker` x index due deliveries to the
+        # others and wakes only for its own mail, so at a trickle the first delivers alone;
+        # only the first wakes for events published elsewhere. Its metrics publisher also
+        # carries the process's parse, auth and pipeline metrics.
         webhook = WebhookWorker(
             self.store,
             self.cfg.webhooks,
             self.cfg.delivery,
             build_url_signer(self.cfg),
             follow_others=self.index == 0,
+            skip=self.index * self.cfg.ingest.backlog_per_worker,
         )
         self._services.append(webhook)
         if self.index == 0:

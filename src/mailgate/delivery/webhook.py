@@ -101,6 +101,7 @@ class WebhookWorker:
         *,
         node: str | None = None,
         follow_others: bool = True,
+        skip: int = 0,
     ) -> None:
         self.store = store
         self.cfg = cfg
@@ -109,6 +110,10 @@ class WebhookWorker:
         """Also wake for events other processes publish (``change_counter``), not only for
         this process's own and every ``poll_interval``: the first ingest worker does; backlog
         workers deliver what they processed themselves, and stay idle while there is none."""
+        self.skip = skip
+        """Due deliveries left to the other workers (``ingest.backlog_per_worker`` times the
+        worker's index): a backlog worker delivers only what waits beyond them, so at a
+        trickle the first worker delivers alone and claims do not contend."""
         self.schedule = RetrySchedule.parse(cfg.retry_schedule, jitter=cfg.jitter)
         self.targets: dict[str, _Target] = {}
         for w in webhooks:
@@ -234,7 +239,9 @@ class WebhookWorker:
             if free <= 0:
                 continue
             lease = target.cfg.timeout + LEASE_MARGIN
-            items = await self.store.claim_outbox(target.id, free, owner=self.owner, lease=lease)
+            items = await self.store.claim_outbox(
+                target.id, free, owner=self.owner, lease=lease, skip=self.skip
+            )
             for item in items:
                 target.breaker.started()
                 task = asyncio.create_task(self._attempt(target, item))

@@ -191,10 +191,18 @@ class DeliveryStore(Protocol):
         """Wake-ups when rows of this area were committed (``store.notify``)."""
 
     async def claim_outbox(
-        self, target: str, limit: int, *, owner: str, lease: float, now: float | None = None
+        self,
+        target: str,
+        limit: int,
+        *,
+        owner: str,
+        lease: float,
+        now: float | None = None,
+        skip: int = 0,
     ) -> list[OutboxItem]:
         """Due rows of ``target`` whose earlier rows of the same ordering key are all settled,
-        oldest first, leased to ``owner`` for ``lease`` seconds."""
+        oldest first, leased to ``owner`` for ``lease`` seconds; ``skip``: leave the first
+        that many such rows (a backlog worker takes only what waits beyond them)."""
 
     async def finish_attempt(self, item: OutboxItem, result: AttemptOutcome, *, owner: str) -> None:
         """Record the attempt and move the row on (delivered / retry / dead / disabled)."""

@@ -153,7 +153,14 @@ class DeliveryStoreMixin(SqliteBase):
     # ------------------------------------------------------------------ webhook worker
 
     async def claim_outbox(
-        self, target: str, limit: int, *, owner: str, lease: float, now: float | None = None
+        self,
+        target: str,
+        limit: int,
+        *,
+        owner: str,
+        lease: float,
+        now: float | None = None,
+        skip: int = 0,
     ) -> list[OutboxItem]:
         """See `DeliveryStore.claim_outbox`."""
         at = time.time() if now is None else now
@@ -172,8 +179,8 @@ class DeliveryStoreMixin(SqliteBase):
                     " AND (o.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM outbox p"
                     "  WHERE p.target = o.target AND p.ordering_key = o.ordering_key"
                     "  AND p.state = 'pending' AND p.id < o.id))"
-                    " ORDER BY o.next_attempt_at, o.id LIMIT ?",
-                    (target, at, at, limit),
+                    " ORDER BY o.next_attempt_at, o.id LIMIT ? OFFSET ?",
+                    (target, at, at, limit, skip),
                 )
             ]
             if not ids:

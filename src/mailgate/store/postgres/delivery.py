@@ -124,7 +124,14 @@ class PgDeliveryMixin(PgBase):
     # ------------------------------------------------------------------ webhook worker
 
     async def claim_outbox(
-        self, target: str, limit: int, *, owner: str, lease: float, now: float | None = None
+        self,
+        target: str,
+        limit: int,
+        *,
+        owner: str,
+        lease: float,
+        now: float | None = None,
+        skip: int = 0,
     ) -> list[OutboxItem]:
         at = time.time() if now is None else now
         rows = await self._fetch(
@@ -133,7 +140,7 @@ class PgDeliveryMixin(PgBase):
             " AND (o.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM outbox p"
             "  WHERE p.target = o.target AND p.ordering_key = o.ordering_key"
             "  AND p.state = 'pending' AND p.id < o.id))"
-            " ORDER BY o.next_attempt_at, o.id LIMIT $3 FOR UPDATE OF o SKIP LOCKED),"
+            " ORDER BY o.next_attempt_at, o.id LIMIT $3 OFFSET $6 FOR UPDATE OF o SKIP LOCKED),"
             " u AS (UPDATE outbox o SET locked_until = $4, lock_owner = $5 FROM c"
             "  WHERE o.id = c.id RETURNING o.*)"
             " SELECT u.id, u.event_id, e.type, e.msg_id, e.tenant, u.target, u.ordering_key,"
@@ -145,6 +152,7 @@ class PgDeliveryMixin(PgBase):
             limit,
             at + lease,
             owner,
+            skip,
             fast=True,
         )
         return [outbox_item(r, r["envelope"] or "{}") for r in rows]
