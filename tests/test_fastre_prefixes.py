@@ -126,6 +126,11 @@ def test_skipping_to_the_next_literal_finds_what_re_finds_in_long_texts() -> Non
                 assert [m.span() for m in fast.finditer(text, low)] == want, pattern
                 first = fast.search(text, low)
                 assert (first and first.span()) == (want[0] if want else None), pattern
+        # text dense with literals (the skip stops; re scans on) and a sparse tail after it
+        dense = "PO-4711 T-12 ref: 3 " * 3000 + "lorem ipsum " * 3000 + "PO-1 ref: 2"
+        assert [m.span() for m in fast.finditer(dense, dense.lower())] == [
+            m.span() for m in slow.finditer(dense)
+        ], pattern
     # nothing to find: the gate skips the whole body
     fast = CiPattern.compile(r"\bPO-\d+", 0)
     assert fast._next_literal("x" * 100_000, 0) == 100_000

@@ -348,6 +348,13 @@ class CiPattern:
             width = min(width * 2, WINDOW * 8)
         return n
 
+    def _skip(self, hay: str, pos: int) -> tuple[int, bool]:
+        """(where the scan goes on, whether to skip again next time): a literal found close to
+        ``pos`` means text dense with them, where ``re``'s own scan is cheaper than a call to
+        the gate per match (a body of 36 000 ``PO-123``: ~70 ms instead of ~7 ms)."""
+        nxt = self._next_literal(hay, pos)
+        return nxt, nxt - pos >= FIRST_WINDOW
+
     def _haystack(self, text: str, lowered: str | None) -> tuple[re.Pattern[str], str]:
         if not self.lowered:
             return self.scan, text
@@ -369,9 +376,10 @@ class CiPattern:
             return None
         pos = 0
         n = len(hay)
+        skipping = self.gate is not None
         while True:
-            if self.gate is not None:
-                pos = self._next_literal(hay, pos)
+            if skipping:
+                pos, skipping = self._skip(hay, pos)
                 if pos >= n:
                     return None
             m = scan.search(hay, pos)
@@ -400,9 +408,10 @@ class CiPattern:
                 pos = real.end() if real.end() > real.start() else real.end() + 1
             return
         n = len(text)
+        skipping = self.gate is not None
         while pos <= n:
-            if self.gate is not None:
-                pos = self._next_literal(hay, pos)
+            if skipping:
+                pos, skipping = self._skip(hay, pos)
                 if pos >= n:
                     break
             m = scan.search(hay, pos)
