@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Sequence
 from typing import Any
 
 from mailgate.store.base import NotFound
@@ -154,16 +153,6 @@ def apply_reply(
 class ReplyStoreMixin(SqliteBase):
     """The replies part of `SqliteStore` (implements `ReplyPorts` and `ReplyStore`)."""
 
-    async def _port_read(self, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
-        """A look-up made on every processed message: through the pipeline's synchronous
-        read-only connection when the store has one (microseconds, no thread hop), else
-        through the shared reader."""
-        lookup = getattr(self, "_lookup", None)
-        if lookup is not None:
-            rows: list[sqlite3.Row] = lookup(sql, params)
-            return rows
-        return await self._read(sql, params)
-
     # ------------------------------------------------------------------ ReplyPorts
 
     async def reply_usage(
@@ -178,7 +167,7 @@ class ReplyStoreMixin(SqliteBase):
     ) -> ReplyUsage:
         """See `ReplyPorts.reply_usage` (one read: five indexed counts)."""
         (key, domain), index = limit_keys(recipient), self.codec.index
-        rows = await self._port_read(
+        rows = self._lookup(  # made on every processed message: no thread hop
             "SELECT"
             f" (SELECT COUNT(*) FROM reply_outbox WHERE thread_id = ? AND {COUNTED}) AS thread,"
             " (SELECT COUNT(*) FROM reply_outbox WHERE recipient_key IN (?, ?)"
@@ -206,7 +195,7 @@ class ReplyStoreMixin(SqliteBase):
 
     async def reply_banners(self, queue: str | None) -> list[Banner]:
         """See `ReplyPorts.reply_banners`."""
-        rows = await self._port_read(
+        rows = self._lookup(
             "SELECT queue, text, set_at, set_by FROM reply_banners WHERE queue IN (?, '')"
             " ORDER BY queue = '' , queue",
             (queue or "",),
