@@ -258,22 +258,22 @@ class CiPattern:
             scan = re.compile(body, scan_flags) if (lowered or stripped) else original
         except re.error:
             scan, lowered = original, False
-        prefixes = None
         found = literal_prefixes(body, scan_flags) if scan is not original else None
-        if found and len(found) > 1 and min(map(len, found)) >= MIN_PREFIX:
-            prefixes = tuple(sorted(set(found)))
+        literals = tuple(sorted(set(found))) if found else ()
+        shortest = min(map(len, literals), default=0)
+        prefixes = literals if len(literals) > 1 and shortest >= MIN_PREFIX else None
         automaton = gate = None
         longest = 0
         if prefixes and all(map(utf8_safe, prefixes)):
             automaton = ahocorasick_rs.AhoCorasick(
                 list(prefixes), matchkind=ahocorasick_rs.MatchKind.LeftmostFirst
             )
-        if found and min(map(len, found)) >= 2 and all(map(utf8_safe, found)):
+        if literals and shortest >= 2 and all(map(utf8_safe, literals)):
             gate = ahocorasick_rs.BytesAhoCorasick(
-                [lit.encode("utf-8") for lit in sorted(set(found))],
+                [lit.encode("utf-8") for lit in literals],
                 matchkind=ahocorasick_rs.MatchKind.LeftmostFirst,
             )
-            longest = max(map(len, found))
+            longest = max(map(len, literals))
         return cls(original, scan, lowered, prefixes, automaton, gate, longest)
 
     def _candidates(self, hay: str, start: int) -> Iterator[int]:
