@@ -298,13 +298,14 @@ class WorkerRuntime:
         # others and wakes only for its own mail, so at a trickle the first delivers alone;
         # only the first wakes for events published elsewhere. Its metrics publisher also
         # carries the process's parse, auth and pipeline metrics.
+        skip = self.index * self.cfg.ingest.backlog_per_worker
         webhook = WebhookWorker(
             self.store,
             self.cfg.webhooks,
             self.cfg.delivery,
             build_url_signer(self.cfg),
             follow_others=self.index == 0,
-            skip=self.index * self.cfg.ingest.backlog_per_worker,
+            skip=skip,
         )
         self._services.append(webhook)
         if self.index == 0:
@@ -328,7 +329,7 @@ class WorkerRuntime:
             lease=self.cfg.store.lease,
             on_processed=notify,
             auth=self.auth,
-            skip=self.index * self.cfg.ingest.backlog_per_worker,
+            skip=skip,
         )
         for service in self._services:
             await service.start()
